@@ -1,0 +1,15 @@
+"""Poll Lambda: one look at the Novita task; returns the status and the next wait."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from img2video.observability import logger, metrics, tracer
+from img2video.poll import poll_task
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(job_id=event["job"]["job_id"])
+    return poll_task(event)

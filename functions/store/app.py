@@ -1,0 +1,15 @@
+"""Store Lambda: stream the finished video to S3, write the manifest, publish video.succeeded."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from img2video.observability import logger, metrics, tracer
+from img2video.store import store_video
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(job_id=event["job"]["job_id"])
+    return store_video(event)

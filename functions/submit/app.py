@@ -1,0 +1,27 @@
+"""Submit Lambda: S3 events (through SQS) in, one Novita task and one execution per job out."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from img2video.observability import logger, metrics, tracer
+from img2video.settings import get_settings
+from img2video.submit import handle_trigger, triggers_from_body
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    for trigger in triggers_from_body(record.body):
+        outcome = handle_trigger(trigger, receive_count)
+        logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    get_settings()  # a misconfigured stack fails here, loudly, before any record is touched
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

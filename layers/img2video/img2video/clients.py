@@ -1,0 +1,38 @@
+"""The boto3 clients and the idempotency store, created once per container and shared."""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+from botocore.config import Config
+
+from img2video.settings import get_settings
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+
+# Submit keys stay long enough to absorb a re-delivered S3 event long after the job ended.
+IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+
+
+@lru_cache(maxsize=1)
+def idempotency_store() -> DynamoDBPersistenceLayer:
+    return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table, boto3_client=client("dynamodb"))
+
+
+def idempotency_config(key_path: str) -> IdempotencyConfig:
+    return IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS)
+
+
+def reset() -> None:
+    """Forget cached clients and settings (tests and the local runtime change the environment)."""
+    client.cache_clear()
+    idempotency_store.cache_clear()
+    get_settings.cache_clear()

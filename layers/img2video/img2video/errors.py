@@ -1,0 +1,101 @@
+"""Pipeline errors: stable type names that the state machine matches, and their notice codes in one table."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline reports. `code` is the notice's error code."""
+
+    code = "INTERNAL"
+    transient = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Input problems: the user can fix these; they never reach the provider.
+class InvalidSidecar(PipelineError):
+    code = "INVALID_SIDECAR"
+
+
+class MissingSidecar(PipelineError):
+    code = "MISSING_SIDECAR"
+
+
+class UnsupportedImage(PipelineError):
+    code = "UNSUPPORTED_IMAGE"
+
+
+class ImageTooLarge(PipelineError):
+    code = "IMAGE_TOO_LARGE"
+
+
+# Provider answers. The class names are the ASL error names; do not rename them.
+class ProviderThrottled(PipelineError):
+    code = "PROVIDER_FAILED"  # reported only once retries are spent
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(PipelineError):
+    code = "PROVIDER_FAILED"  # reported only once retries are spent
+    transient = True
+
+
+class ProviderRejected(PipelineError):
+    code = "PROVIDER_REJECTED"
+
+
+class ProviderAuth(PipelineError):
+    code = "PROVIDER_AUTH"
+
+
+class InsufficientBalance(PipelineError):
+    code = "INSUFFICIENT_BALANCE"
+
+
+class ProviderFailed(PipelineError):
+    code = "PROVIDER_FAILED"
+
+
+class ProviderTimeout(PipelineError):
+    code = "PROVIDER_TIMEOUT"
+
+
+class DownloadInterrupted(PipelineError):
+    """The video stream broke off or its URL expired; a fresh task-result call and a retry may fix it."""
+
+    code = "DOWNLOAD_FAILED"
+    transient = True
+
+
+class DownloadFailed(PipelineError):
+    code = "DOWNLOAD_FAILED"
+
+
+# The error name (as Step Functions sees it) → the notice's error code: the one table every path uses.
+# Transient errors reach it only once their retries are spent.
+ERROR_CODES: dict[str, str] = {cls.__name__: cls.code for cls in PipelineError.__subclasses__()}
+
+ALL_ERROR_CODES = (
+    "INVALID_SIDECAR",
+    "MISSING_SIDECAR",
+    "UNSUPPORTED_IMAGE",
+    "IMAGE_TOO_LARGE",
+    "PROVIDER_REJECTED",
+    "PROVIDER_AUTH",
+    "INSUFFICIENT_BALANCE",
+    "PROVIDER_FAILED",
+    "PROVIDER_TIMEOUT",
+    "DOWNLOAD_FAILED",
+    "INTERNAL",
+)
+
+
+def error_code(error_name: str) -> str:
+    """Map an error name (exception class or States.* name) to a notice error code."""
+    return ERROR_CODES.get(error_name, "INTERNAL")

@@ -1,0 +1,84 @@
+"""What an S3 key is to the pipeline: an image, a sidecar, or nothing; and where its outputs go."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote_plus
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+SIDECAR_SUFFIXES = (".json", ".txt")  # in order of preference: .json wins
+
+KeyKind = Literal["image", "sidecar", "other"]
+
+
+def decode_event_key(raw: str) -> str:
+    """S3 event keys are URL-encoded with `+` for space; decode exactly once."""
+    return unquote_plus(raw)
+
+
+@dataclass(frozen=True)
+class InputKey:
+    key: str
+    folder: str  # "incoming/a/" (ends with "/")
+    stem: str  # "cat"
+    suffix: str  # ".jpg" as written (case kept)
+
+    @property
+    def kind(self) -> KeyKind:
+        lower = self.suffix.lower()
+        if lower in IMAGE_SUFFIXES:
+            return "image"
+        if lower in SIDECAR_SUFFIXES:
+            return "sidecar"
+        return "other"
+
+    def sidecar_keys(self) -> list[str]:
+        return [f"{self.folder}{self.stem}{suffix}" for suffix in SIDECAR_SUFFIXES]
+
+    def relative_folder(self, prefix: str) -> str:
+        """The folders between the input prefix and the file: "a/" for incoming/a/cat.jpg."""
+        return self.folder[len(prefix) :]
+
+
+def parse_input_key(key: str, prefix: str) -> InputKey | None:
+    """Split a decoded key under `prefix`; None for keys the pipeline must ignore."""
+    if not key.startswith(prefix) or key.endswith("/"):
+        return None
+    rest = key[len(prefix) :]
+    if any(part in ("", ".", "..") for part in rest.split("/")):
+        return None  # `a//b.jpg` or `../x.jpg`: never resolve a path that climbs or hides
+    folder, _, name = key.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        return None
+    return InputKey(key=key, folder=f"{folder}/" if folder else "", stem=stem, suffix=f".{suffix}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def readable_slug(stem: str, max_len: int = 40) -> str:
+    """An ASCII slug of a file stem for job ids and execution names (unicode folded, rest dashed)."""
+    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    slug = _UNSAFE.sub("-", folded).strip("-.")[:max_len].strip("-.")
+    return slug or "image"
+
+
+def resolve_relative(folder: str, relative: str, prefix: str) -> str | None:
+    """Resolve a sidecar-relative key; None when it would leave the input prefix."""
+    if relative.startswith("/") or "\\" in relative:
+        return None
+    joined = posixpath.normpath(posixpath.join(folder, relative))
+    if not joined.startswith(prefix) or joined == prefix.rstrip("/"):
+        return None
+    return joined
+
+
+def output_keys(image: InputKey, input_prefix: str, output_prefix: str, output_name: str) -> tuple[str, str]:
+    """The video key and its manifest key: videos/<same folders>/<output_name>.mp4 and .json."""
+    base = f"{output_prefix}{image.relative_folder(input_prefix)}{output_name}"
+    return f"{base}.mp4", f"{base}.json"

@@ -1,0 +1,151 @@
+"""The SNS notice: its schema, how it reads in e-mail, and publishing it once per job."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from img2video.sidecar import MODEL
+
+NOTICE_VERSION = "1"
+
+
+class NoticeError(BaseModel):
+    code: str
+    message: str
+    stage: Literal["submit", "poll", "store", "notify"]
+
+
+class NoticeVideo(BaseModel):
+    bucket: str
+    key: str
+    size_bytes: int
+    sha256: str
+    url: str
+
+
+class Notice(BaseModel):
+    """The message every subscriber receives: one per job, `notice_id` stable per job and outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str = NOTICE_VERSION
+    event: Literal["video.succeeded", "video.failed"]
+    notice_id: str
+    job_id: str
+    task_id: str | None = None
+    source: dict[str, str]
+    video: NoticeVideo | None = None
+    request: dict[str, Any] | None = None
+    error: NoticeError | None = None
+    tags: dict[str, str] = {}
+    timings: dict[str, Any] = {}
+
+
+def success_notice(
+    *,
+    job_id: str,
+    task_id: str,
+    source: dict[str, str],
+    video: NoticeVideo,
+    request: dict[str, Any],
+    tags: dict[str, str],
+    timings: dict[str, Any],
+) -> Notice:
+    return Notice(
+        event="video.succeeded",
+        notice_id=f"{job_id}:succeeded",
+        job_id=job_id,
+        task_id=task_id,
+        source=source,
+        video=video,
+        request=request,
+        tags=tags,
+        timings=timings,
+    )
+
+
+def failure_notice(
+    *,
+    job_id: str,
+    source: dict[str, str],
+    error: NoticeError,
+    task_id: str | None = None,
+    request: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    timings: dict[str, Any] | None = None,
+) -> Notice:
+    return Notice(
+        event="video.failed",
+        notice_id=f"{job_id}:failed",
+        job_id=job_id,
+        task_id=task_id,
+        source=source,
+        request=request,
+        error=error,
+        tags=tags or {},
+        timings=timings or {},
+    )
+
+
+def _file_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def subject(notice: Notice) -> str:
+    """SNS subjects must be ASCII, one line, under 100 characters."""
+    if notice.video is not None:
+        text = f"Video ready: {_file_name(notice.video.key)}"
+    else:
+        code = notice.error.code if notice.error else "INTERNAL"
+        text = f"Video failed ({code}): {_file_name(notice.source['key'])}"
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    ascii_text = "".join(ch for ch in ascii_text if ch.isprintable())
+    return ascii_text[:99]
+
+
+def email_text(notice: Notice) -> str:
+    lines: list[str]
+    source = f"s3://{notice.source['bucket']}/{notice.source['key']}"
+    if notice.video is not None:
+        lines = [
+            "Your video is ready.",
+            "",
+            f"Image:    {source}",
+            f"Video:    s3://{notice.video.bucket}/{notice.video.key} ({notice.video.size_bytes:,} bytes)",
+            f"Download: {notice.video.url}",
+            "          (this link expires; the video stays in S3)",
+        ]
+    else:
+        error = notice.error or NoticeError(code="INTERNAL", message="unknown error", stage="notify")
+        lines = [
+            "Your video could not be made.",
+            "",
+            f"Image:  {source}",
+            f"Error:  {error.code} (at {error.stage})",
+            f"Reason: {error.message}",
+        ]
+    if notice.request:
+        lines += ["", f"Prompt: {notice.request.get('prompt', '')}"]
+    lines += ["", f"Job: {notice.job_id}" + (f"  Task: {notice.task_id}" if notice.task_id else "")]
+    return "\n".join(lines)
+
+
+def sns_publish_arguments(notice: Notice, topic_arn: str) -> dict[str, Any]:
+    """Everything sns.publish needs: JSON for machines, text for e-mail, attributes for filter policies."""
+    message = notice.model_dump_json()
+    resolution = (notice.request or {}).get("resolution", "none")
+    return {
+        "TopicArn": topic_arn,
+        "Subject": subject(notice),
+        "MessageStructure": "json",
+        "Message": json.dumps({"default": message, "email": email_text(notice)}),
+        "MessageAttributes": {
+            "event": {"DataType": "String", "StringValue": notice.event},
+            "resolution": {"DataType": "String", "StringValue": str(resolution)},
+            "model": {"DataType": "String", "StringValue": (notice.request or {}).get("model", MODEL)},
+        },
+    }

@@ -1,0 +1,7 @@
+"""The one Logger, Tracer and Metrics every module imports."""
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+
+logger = Logger(service="img2video")
+tracer = Tracer(service="img2video")
+metrics = Metrics(namespace="img2video", service="img2video")

@@ -1,0 +1,56 @@
+"""Publishing a notice at most once per notice_id, and marking the source image with the job's state."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+from botocore.exceptions import ClientError
+
+from img2video.clients import client, idempotency_config, idempotency_store
+from img2video.notices import Notice, sns_publish_arguments
+from img2video.observability import logger, metrics
+from img2video.settings import get_settings
+
+JobState = Literal["queued", "submitted", "succeeded", "failed"]
+
+
+def publish_notice(notice: Notice) -> str:
+    """Publish once: a retried step finds the first publish's record and sends nothing."""
+
+    @idempotent_function(
+        data_keyword_argument="notice",
+        persistence_store=idempotency_store(),
+        config=idempotency_config("notice_id"),
+        key_prefix="img2video-notice",
+    )
+    def _publish(notice: dict[str, Any]) -> dict[str, str]:
+        parsed = Notice.model_validate(notice)
+        answer = client("sns").publish(**sns_publish_arguments(parsed, get_settings().topic_arn))
+        logger.info("Published notice", extra={"notice_id": parsed.notice_id, "event": parsed.event})
+        if parsed.error is not None:
+            metrics.add_metric(name=f"JobsFailed_{parsed.error.code}", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        else:
+            metrics.add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
+        return {"message_id": answer["MessageId"]}
+
+    result = _publish(notice=notice.model_dump(mode="json"))
+    tag_source(notice.source["bucket"], notice.source["key"], "succeeded" if notice.error is None else "failed", notice.job_id)
+    return str(result["message_id"])
+
+
+def tag_source(bucket: str, key: str, state: JobState, job_id: str) -> None:
+    """Record the job's state on the image, keeping the user's own tags. Best effort: never fails a job."""
+    s3 = client("s3")
+    try:
+        existing = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        kept = [tag for tag in existing if not tag["Key"].startswith("img2video-")]
+        if len(kept) > 8:  # S3 allows 10 tags; the user's own win
+            logger.info("Source image has too many tags to add the job state", extra={"key": key})
+            return
+        tags = [*kept, {"Key": "img2video-status", "Value": state}, {"Key": "img2video-job", "Value": job_id}]
+        s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tags})
+    except ClientError as exc:
+        logger.warning("Could not tag the source image", extra={"key": key, "error": exc.response["Error"]["Code"]})

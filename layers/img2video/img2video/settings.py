@@ -1,0 +1,61 @@
+"""Stack settings read once from the function environment, so a misconfigured stack fails at cold start."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Resolution = Literal["540p", "720p", "1080p"]
+MovementAmplitude = Literal["auto", "small", "medium", "high"]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    input_bucket: Annotated[str, Field(min_length=1)]
+    input_prefix: str = "incoming/"
+    output_bucket: Annotated[str, Field(min_length=1)]
+    output_prefix: str = "videos/"
+    topic_arn: Annotated[str, Field(min_length=1)]
+    state_machine_arn: str = ""
+    queue_url: str = ""
+    idempotency_table: Annotated[str, Field(min_length=1)]
+    novita_secret_id: Annotated[str, Field(min_length=1)]
+    novita_base_url: str = "https://api.novita.ai"
+
+    default_resolution: Resolution = "720p"
+    default_duration: Annotated[int, Field(ge=1, le=10)] = 5
+    default_movement_amplitude: MovementAmplitude = "auto"
+    default_watermark: bool = False
+    default_prompt: str = ""
+
+    poll_min_seconds: Annotated[int, Field(ge=1)] = 5
+    poll_max_seconds: Annotated[int, Field(ge=1)] = 60
+    poll_max_seconds_off_peak: Annotated[int, Field(ge=1)] = 900
+    max_wait_minutes: Annotated[int, Field(ge=1)] = 30
+    max_wait_minutes_off_peak: Annotated[int, Field(ge=1)] = 2880
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=604800)] = 3600
+    sidecar_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+    max_receive_count: Annotated[int, Field(ge=1)] = 5
+    # How the image reaches Novita: a presigned URL, an inline data: URI, or `auto`
+    # (data for off_peak jobs, whose start may come after a presigned URL has expired).
+    image_transport: Literal["url", "data", "auto"] = "auto"
+    # Local mode only: the emulator serves videos over loopback http.
+    allow_loopback_http: bool = False
+    submit_retry_max_seconds: Annotated[int, Field(ge=1, le=900)] = 900
+
+
+def _from_env() -> dict[str, str]:
+    # An empty variable means "not set" (CloudFormation parameters cannot be null).
+    return {name: value for name in Settings.model_fields if (value := os.environ.get(name.upper(), ""))}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings.model_validate(_from_env())
+    except ValidationError as exc:  # a broken stack should say exactly which variable is wrong
+        raise RuntimeError(f"img2video is misconfigured: {exc}") from exc

@@ -1,0 +1,331 @@
+"""Submit: pair an image with its sidecar, validate both, start one paid task and one execution per job."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+from botocore.exceptions import ClientError
+
+from img2video.clients import client, idempotency_config, idempotency_store
+from img2video.clock import iso, now, parse_iso
+from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
+from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image
+from img2video.jobs import Job, SourceObject, job_id
+from img2video.keys import IMAGE_SUFFIXES, InputKey, decode_event_key, output_keys, parse_input_key, resolve_relative
+from img2video.notices import NoticeError, failure_notice
+from img2video.novita import NovitaClient, load_api_key
+from img2video.observability import logger, metrics
+from img2video.publisher import publish_notice, tag_source
+from img2video.settings import Settings, get_settings
+from img2video.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
+from img2video.wait_policy import policy_for
+
+MESSAGE_MARKER = "img2video"
+MAX_THROTTLE_ATTEMPTS = 60
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One reason to look at a key: an S3 event, or our own delayed re-check of it."""
+
+    bucket: str
+    key: str
+    first_seen: float  # epoch seconds of the upload (or of the first look)
+    attempt: int = 0
+    reason: str = "s3"
+
+
+def triggers_from_body(body: str) -> list[Trigger]:
+    """Read an SQS body: an S3 notification, the s3:TestEvent (ignored), or our own re-check."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or data.get("Event") == "s3:TestEvent":
+        return []
+    if MESSAGE_MARKER in data:
+        return [Trigger(**data[MESSAGE_MARKER])]
+    triggers = []
+    for record in data.get("Records", []):
+        if record.get("eventSource") != "aws:s3" or not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        triggers.append(
+            Trigger(
+                bucket=record["s3"]["bucket"]["name"],
+                key=decode_event_key(record["s3"]["object"]["key"]),
+                first_seen=parse_iso(record.get("eventTime")),
+            )
+        )
+    return triggers
+
+
+# --- S3 reads -------------------------------------------------------------------------------
+
+
+def _head(bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(client("s3").head_object(Bucket=bucket, Key=key))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _etag(head: dict[str, Any]) -> str:
+    return str(head.get("ETag", "")).strip('"')
+
+
+def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
+    body: bytes = client("s3").get_object(Bucket=bucket, Key=key, Range=byte_range)["Body"].read()
+    return body
+
+
+def _find_image(bucket: str, sidecar: InputKey, prefix: str) -> InputKey | None:
+    """The image a sidecar belongs to: same folder and stem, any image suffix in any case."""
+    listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{sidecar.folder}{sidecar.stem}.", MaxKeys=50)
+    for item in listing.get("Contents", []):
+        candidate = parse_input_key(item["Key"], prefix)
+        if candidate and candidate.kind == "image" and candidate.stem == sidecar.stem and candidate.folder == sidecar.folder:
+            return candidate
+    return None
+
+
+def _find_sidecar(bucket: str, image: InputKey) -> tuple[str, dict[str, Any]] | None:
+    for key in image.sidecar_keys():  # .json before .txt
+        head = _head(bucket, key)
+        if head is not None:
+            return key, head
+    return None
+
+
+def _validated_image(bucket: str, key: str, size: int) -> None:
+    head = _read_range(bucket, key, f"bytes=0-{HEAD_BYTES - 1}") if size else b""
+    tail = _read_range(bucket, key, f"bytes=-{TAIL_BYTES}") if size else b""
+    check_image(key, size, head, tail)
+
+
+def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Settings) -> list[str]:
+    keys = []
+    for relative in request_extra:
+        resolved = resolve_relative(folder, relative, settings.input_prefix)
+        if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES):
+            raise InvalidSidecar(
+                f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} must name a .jpg, .jpeg, .png or .webp '
+                f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder})"
+            )
+        head = _head(settings.input_bucket, resolved)
+        if head is None:
+            raise InvalidSidecar(f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} does not exist: no object at {resolved}')
+        _validated_image(settings.input_bucket, resolved, int(head["ContentLength"]))
+        keys.append(resolved)
+    return keys
+
+
+# --- the image as Novita receives it ---------------------------------------------------------------
+
+
+def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -> str:
+    transport = settings.image_transport
+    if transport == "auto":
+        transport = "data" if off_peak else "url"
+    if transport == "url":
+        url: str = client("s3").generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.presign_expiry_seconds
+        )
+        return url
+    raw = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    kind = {"\xff": "jpeg", "\x89": "png", "R": "webp"}.get(chr(raw[0]), "jpeg")
+    return f"data:image/{kind};base64,{base64.b64encode(raw).decode('ascii')}"
+
+
+# --- the paid part: exactly once per job ---------------------------------------------------------
+
+
+def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
+    """POST to Novita at most once per job id; a retry gets the first answer back from DynamoDB."""
+
+    @idempotent_function(
+        data_keyword_argument="job",
+        persistence_store=idempotency_store(),
+        config=idempotency_config("job_id"),
+        key_prefix="img2video-submit",
+    )
+    def _submit(job: dict[str, Any]) -> dict[str, Any]:
+        parsed = Job.model_validate(job)
+        images = [image_reference(parsed.source.bucket, parsed.source.key, parsed.request.off_peak, settings)]
+        images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
+        novita = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
+        task_id = novita.submit(parsed.request.provider_body(images))
+        logger.info("Submitted to Novita", extra={"task_id": task_id})
+        metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+        return {"task_id": task_id, "submitted_at": iso(now())}
+
+    result: dict[str, Any] = _submit(job=job.model_dump(mode="json"))
+    return result
+
+
+def start_execution(job: Job, submitted: dict[str, Any], settings: Settings) -> None:
+    off_peak = job.request.off_peak
+    max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
+    submitted_epoch = parse_iso(submitted["submitted_at"])
+    state = {
+        "job": job.model_dump(mode="json"),
+        "task_id": submitted["task_id"],
+        "submitted_at": submitted["submitted_at"],
+        "deadline": int(submitted_epoch + max_wait * 60),
+        # the first wait: the shortest a generation takes is well above the minimum poll interval
+        "poll": {"status": "submitted", "polls": 0, "progress_percent": 0, "wait_seconds": policy_for(settings, off_peak).next_wait(None)},
+    }
+    try:
+        client("stepfunctions").start_execution(stateMachineArn=settings.state_machine_arn, name=job.job_id, input=json.dumps(state))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
+            raise
+        logger.info("Execution already exists; nothing to start")
+
+
+# --- one trigger, start to end --------------------------------------------------------------------
+
+
+def requeue(trigger: Trigger, delay_seconds: float, settings: Settings) -> None:
+    """Look at the key again later (SQS delays up to 15 minutes per hop)."""
+    delay = int(max(0, min(900, delay_seconds)))
+    client("sqs").send_message(QueueUrl=settings.queue_url, MessageBody=json.dumps({MESSAGE_MARKER: asdict(trigger)}), DelaySeconds=delay)
+    logger.info("Re-queued", extra={"key": trigger.key, "reason": trigger.reason, "delay_seconds": delay})
+
+
+def throttle_delay(attempt: int, retry_after: float | None, cap: int) -> float:
+    """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
+    backoff = random.uniform(0, min(cap, 5 * 2**attempt))
+    return max(backoff, retry_after or 0.0, 1.0)
+
+
+@dataclass
+class PendingJob:
+    """What is known of a job before it is accepted: enough to send its failure notice."""
+
+    job_id: str
+    source: SourceObject
+    request: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+
+
+def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
+    """Process one trigger; returns what happened (for logs and tests). Raises only on unexpected errors."""
+    settings = get_settings()
+    parsed = parse_input_key(trigger.key, settings.input_prefix)
+    if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
+        logger.info("Ignoring key", extra={"key": trigger.key})
+        return "ignored"
+    image = parsed if parsed.kind == "image" else _find_image(trigger.bucket, parsed, settings.input_prefix)
+    if image is None:
+        logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
+        return "waiting-for-image"
+    image_head = _head(trigger.bucket, image.key)
+    if image_head is None:
+        logger.info("Image no longer exists", extra={"key": image.key})
+        return "ignored"
+    sidecar = _find_sidecar(trigger.bucket, image)
+    if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
+        requeue(
+            replace(trigger, key=image.key, reason="await-sidecar"),
+            settings.sidecar_grace_seconds - (now() - trigger.first_seen) + 1,
+            settings,
+        )
+        tag_source(trigger.bucket, image.key, "queued", "")
+        return "awaiting-sidecar"
+
+    source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
+    sidecar_key, sidecar_head = sidecar if sidecar else ("", {})
+    pending = PendingJob(
+        job_id=job_id(trigger.bucket, image.key, source.etag, sidecar_key, _etag(sidecar_head), image.stem),
+        source=source,
+    )
+    logger.append_keys(job_id=pending.job_id)
+    try:
+        return _accept(trigger, image, image_head, sidecar_key, sidecar_head, pending, settings)
+    except ProviderThrottled as exc:
+        return _retry_later(trigger, pending, exc, settings, exc.retry_after)
+    except PipelineError as exc:
+        if exc.transient:
+            return _retry_later(trigger, pending, exc, settings, None)
+        _fail(pending, exc.code, exc.message)
+        return f"failed:{exc.code}"
+    except Exception as exc:
+        if receive_count >= settings.max_receive_count:  # last delivery: tell the user instead of vanishing into the DLQ
+            logger.exception("Submit failed on its last attempt")
+            _fail(pending, "INTERNAL", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})")
+            return "failed:INTERNAL"
+        raise
+    finally:
+        logger.remove_keys(["job_id"])
+
+
+def _accept(
+    trigger: Trigger,
+    image: InputKey,
+    image_head: dict[str, Any],
+    sidecar_key: str,
+    sidecar_head: dict[str, Any],
+    pending: PendingJob,
+    settings: Settings,
+) -> str:
+    if not sidecar_key:
+        if not settings.default_prompt:
+            raise MissingSidecar(
+                f"no sidecar for {image.key} after {settings.sidecar_grace_seconds} s: upload "
+                f"{image.folder}{image.stem}.json or {image.folder}{image.stem}.txt with the prompt, then upload the image again"
+            )
+        request = default_request(settings)
+    else:
+        size = int(sidecar_head.get("ContentLength", 0))
+        if size > MAX_SIDECAR_BYTES:
+            raise InvalidSidecar(f"{sidecar_key} is {size} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES} bytes (64 KiB)")
+        raw = client("s3").get_object(Bucket=trigger.bucket, Key=sidecar_key)["Body"].read()
+        request = parse_sidecar(raw, sidecar_key, settings)
+    pending.request, pending.tags = request.for_notice(), request.tags
+    _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]))
+    extra_keys = _extra_image_keys(request.extra_images, image.folder, settings)
+    video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, request.output_name or image.stem)
+    job = Job(
+        job_id=pending.job_id,
+        source=pending.source,
+        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=str(sidecar_head.get("ETag", "")).strip('"'))
+        if sidecar_key
+        else None,
+        request=request,
+        extra_image_keys=tuple(extra_keys),
+        video_key=video_key,
+        manifest_key=manifest_key,
+        uploaded_at=iso(image_head["LastModified"].timestamp()) if "LastModified" in image_head else iso(trigger.first_seen),
+    )
+    submitted = submit_task(job, settings)
+    start_execution(job, submitted, settings)
+    tag_source(trigger.bucket, image.key, "submitted", job.job_id)
+    return "submitted"
+
+
+def _retry_later(trigger: Trigger, pending: PendingJob, exc: PipelineError, settings: Settings, retry_after: float | None) -> str:
+    if trigger.attempt + 1 >= MAX_THROTTLE_ATTEMPTS:
+        _fail(pending, "PROVIDER_FAILED", f"Novita stayed unavailable through {trigger.attempt + 1} attempts: {exc.message}")
+        return "failed:PROVIDER_FAILED"
+    delay = throttle_delay(trigger.attempt, retry_after, settings.submit_retry_max_seconds)
+    requeue(replace(trigger, attempt=trigger.attempt + 1, reason="provider-busy"), delay, settings)
+    metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
+    return "retrying"
+
+
+def _fail(pending: PendingJob, code: str, message: str) -> None:
+    logger.warning("Job failed at submit", extra={"code": code, "reason": message})
+    notice = failure_notice(
+        job_id=pending.job_id,
+        source={"bucket": pending.source.bucket, "key": pending.source.key},
+        error=NoticeError(code=code, message=message, stage="submit"),
+        request=pending.request,
+        tags=pending.tags,
+        timings={"failed": iso(now())},
+    )
+    publish_notice(notice)

@@ -1,0 +1,43 @@
+"""How long to wait before the next poll: few polls, yet a short delay once the task is done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from img2video.settings import Settings
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    min_seconds: int
+    max_seconds: int
+    growth: float = 1.6
+
+    def next_wait(
+        self,
+        previous_wait: int | None,
+        eta: float | None = None,
+        progress_percent: float | None = None,
+        elapsed_seconds: float | None = None,
+    ) -> int:
+        """Trust the provider's estimate when it gives one; otherwise back off geometrically.
+
+        - `eta` (seconds left): wait that long, so the next poll lands about when the task ends.
+        - `progress_percent` with the time spent so far: extrapolate the time left linearly.
+        - neither: grow the previous wait by `growth`, starting from the minimum.
+        The answer is always within [min_seconds, max_seconds].
+        """
+        if eta is not None and eta > 0:
+            wanted = eta
+        elif progress_percent is not None and 0 < progress_percent < 100 and elapsed_seconds and elapsed_seconds > 0:
+            wanted = elapsed_seconds * (100 - progress_percent) / progress_percent
+        elif previous_wait is None:
+            wanted = self.min_seconds
+        else:
+            wanted = previous_wait * self.growth
+        return int(min(self.max_seconds, max(self.min_seconds, round(wanted))))
+
+
+def policy_for(settings: Settings, off_peak: bool) -> WaitPolicy:
+    """Off-peak tasks may take up to 48 hours: poll them with a longer cap."""
+    return WaitPolicy(settings.poll_min_seconds, settings.poll_max_seconds_off_peak if off_peak else settings.poll_max_seconds)
