@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -22,13 +22,15 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
-@lru_cache(maxsize=1)
-def idempotency_store() -> DynamoDBPersistenceLayer:
+@cache
+def idempotency_store(purpose: str) -> DynamoDBPersistenceLayer:
+    """One store per idempotent operation: Powertools configures a store once, with the first key path it sees."""
     return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table, boto3_client=client("dynamodb"))
 
 
 def idempotency_config(key_path: str) -> IdempotencyConfig:
-    return IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS)
+    # A missing key must fail loudly: skipping idempotency could pay for a video twice.
+    return IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS, raise_on_no_idempotency_key=True)
 
 
 def reset() -> None:

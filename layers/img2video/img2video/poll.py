@@ -39,7 +39,7 @@ def poll_task(state: dict[str, Any]) -> dict[str, Any]:
     if remaining <= 0:
         max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
         raise ProviderTimeout(
-            f"the task was not finished after {max_wait} minutes "
+            f"the task was not finished after {max_wait:g} minutes "
             f"(last status {task.status or 'unknown'}, {task.progress_percent or 0:.0f}% done)"
         )
     wait = policy_for(settings, off_peak).next_wait(

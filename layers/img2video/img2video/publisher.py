@@ -21,7 +21,7 @@ def publish_notice(notice: Notice) -> str:
 
     @idempotent_function(
         data_keyword_argument="notice",
-        persistence_store=idempotency_store(),
+        persistence_store=idempotency_store("img2video-notice"),
         config=idempotency_config("notice_id"),
         key_prefix="img2video-notice",
     )

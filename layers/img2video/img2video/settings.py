@@ -35,8 +35,8 @@ class Settings(BaseModel):
     poll_min_seconds: Annotated[int, Field(ge=1)] = 5
     poll_max_seconds: Annotated[int, Field(ge=1)] = 60
     poll_max_seconds_off_peak: Annotated[int, Field(ge=1)] = 900
-    max_wait_minutes: Annotated[int, Field(ge=1)] = 30
-    max_wait_minutes_off_peak: Annotated[int, Field(ge=1)] = 2880
+    max_wait_minutes: Annotated[float, Field(gt=0)] = 30
+    max_wait_minutes_off_peak: Annotated[float, Field(gt=0)] = 2880
     presign_expiry_seconds: Annotated[int, Field(ge=60, le=604800)] = 3600
     sidecar_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
     max_receive_count: Annotated[int, Field(ge=1)] = 5

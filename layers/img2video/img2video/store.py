@@ -25,7 +25,7 @@ def store_video(state: dict[str, Any]) -> dict[str, Any]:
 
     @idempotent_function(
         data_keyword_argument="state",
-        persistence_store=idempotency_store(),
+        persistence_store=idempotency_store("img2video-store"),
         config=idempotency_config("job.job_id"),
         key_prefix="img2video-store",
     )

@@ -149,7 +149,7 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
 
     @idempotent_function(
         data_keyword_argument="job",
-        persistence_store=idempotency_store(),
+        persistence_store=idempotency_store("img2video-submit"),
         config=idempotency_config("job_id"),
         key_prefix="img2video-submit",
     )

@@ -1,0 +1,204 @@
+"""The `img2video` command: run the real pipeline offline (demo, or your own images) and show it work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from img2video_local.emulator import EmulatorConfig, Faults
+
+SAMPLES = Path(__file__).parent / "samples"
+DEFAULT_OUT = Path("img2video-out")
+
+
+@dataclass
+class Upload:
+    key: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read(self) -> bytes:
+        return self.data if self.data is not None else self.path.read_bytes()  # type: ignore[union-attr]
+
+
+@dataclass
+class Plan:
+    uploads: list[Upload] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+
+class UsageError(Exception):
+    pass
+
+
+def plan_uploads(paths: list[Path], prefix: str, prompt: str | None) -> Plan:
+    """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/."""
+    plan = Plan()
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + SIDECAR_SUFFIXES)
+            for file in files:
+                plan.uploads.append(Upload(f"{prefix}{path.resolve().name}/{file.relative_to(path).as_posix()}", file))
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(f"{path} is not an image (.jpg, .jpeg, .png, .webp)")
+            plan.uploads.append(Upload(f"{prefix}{path.name}", path))
+            for suffix in SIDECAR_SUFFIXES:
+                sidecar = path.with_suffix(suffix)
+                if sidecar.is_file():
+                    plan.uploads.append(Upload(f"{prefix}{sidecar.name}", sidecar))
+        else:
+            raise UsageError(f"{path} does not exist")
+    keys = {u.key for u in plan.uploads}
+    plan.images = [u.key for u in plan.uploads if u.key.lower().endswith(IMAGE_SUFFIXES)]
+    if not plan.images:
+        raise UsageError("no images found (.jpg, .jpeg, .png, .webp)")
+    if prompt is not None:
+        for image in plan.images:
+            stem = image.rsplit(".", 1)[0]
+            if not any(f"{stem}{suffix}" in keys for suffix in SIDECAR_SUFFIXES):
+                plan.uploads.append(Upload(f"{stem}.txt", data=prompt.encode("utf-8")))
+    # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way
+    plan.uploads.sort(key=lambda u: u.key.lower().endswith(IMAGE_SUFFIXES))
+    return plan
+
+
+class ProgressView:
+    """One line per image: where its job is, live."""
+
+    STAGES = {
+        "uploaded": "queued",
+        "submitted": "submitted",
+        "polling": "polling",
+        "storing": "storing",
+        "stored": "stored",
+        "notified": "notified",
+    }
+
+    def __init__(self, images: list[str], console: Console) -> None:
+        self.rows: dict[str, dict[str, str]] = {key: {"stage": "uploading", "detail": ""} for key in images}
+        self.console = console
+        self.started = time.monotonic()
+
+    def update(self, key: str, stage: str, details: dict[str, Any]) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            return
+        if stage == "polling":
+            row["detail"] = f"{details.get('progress', 0):.0f}%"
+        elif stage == "submitted":
+            row["detail"] = f"job {details.get('job_id')}"
+        elif stage == "notified":
+            error = details.get("error")
+            row["detail"] = f"{error['code']}: {error['message']}" if error else details.get("event", "")
+        if row["stage"] != "notified":
+            row["stage"] = self.STAGES.get(stage, stage)
+
+    def render(self) -> Table:
+        table = Table(title=f"img2video local run  ({time.monotonic() - self.started:.1f} s)", expand=False)
+        table.add_column("image")
+        table.add_column("stage")
+        table.add_column("detail", overflow="fold", max_width=80)
+        for key, row in self.rows.items():
+            style = "green" if "succeeded" in row["detail"] else "red" if row["stage"] == "notified" else ""
+            table.add_row(key, row["stage"], row["detail"], style=style)
+        return table
+
+
+def run_local(
+    plan: Plan,
+    out_dir: Path,
+    as_json: bool,
+    faults: Faults,
+    timeout: float,
+    emulator: EmulatorConfig | None = None,
+    parameters: dict[str, str] | None = None,
+) -> int:
+    from img2video_local.runtime import LocalPipeline
+
+    stderr = Console(stderr=True)
+    stdout = Console(soft_wrap=True)
+    view = ProgressView(plan.images, stderr)
+    config = emulator or EmulatorConfig()
+    config.faults = faults
+    with Live(view.render(), console=stderr, refresh_per_second=8, transient=False) as live:
+
+        def on_progress(key: str, stage: str, details: dict[str, Any]) -> None:
+            view.update(key, stage, details)
+            live.update(view.render())
+
+        with LocalPipeline(
+            parameters=parameters or {}, emulator_config=config, on_progress=on_progress, log_file=out_dir / "img2video-local.log"
+        ) as pipeline:
+            for upload in plan.uploads:
+                pipeline.upload(upload.key, upload.read())
+            received = pipeline.wait_for_notices(set(plan.images), timeout)
+            downloads = {r.notice["job_id"]: pipeline.download(r, out_dir) for r in received}
+        live.update(view.render())
+
+    for r in received:
+        if as_json:
+            sys.stdout.write(json.dumps(r.notice, ensure_ascii=False) + "\n")
+        else:
+            stdout.print_json(json.dumps(r.notice, ensure_ascii=False))
+            for path in downloads.get(r.notice["job_id"], []):
+                stdout.print(f"wrote {path}")
+    missing = set(plan.images) - {r.notice["source"]["key"] for r in received}
+    for key in sorted(missing):
+        stderr.print(f"[red]no notice for {key} within {timeout:.0f} s[/red]")
+    ok = not missing and all(r.notice["event"] == "video.succeeded" for r in received)
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="img2video", description="Run the img2video pipeline offline: moto for AWS, an emulator for Novita."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="animate the bundled sample image and write the MP4 under ./img2video-out/")
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
+    demo.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
+    local = commands.add_parser("local", help="local mode")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    run = local_commands.add_parser("run", help="upload images (with their sidecars) and wait for every notice")
+    run.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image (its .json/.txt sidecar beside it goes too) or a folder")
+    run.add_argument("--prompt", help="prompt for images that have no sidecar (uploaded as a .txt sidecar)")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
+    run.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
+    run.add_argument("--faults", default="", help='emulator faults, e.g. "429=0.3,5xx=0.1,fail=0.1,dup=0.5" (see README)')
+    run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all notices (default 300)")
+    run.add_argument("--generation-seconds", type=float, default=3.0, help="how long the emulator takes per video (default 3)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")  # library warnings would only clutter the progress display
+    parser = _parser()
+    args = parser.parse_args(argv)
+    prefix = "incoming/"
+    try:
+        if args.command == "demo":
+            plan = plan_uploads([SAMPLES / "sunset.jpg"], f"{prefix}demo/", None)
+            return run_local(plan, args.out, args.json, Faults(), timeout=120)
+        faults = Faults.parse(args.faults)
+        plan = plan_uploads(args.paths, prefix, args.prompt)
+        return run_local(plan, args.out, args.json, faults, args.timeout, EmulatorConfig(generation_seconds=args.generation_seconds))
+    except (UsageError, ValueError) as exc:
+        parser.print_usage(sys.stderr)
+        print(f"img2video: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

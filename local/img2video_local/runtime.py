@@ -1,0 +1,317 @@
+"""The embedded runtime: moto runs the template's stack and the real ASL; the real handlers do the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from moto import mock_aws
+
+from img2video_local.emulator import EmulatorConfig, NovitaEmulator
+from img2video_local.lambda_server import LocalFunctions, start_invoke_server
+from img2video_local.stack import LocalStack, provision
+from img2video_local.template import REGION, Template
+
+# Template parameters overridden for a quick local run. Every other setting is the template's default.
+LOCAL_PARAMETERS = {
+    "PollMinSeconds": "1",
+    "PollMaxSeconds": "5",
+    "PollMaxSecondsOffPeak": "10",
+    "SidecarGraceSeconds": "3",
+    "MaxWaitMinutes": "2",
+    "MaxWaitMinutesOffPeak": "5",
+    "PresignExpirySeconds": "900",
+}
+MOTO_CONFIG = {
+    "stepfunctions": {"execute_state_machine": True},
+    "core": {"passthrough": {"services": ["lambda"]}},
+}
+# How soon the local SQS poller retries a record the Submit function reported as failed.
+LOCAL_RETRY_VISIBILITY_SECONDS = 2
+
+ProgressHook = Callable[[str, str, dict[str, Any]], None]  # (image key, stage, details)
+
+
+@dataclass
+class Received:
+    notice: dict[str, Any]
+    attributes: dict[str, str]
+    subject: str
+
+
+@dataclass
+class LocalPipeline:
+    """Use as a context manager: `with LocalPipeline() as p: p.upload(...); p.wait_for_notices(...)`."""
+
+    parameters: dict[str, str] = field(default_factory=dict)
+    emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    on_progress: ProgressHook | None = None
+    log_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.emulator = NovitaEmulator(self.emulator_config)
+        self.notices: list[Received] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._saved_env: dict[str, str | None] = {}
+        self._known_executions: set[str] = set()
+        self._log_handle: IO[str] | None = None
+
+    # -- start and stop --------------------------------------------------------------------------
+    def __enter__(self) -> LocalPipeline:
+        self._set_env(
+            {
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_SESSION_TOKEN": "local",
+            }
+        )
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            self._set_env({name: None})
+        self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[arg-type]
+        self._mock.start()
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        base_url = self.emulator.start()
+        template = Template.load({**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url})
+        self.stack: LocalStack = provision(template, self.emulator_config.api_key)
+        self._set_env(
+            {
+                **self.stack.environment,
+                "ALLOW_LOOPBACK_HTTP": "true",  # local only: the emulator serves videos over loopback http
+                "SUBMIT_RETRY_MAX_SECONDS": "4",  # local only: re-try throttled submits within seconds
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would mix with the CLI's output
+                "POWERTOOLS_DEV": "false",
+            }
+        )
+        self._route_logs()
+        from img2video.clients import reset
+
+        reset()
+        self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke)
+        self._invoke_server, invoke_url = start_invoke_server(self.functions)
+        self._set_env({"AWS_ENDPOINT_URL_LAMBDA": invoke_url})
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self._subscribe_notices()
+        self._spawn(self._poll_submit_queue, "sqs-submit-poller")
+        self._spawn(self._poll_notices, "notice-collector")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if hasattr(self, "_invoke_server"):
+            self._invoke_server.shutdown()
+            self._invoke_server.server_close()
+        self.emulator.stop()
+        self._mock.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self._log_handle:
+            self._log_handle.close()
+        from img2video.clients import reset
+
+        reset()
+
+    def _set_env(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def _route_logs(self) -> None:
+        """The handlers' JSON logs go to a file (or nowhere), never to the CLI's stdout."""
+        from img2video.observability import logger
+
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = self.log_file.open("a", encoding="utf-8")
+            stream: IO[str] = self._log_handle
+        else:
+            self._log_handle = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            stream = self._log_handle
+        for handler in logging.getLogger(logger.service).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def input_bucket(self) -> str:
+        return self.stack.id("InputBucket")
+
+    @property
+    def output_bucket(self) -> str:
+        return self.stack.id("OutputBucket")
+
+    @property
+    def input_prefix(self) -> str:
+        return self.stack.environment["INPUT_PREFIX"]
+
+    # -- what users do ---------------------------------------------------------------------------
+    def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data, **extra)
+        self._progress(key, "uploaded", {})
+
+    def wait_for_notices(self, source_keys: set[str], timeout: float) -> list[Received]:
+        """Block until every key in `source_keys` has a terminal notice (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if source_keys <= {r.notice["source"]["key"] for r in list(self.notices)}:
+                break
+            time.sleep(0.1)
+        return [r for r in list(self.notices) if r.notice["source"]["key"] in source_keys]
+
+    def download(self, received: Received, out_dir: Path) -> list[Path]:
+        """Copy a succeeded job's video and manifest into `out_dir`, keeping its folders."""
+        video = received.notice.get("video")
+        if not video:
+            return []
+        paths = []
+        for key in (video["key"], video["key"].removesuffix(".mp4") + ".json"):
+            target = out_dir / key.removeprefix(self.stack.environment["OUTPUT_PREFIX"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(self.output_bucket, key, str(target))
+            paths.append(target)
+        return paths
+
+    # -- local plumbing ----------------------------------------------------------------------------
+    def _subscribe_notices(self) -> None:
+        queue_url = self.sqs.create_queue(QueueName="img2video-local-notices")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns", region_name=REGION).subscribe(TopicArn=self.stack.id("NoticesTopic"), Protocol="sqs", Endpoint=queue_arn)
+        self._notice_queue = queue_url
+
+    def _poll_notices(self) -> None:
+        while not self._stop.is_set():
+            answer = self.sqs.receive_message(QueueUrl=self._notice_queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            for message in answer.get("Messages", []):
+                envelope = json.loads(message["Body"])
+                notice = json.loads(envelope["Message"])
+                attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
+                self.notices.append(Received(notice=notice, attributes=attributes, subject=envelope.get("Subject", "")))
+                self.sqs.delete_message(QueueUrl=self._notice_queue, ReceiptHandle=message["ReceiptHandle"])
+                self._progress(notice["source"]["key"], "notified", {"event": notice["event"], "error": notice.get("error")})
+            if not answer.get("Messages"):
+                self._stop.wait(0.1)
+
+    def _poll_submit_queue(self) -> None:
+        """Lambda's SQS event source, locally: batches in the Lambda event shape, partial failures honoured."""
+        queue_url = self.stack.id("SubmitQueue")
+        queue_arn = self.stack.arn("SubmitQueue")
+        while not self._stop.is_set():
+            try:
+                answer = self.sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception:  # the mock is going away under us at shutdown
+                if self._stop.is_set():
+                    return
+                raise
+            messages = answer.get("Messages", [])
+            if not messages:
+                self._stop.wait(0.2)
+                continue
+            for message in messages:
+                self._maybe_duplicate(queue_url, message)
+            event = {"Records": [_lambda_sqs_record(m, queue_arn) for m in messages]}
+            try:
+                result = self.functions.invoke("SubmitFunction", event) or {}
+                failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+            except Exception:
+                failed = {m["MessageId"] for m in messages}
+            for message in messages:
+                if message["MessageId"] in failed:
+                    self.sqs.change_message_visibility(
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=LOCAL_RETRY_VISIBILITY_SECONDS
+                    )
+                else:
+                    self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _maybe_duplicate(self, queue_url: str, message: dict[str, Any]) -> None:
+        """Fault injection: S3 delivers some events twice."""
+        is_s3_event = '"aws:s3"' in message["Body"]
+        is_copy = "img2video-duplicate" in message.get("MessageAttributes", {})
+        if is_s3_event and not is_copy and self.emulator.chance(self.emulator.config.faults.dup):
+            self.sqs.send_message(
+                QueueUrl=queue_url,
+                MessageBody=message["Body"],
+                MessageAttributes={"img2video-duplicate": {"DataType": "String", "StringValue": "1"}},
+            )
+
+    def _observe_invoke(self, function: str, event: dict[str, Any], result: Any, error: BaseException | None) -> None:
+        if function == "SubmitFunction":
+            self._report_new_executions()
+            return
+        key = event.get("job", {}).get("source", {}).get("key", "")
+        if function == "PollFunction" and result:
+            self._progress(key, "polling", {"progress": result.get("progress_percent", 0), "status": result.get("status")})
+        elif function == "StoreFunction":
+            self._progress(key, "stored" if result else "storing", {"error": type(error).__name__ if error else None})
+
+    def _report_new_executions(self) -> None:
+        if self.on_progress is None:
+            return
+        paginator = self.sfn.get_paginator("list_executions")
+        for page in paginator.paginate(stateMachineArn=self.stack.id("VideoJobStateMachine")):
+            for execution in page["executions"]:
+                if execution["name"] in self._known_executions:
+                    continue
+                self._known_executions.add(execution["name"])
+                described = self.sfn.describe_execution(executionArn=execution["executionArn"])
+                state = json.loads(described["input"])
+                self._progress(state["job"]["source"]["key"], "submitted", {"job_id": execution["name"], "task_id": state["task_id"]})
+
+    def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
+        if self.on_progress:
+            self.on_progress(key, stage, details)
+
+
+def _lambda_sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {
+            name: {"stringValue": value.get("StringValue"), "dataType": value.get("DataType", "String")}
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }

@@ -1,0 +1,164 @@
+"""Reading template.yaml for local mode: parameters, functions, environment and the ASL substitutions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+STACK_NAME = "img2video-local"
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK_NAME}/00000000-0000-4000-8000-000000000000"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags (!Ref, !Sub, ...) into their long form."""
+
+
+def _construct_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)
+    return data
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_uri: Path
+    handler: str
+    environment: dict[str, Any]
+    timeout: int
+    memory: int
+
+    @property
+    def name(self) -> str:
+        return f"{STACK_NAME}-{self.logical_id}"
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.name}"
+
+
+@dataclass
+class Template:
+    """The parts of the template local mode needs, with intrinsic functions resolved locally."""
+
+    raw: dict[str, Any]
+    parameters: dict[str, str]
+    physical_ids: dict[str, str] = field(default_factory=dict)
+    arns: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, overrides: dict[str, str] | None = None, path: Path = TEMPLATE_PATH) -> Template:
+        raw = load_template(path)
+        params = {name: str(spec.get("Default", "")) for name, spec in raw.get("Parameters", {}).items()}
+        unknown = set(overrides or {}) - set(params)
+        if unknown:
+            raise ValueError(f"unknown template parameters: {sorted(unknown)}")
+        params.update(overrides or {})
+        return cls(raw=raw, parameters=params)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = self.raw["Resources"]
+        return resources
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {name: res for name, res in self.resources.items() if res["Type"] == kind}
+
+    # -- intrinsic functions, for the subset the template uses --------------------------------
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {key: self.resolve(item) for key, item in value.items()}
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return self._ref(arg)
+        if fn == "Fn::GetAtt":
+            logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
+            return self._get_att(logical, attribute)
+        if fn == "Fn::Sub":
+            text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(extra.get(m.group(1)) or self._sub_var(m.group(1))), text)
+        if fn == "Fn::Join":
+            return str(arg[0]).join(str(self.resolve(item)) for item in arg[1])
+        if fn == "Fn::Select":
+            return self.resolve(arg[1])[int(self.resolve(arg[0]))]
+        if fn == "Fn::Split":
+            return str(self.resolve(arg[1])).split(arg[0])
+        if fn.startswith("Fn::"):
+            raise ValueError(f"local mode does not resolve {fn}")
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def _sub_var(self, name: str) -> str:
+        if "." in name:
+            logical, attribute = name.split(".", 1)
+            return str(self._get_att(logical, attribute))
+        return str(self._ref(name))
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::StackId": STACK_ID,
+            "AWS::StackName": STACK_NAME,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.physical_ids:
+            return self.physical_ids[name]
+        raise KeyError(f"local mode has not created {name} yet")
+
+    def _get_att(self, logical: str, attribute: str) -> Any:
+        if attribute == "Arn" and logical in self.arns:
+            return self.arns[logical]
+        raise KeyError(f"local mode cannot resolve {logical}.{attribute}")
+
+    # -- functions ------------------------------------------------------------------------------
+    def functions(self) -> list[FunctionSpec]:
+        globals_ = self.raw.get("Globals", {}).get("Function", {})
+        global_env = globals_.get("Environment", {}).get("Variables", {})
+        specs = []
+        for logical, res in self.of_type("AWS::Serverless::Function").items():
+            props = res["Properties"]
+            env = {**global_env, **props.get("Environment", {}).get("Variables", {})}
+            specs.append(
+                FunctionSpec(
+                    logical_id=logical,
+                    code_uri=REPO_ROOT / props["CodeUri"],
+                    handler=props.get("Handler", globals_.get("Handler", "app.lambda_handler")),
+                    environment=env,
+                    timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
+                    memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+                )
+            )
+        return specs
