@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from rich.console import Console
@@ -77,7 +77,7 @@ def plan_uploads(paths: list[Path], prefix: str, prompt: str | None) -> Plan:
 class ProgressView:
     """One line per image: where its job is, live."""
 
-    STAGES = {
+    STAGES: ClassVar[dict[str, str]] = {
         "uploaded": "queued",
         "submitted": "submitted",
         "polling": "polling",

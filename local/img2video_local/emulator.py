@@ -11,7 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -44,7 +44,7 @@ class Faults:
     dup: float = 0.0
     seed: int | None = None
 
-    _NAMES = {"429": "rate_429", "5xx": "rate_5xx"}
+    _NAMES: ClassVar[dict[str, str]] = {"429": "rate_429", "5xx": "rate_5xx"}
 
     @classmethod
     def parse(cls, spec: str | None) -> Faults:

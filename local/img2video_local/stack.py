@@ -32,7 +32,7 @@ def provision(template: Template, api_key: str) -> LocalStack:
     """Create every resource local mode needs (inside an active moto mock) and resolve the functions' environment."""
     ids, arns = template.physical_ids, template.arns
 
-    for logical, res in template.of_type("AWS::SecretsManager::Secret").items():
+    for logical in template.of_type("AWS::SecretsManager::Secret"):
         answer = _client("secretsmanager").create_secret(Name=f"{STACK_NAME}-{logical}", SecretString=json.dumps({"api_key": api_key}))
         ids[logical] = arns[logical] = answer["ARN"]
 

@@ -1,0 +1,160 @@
+"""Shared fixtures: a moto stack built from template.yaml, with the functions' environment applied."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from img2video.clients import reset
+from img2video_local.stack import LocalStack, provision
+from img2video_local.template import REGION, Template
+
+API_KEY = "sk-test-SECRET-9f8e7d6c5b4a"
+NOVITA = "https://api.novita.test"
+
+warnings.filterwarnings("ignore", message="Couldn't determine the remaining time left")
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    reset()
+    yield
+    reset()
+
+
+@dataclass
+class Aws:
+    stack: LocalStack
+    s3: Any
+    sqs: Any
+    sfn: Any
+    notices_queue: str
+
+    @property
+    def input_bucket(self) -> str:
+        return self.stack.id("InputBucket")
+
+    @property
+    def output_bucket(self) -> str:
+        return self.stack.id("OutputBucket")
+
+    def notices(self) -> list[dict[str, Any]]:
+        """Every notice published so far (SNS → SQS subscription), each as its parsed JSON with attributes."""
+        found = []
+        while True:
+            answer = self.sqs.receive_message(QueueUrl=self.notices_queue, MaxNumberOfMessages=10)
+            messages = answer.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                notice = json.loads(envelope["Message"])
+                notice["_attributes"] = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
+                notice["_subject"] = envelope.get("Subject")
+                found.append(notice)
+                self.sqs.delete_message(QueueUrl=self.notices_queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    """The template's stack in moto (no Step Functions execution: handlers are tested one at a time)."""
+    with mock_aws():
+        template = Template.load({"NovitaBaseUrl": NOVITA, "SidecarGraceSeconds": "60"})
+        stack = provision(template, API_KEY)
+        for name, value in stack.environment.items():
+            monkeypatch.setenv(name, value)
+        reset()
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName="test-notices")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns", region_name=REGION).subscribe(TopicArn=stack.id("NoticesTopic"), Protocol="sqs", Endpoint=arn)
+        yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def png_bytes(width: int = 64, height: int = 48) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def s3_event(bucket: str, key: str, event_time: str = "2026-11-24T12:00:00.000Z") -> dict[str, Any]:
+    """An S3 ObjectCreated notification as S3 writes it: the key URL-encoded with + for spaces."""
+    from urllib.parse import quote_plus
+
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": event_time,
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/"), "size": 1}},
+            }
+        ]
+    }
+
+
+def sqs_event(*bodies: dict[str, Any] | str, receive_count: int = 1) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": f"m{index}",
+                "receiptHandle": f"r{index}",
+                "body": body if isinstance(body, str) else json.dumps(body),
+                "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "0"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:q",
+                "awsRegion": REGION,
+            }
+            for index, body in enumerate(bodies)
+        ]
+    }
+
+
+class FakeContext:
+    function_name = "test"
+    memory_limit_in_mb = 128
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:test"
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30000
+
+
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "img2video")
