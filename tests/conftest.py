@@ -11,11 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from img2video.clients import reset
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
+from moto import mock_aws
 
 API_KEY = "sk-test-SECRET-9f8e7d6c5b4a"
 NOVITA = "https://api.novita.test"

@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from img2video.clients import use_lambda_context
 from img2video.failure import notice_for_failed_state
 from img2video.observability import logger, metrics, tracer
 from img2video.publisher import publish_notice
@@ -12,6 +13,7 @@ from img2video.publisher import publish_notice
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
+    use_lambda_context(context)
     logger.append_keys(job_id=event["job"]["job_id"])
     notice = notice_for_failed_state(event)
     publish_notice(notice)

@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from img2video.clients import use_lambda_context
 from img2video.observability import logger, metrics, tracer
 from img2video.store import store_video
 
@@ -11,5 +12,6 @@ from img2video.store import store_video
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    use_lambda_context(context)
     logger.append_keys(job_id=event["job"]["job_id"])
     return store_video(event)

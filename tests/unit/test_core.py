@@ -8,7 +8,6 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from img2video.errors import ALL_ERROR_CODES, ERROR_CODES, ImageTooLarge, UnsupportedImage, error_code
 from img2video.failure import describe_error
 from img2video.images import MAX_IMAGE_BYTES, check_image
@@ -16,6 +15,7 @@ from img2video.jobs import job_id
 from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
 from img2video.novita import TaskResult, TaskStatus, classify_http_error, provider_message
 from img2video.wait_policy import WaitPolicy
+
 from tests.conftest import jpeg_bytes, png_bytes
 
 
@@ -129,11 +129,13 @@ def test_every_error_name_maps_to_a_documented_code() -> None:
 
 
 def test_task_result_parses_numbers_sent_as_strings() -> None:
-    result = TaskResult.model_validate({
-        "task": {"task_id": "t", "status": "TASK_STATUS_PROCESSING", "eta": "12", "progress_percent": "40"},
-        "videos": [{"video_url": "https://v", "video_url_ttl": "3600"}],
-        "extra": {"seed": "1"},
-    })
+    result = TaskResult.model_validate(
+        {
+            "task": {"task_id": "t", "status": "TASK_STATUS_PROCESSING", "eta": "12", "progress_percent": "40"},
+            "videos": [{"video_url": "https://v", "video_url_ttl": "3600"}],
+            "extra": {"seed": "1"},
+        }
+    )
     assert (result.task.eta, result.task.progress_percent, result.videos[0].video_url_ttl) == (12, 40, 3600)
     assert TaskResult.model_validate({"task": {"status": "TASK_STATUS_NEW_THING"}}).task.task_status is TaskStatus.UNKNOWN
 
@@ -166,19 +168,28 @@ def test_success_notice_schema_and_attributes() -> None:
     assert body["error"] is None and body["video"]["size_bytes"] == 1234 and body["tags"] == {"team": "x"}
     assert args["MessageStructure"] == "json" and "Your video is ready." in message["email"]
     assert {k: v["StringValue"] for k, v in args["MessageAttributes"].items()} == {
-        "event": "video.succeeded", "resolution": "720p", "model": "vidu-q2-turbo-img2video"}
+        "event": "video.succeeded",
+        "resolution": "720p",
+        "model": "vidu-q2-turbo-img2video",
+    }
 
 
 def test_subject_is_ascii_and_readable() -> None:
     assert subject(_success()) == "Video ready: ete.mp4"
-    failed = failure_notice(job_id="j", source={"bucket": "b", "key": "incoming/" + "猫" * 300 + ".jpg"},
-                            error=NoticeError(code="INVALID_SIDECAR", message="m", stage="submit"))
+    failed = failure_notice(
+        job_id="j",
+        source={"bucket": "b", "key": "incoming/" + "猫" * 300 + ".jpg"},
+        error=NoticeError(code="INVALID_SIDECAR", message="m", stage="submit"),
+    )
     text = subject(failed)
     assert text.isascii() and len(text) < 100 and text.startswith("Video failed (INVALID_SIDECAR)")
 
 
 def test_failure_email_says_why() -> None:
-    failed = failure_notice(job_id="j", source={"bucket": "b", "key": "incoming/x.jpg"},
-                            error=NoticeError(code="MISSING_SIDECAR", message="upload x.json", stage="submit"))
+    failed = failure_notice(
+        job_id="j",
+        source={"bucket": "b", "key": "incoming/x.jpg"},
+        error=NoticeError(code="MISSING_SIDECAR", message="upload x.json", stage="submit"),
+    )
     assert failed.video is None and failed.notice_id == "j:failed"
     assert "MISSING_SIDECAR" in email_text(failed) and "upload x.json" in email_text(failed)

@@ -7,7 +7,6 @@ from urllib.parse import quote_plus
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from img2video.keys import decode_event_key, output_keys, parse_input_key, readable_slug, resolve_relative
 
 PREFIX = "incoming/"
@@ -30,7 +29,9 @@ def test_kind_is_decided_case_insensitively(key: str, kind: str) -> None:
     assert parsed is not None and parsed.kind == kind
 
 
-@pytest.mark.parametrize("key", ["other/cat.jpg", "incoming/", "incoming/folder/", "incoming/noext", "incoming/../x.jpg", "incoming/a//b.jpg"])
+@pytest.mark.parametrize(
+    "key", ["other/cat.jpg", "incoming/", "incoming/folder/", "incoming/noext", "incoming/../x.jpg", "incoming/a//b.jpg"]
+)
 def test_keys_outside_the_contract_are_ignored(key: str) -> None:
     assert parse_input_key(key, PREFIX) is None
 

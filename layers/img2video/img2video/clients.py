@@ -28,9 +28,20 @@ def idempotency_store(purpose: str) -> DynamoDBPersistenceLayer:
     return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table, boto3_client=client("dynamodb"))
 
 
+_lambda_context: list[Any] = []
+
+
+def use_lambda_context(context: Any) -> None:
+    """Let idempotency records in progress expire with the invocation, so a crashed attempt can be retried."""
+    _lambda_context[:] = [context]
+
+
 def idempotency_config(key_path: str) -> IdempotencyConfig:
     # A missing key must fail loudly: skipping idempotency could pay for a video twice.
-    return IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS, raise_on_no_idempotency_key=True)
+    config = IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS, raise_on_no_idempotency_key=True)
+    if _lambda_context:
+        config.register_lambda_context(_lambda_context[0])
+    return config
 
 
 def reset() -> None:

@@ -30,13 +30,13 @@ def _resolve(host: str) -> list[str]:
         raise DownloadInterrupted(f"the video host {host} could not be resolved ({exc.strerror})") from None
 
 
-def check_video_url(url: str, allow_loopback_http: bool, resolve: Resolver = _resolve) -> None:
+def check_video_url(url: str, allow_loopback_http: bool, resolve: Resolver | None = None) -> None:
     """Refuse anything but https to a public address; local mode may allow http to loopback."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host:
         raise DownloadFailed("the video URL has no host")
-    addresses = [host] if _is_ip(host) else resolve(host)
+    addresses = [host] if _is_ip(host) else (resolve or _resolve)(host)
     loopback = all(ipaddress.ip_address(a).is_loopback for a in addresses)
     if allow_loopback_http and loopback and parts.scheme in ("http", "https"):
         return
@@ -62,7 +62,7 @@ class StoredVideo:
     sha256: str
 
 
-def _open(url: str, allow_loopback_http: bool, session: requests.Session, resolve: Resolver) -> requests.Response:
+def _open(url: str, allow_loopback_http: bool, session: requests.Session, resolve: Resolver | None) -> requests.Response:
     for _ in range(MAX_REDIRECTS + 1):
         check_video_url(url, allow_loopback_http, resolve)
         try:
@@ -104,7 +104,7 @@ def stream_video_to_s3(
     metadata: dict[str, str],
     allow_loopback_http: bool = False,
     session: requests.Session | None = None,
-    resolve: Resolver = _resolve,
+    resolve: Resolver | None = None,
 ) -> StoredVideo:
     """Copy the video to S3 with a multipart upload, hashing as it goes; abort the upload on any failure."""
     http = session or requests.Session()
