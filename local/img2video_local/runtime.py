@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 import boto3
 from moto import mock_aws
@@ -64,6 +65,8 @@ class LocalPipeline:
         self._saved_env: dict[str, str | None] = {}
         self._known_executions: set[str] = set()
         self._log_handle: IO[str] | None = None
+        self._saved_streams: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self.event_keys: list[tuple[str, str]] = []  # (bucket, key) of every S3 event the Submit queue delivered
 
     # -- start and stop --------------------------------------------------------------------------
     def __enter__(self) -> LocalPipeline:
@@ -129,6 +132,8 @@ class LocalPipeline:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        for handler, previous in self._saved_streams:
+            handler.setStream(previous)
         if self._log_handle:
             self._log_handle.close()
         from img2video.clients import reset
@@ -156,7 +161,7 @@ class LocalPipeline:
             stream = self._log_handle
         for handler in logging.getLogger(logger.service).handlers:
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(stream)
+                self._saved_streams.append((handler, handler.setStream(stream)))
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -247,6 +252,7 @@ class LocalPipeline:
                 continue
             for message in messages:
                 self._maybe_duplicate(queue_url, message)
+                self._record_event_keys(message["Body"])
             event = {"Records": [_lambda_sqs_record(m, queue_arn) for m in messages]}
             try:
                 result = self.functions.invoke("SubmitFunction", event) or {}
@@ -260,6 +266,12 @@ class LocalPipeline:
                     )
                 else:
                     self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _record_event_keys(self, body: str) -> None:
+        data = json.loads(body)
+        for record in data.get("Records", []) if isinstance(data, dict) else []:
+            if record.get("eventSource") == "aws:s3":
+                self.event_keys.append((record["s3"]["bucket"]["name"], unquote_plus(record["s3"]["object"]["key"])))
 
     def _maybe_duplicate(self, queue_url: str, message: dict[str, Any]) -> None:
         """Fault injection: S3 delivers some events twice."""

@@ -1,0 +1,193 @@
+"""The deployment as CloudFormation will see it: lint-clean, wired as designed, least privilege."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from img2video import errors
+from img2video_local.template import REPO_ROOT, load_template
+from samtranslator.translator.transform import transform
+
+ASL_PATH = REPO_ROOT / "statemachine" / "video_job.asl.json"
+
+
+class _NoManagedPolicies:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    """The template after the SAM transform, with code locations as `sam package` would write them."""
+    packaged = copy.deepcopy(sam)
+    for resource in packaged["Resources"].values():
+        props = resource.get("Properties", {})
+        for field in ("CodeUri", "ContentUri"):
+            if field in props:
+                props[field] = "s3://artifacts/code.zip"
+        if "DefinitionUri" in props:
+            props["DefinitionUri"] = {"Bucket": "artifacts", "Key": "video_job.asl.json"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the transform builds ARNs for a region
+        return dict(transform(packaged, {}, _NoManagedPolicies()))
+
+
+def of_type(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in cfn["Resources"].items() if res["Type"] == kind}
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    result = subprocess.run([Path(sys.executable).with_name("cfn-lint"), REPO_ROOT / "template.yaml"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, Any]) -> None:
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    assert set(functions) == {"SubmitFunction", "PollFunction", "StoreFunction", "NotifyFunction"}
+    for props in (f["Properties"] for f in functions.values()):
+        assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
+        assert props["Handler"] == "app.lambda_handler" and props["TracingConfig"] == {"Mode": "Active"}
+        assert len(props["Layers"]) == 1
+    assert of_type(cfn, "AWS::Lambda::LayerVersion")
+
+
+def test_uploads_flow_through_a_queue_with_a_dlq_and_bounded_concurrency(cfn: dict[str, Any]) -> None:
+    [mapping] = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["FunctionName"] == {"Ref": "SubmitFunction"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["SubmitQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SubmitConcurrency"}}
+    queue = cfn["Resources"]["SubmitQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["SubmitDeadLetterQueue", "Arn"]}
+    env = cfn["Globals"]["Function"] if "Globals" in cfn else None  # Globals are folded into each function
+    assert env is None
+    submit_env = cfn["Resources"]["SubmitFunction"]["Properties"]["Environment"]["Variables"]
+    assert int(submit_env["MAX_RECEIVE_COUNT"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    # Lambda's guidance: visibility at least six times the function timeout
+    assert queue["VisibilityTimeout"] >= 6 * cfn["Resources"]["SubmitFunction"]["Properties"]["Timeout"]
+
+
+def test_input_bucket_notifies_on_the_prefix_only_and_outputs_cannot_retrigger(cfn: dict[str, Any]) -> None:
+    config = cfn["Resources"]["InputBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert len(config) == 1 and config[0]["Event"] == "s3:ObjectCreated:*"
+    assert config[0]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": {"Ref": "InputPrefix"}}]
+    assert "NotificationConfiguration" not in cfn["Resources"]["OutputBucket"]["Properties"]
+    for props in (f["Properties"] for f in of_type(cfn, "AWS::Lambda::Function").values()):
+        assert props["Environment"]["Variables"]["OUTPUT_BUCKET"] == {"Ref": "OutputBucket"}
+
+
+def test_queue_policy_names_the_input_bucket_it_trusts(cfn: dict[str, Any]) -> None:
+    bucket_name = cfn["Resources"]["InputBucket"]["Properties"]["BucketName"]
+    statement = cfn["Resources"]["SubmitQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    source_arn = json.dumps(statement["Condition"]["ArnEquals"]["aws:SourceArn"])
+    assert json.dumps(bucket_name["Fn::Join"][1][1]) in source_arn  # the same stack-id suffix
+
+
+@pytest.mark.parametrize("bucket", ["InputBucket", "OutputBucket"])
+def test_buckets_are_private_encrypted_and_tls_only(cfn: dict[str, Any], bucket: str) -> None:
+    props = cfn["Resources"][bucket]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    policies = [p for p in of_type(cfn, "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": bucket}]
+    [statement] = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_topic_queues_and_table_are_encrypted(cfn: dict[str, Any]) -> None:
+    assert cfn["Resources"]["NoticesTopic"]["Properties"]["KmsMasterKeyId"]
+    for queue in of_type(cfn, "AWS::SQS::Queue").values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    table = cfn["Resources"]["IdempotencyTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+
+
+def test_email_subscription_is_optional(cfn: dict[str, Any]) -> None:
+    subscription = cfn["Resources"]["NoticesEmailSubscription"]
+    assert subscription["Condition"] == "HasNotificationEmail" and subscription["Properties"]["Protocol"] == "email"
+
+
+def _allow_statements(cfn: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, role in of_type(cfn, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if statement["Effect"] == "Allow":
+                    found.append((name, statement))
+    return found
+
+
+def test_no_role_is_granted_a_wildcard_action(cfn: dict[str, Any]) -> None:
+    statements = _allow_statements(cfn)
+    assert statements
+    for role, statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not [a for a in actions if "*" in a], f"{role} grants {actions}"
+        assert statement["Resource"] != "*", f"{role} grants {actions} on every resource"
+
+
+def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> None:
+    def actions(role: str) -> set[str]:
+        found: set[str] = set()
+        for name, statement in _allow_statements(cfn):
+            if name == role:
+                found |= set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+        return found
+
+    assert "states:StartExecution" in actions("SubmitFunctionRole")
+    assert "states:StartExecution" not in actions("StoreFunctionRole") | actions("PollFunctionRole")
+    assert "s3:PutObject" in actions("StoreFunctionRole") and "s3:PutObject" not in actions("SubmitFunctionRole")
+    assert not any(a.startswith(("s3:", "sns:", "dynamodb:")) for a in actions("PollFunctionRole"))
+    assert "lambda:InvokeFunction" in actions("VideoJobStateMachineRole")
+    assert not any(a.startswith("s3:Delete") for role in ("SubmitFunctionRole", "StoreFunctionRole") for a in actions(role))
+
+
+def test_state_machine_is_standard_and_substitutes_every_function(cfn: dict[str, Any]) -> None:
+    [machine] = of_type(cfn, "AWS::StepFunctions::StateMachine").values()
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    substitutions = props["DefinitionSubstitutions"]
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))
+    assert placeholders == set(substitutions)
+    assert substitutions["PollFunctionArn"] == {"Fn::GetAtt": ["PollFunction", "Arn"]}
+
+
+def test_asl_error_names_exist_and_every_task_ends_in_a_notice() -> None:
+    asl = json.loads(ASL_PATH.read_text())
+    names = {cls.__name__ for cls in errors.PipelineError.__subclasses__()}
+    for state_name, state in asl["States"].items():
+        for rule in state.get("Retry", []) + state.get("Catch", []):
+            for error_name in rule["ErrorEquals"]:
+                assert error_name in names or error_name.startswith(("States.", "Lambda.", "Idempotency")), error_name
+        if state["Type"] == "Task" and state_name != "NotifyFailure":
+            assert state["Catch"][0]["ErrorEquals"] == ["States.ALL"], f"{state_name} can fail without a notice"
+    assert asl["States"]["IsVideoReady?"]["Default"] == "WaitForVideo"
+    assert asl["States"]["WaitForVideo"]["SecondsPath"] == "$.poll.wait_seconds"
+    # permanent provider errors must not be retried: they would only delay the notice
+    retried = {name for state in asl["States"].values() for rule in state.get("Retry", []) for name in rule["ErrorEquals"]}
+    assert not retried & {"ProviderFailed", "ProviderTimeout", "ProviderRejected", "ProviderAuth", "DownloadFailed"}
+
+
+def test_every_template_parameter_reaches_the_functions(sam: dict[str, Any]) -> None:
+    variables = json.dumps(sam["Globals"]["Function"]["Environment"]["Variables"])
+    used_elsewhere = {"NotificationEmail", "SubmitConcurrency", "InputPrefix"}
+    for parameter in sam["Parameters"]:
+        assert parameter in variables or parameter in used_elsewhere, parameter
+
+
+def test_outputs_name_what_users_need(sam: dict[str, Any]) -> None:
+    assert {"InputBucketName", "OutputBucketName", "NoticesTopicArn", "StateMachineArn", "NovitaApiKeySecretArn"} <= set(sam["Outputs"])
