@@ -16,7 +16,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 demo: $(STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
 	$(BIN)/img2video demo
 
-test: lint $(STAMP)  ## ruff + the whole pytest suite (unit, template, integration)
+test: lint typecheck $(STAMP)  ## ruff, cfn-lint, mypy + the whole pytest suite (unit, template, integration)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

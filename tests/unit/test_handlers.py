@@ -288,9 +288,9 @@ def _result(status: str, **task: Any) -> dict[str, Any]:
 
 @responses.activate
 def test_poll_uses_the_providers_eta(aws: Aws) -> None:
-    responses.get(RESULT_URL, json=_result("TASK_STATUS_PROCESSING", eta="23", progress_percent=40))
+    responses.get(RESULT_URL, json=_result("TASK_STATUS_PROCESSING", eta="30", progress_percent=40))
     answer = handler(aws, "PollFunction")(_state(), FakeContext())
-    assert answer["status"] == "running" and answer["wait_seconds"] == 23 and answer["polls"] == 1
+    assert answer["status"] == "running" and answer["wait_seconds"] == 24 and answer["polls"] == 1
 
 
 @responses.activate

@@ -19,7 +19,7 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=_CONFIG)
 
 
 @cache

@@ -191,5 +191,5 @@ def load_api_key(secret_id: str) -> str:
     except ValueError:
         return value.strip()
     if isinstance(data, dict) and isinstance(data.get("api_key"), str):
-        return data["api_key"].strip()
+        return str(data["api_key"]).strip()
     return value.strip()

@@ -27,7 +27,8 @@ from img2video.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.wait_policy import policy_for
 
 MESSAGE_MARKER = "img2video"
-MAX_THROTTLE_ATTEMPTS = 60
+# A busy provider delays a job, it does not fail it: give up only after a day of refusals.
+SUBMIT_RETRY_WINDOW_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -309,8 +310,9 @@ def _accept(
 
 
 def _retry_later(trigger: Trigger, pending: PendingJob, exc: PipelineError, settings: Settings, retry_after: float | None) -> str:
-    if trigger.attempt + 1 >= MAX_THROTTLE_ATTEMPTS:
-        _fail(pending, "PROVIDER_FAILED", f"Novita stayed unavailable through {trigger.attempt + 1} attempts: {exc.message}")
+    if now() - trigger.first_seen > SUBMIT_RETRY_WINDOW_SECONDS:
+        hours = SUBMIT_RETRY_WINDOW_SECONDS // 3600
+        _fail(pending, "PROVIDER_FAILED", f"Novita stayed busy for {hours} hours ({trigger.attempt + 1} attempts): {exc.message}")
         return "failed:PROVIDER_FAILED"
     delay = throttle_delay(trigger.attempt, retry_after, settings.submit_retry_max_seconds)
     requeue(replace(trigger, attempt=trigger.attempt + 1, reason="provider-busy"), delay, settings)
