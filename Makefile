@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit template integration bench chaos clean
+.PHONY: demo test lint typecheck unit template integration bench chaos burst clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,16 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)
+bench: $(STAMP)  ## polling, store memory, import time (each prints a table)
 	$(BIN)/python bench/polling.py
+	$(BIN)/python bench/store_memory.py
+	$(BIN)/python bench/import_time.py
+
+chaos: $(STAMP)  ## 200 jobs under random mixed faults; fails on any broken promise
+	$(BIN)/python bench/chaos.py --jobs 200
+
+burst: $(STAMP)  ## 500 uploads at once against a provider concurrency limit of 5
+	$(BIN)/python bench/burst.py --jobs 500 --limit 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam

@@ -61,6 +61,9 @@ class LocalFunctions:
         self.on_invoke = on_invoke
         self.invocations: dict[str, int] = {logical: 0 for logical in specs}
         self._lock = threading.Lock()
+        self._running = 0
+        self._closed = False
+        self._idle = threading.Condition(self._lock)
 
     def find(self, name_or_arn: str) -> str:
         for logical, spec in self.specs.items():
@@ -71,7 +74,10 @@ class LocalFunctions:
     def invoke(self, logical: str, event: dict[str, Any]) -> Any:
         spec = self.specs[logical]
         with self._lock:
+            if self._closed:  # the runtime is shutting down: behave like a throttled Lambda
+                raise RuntimeError("local runtime is shutting down")
             self.invocations[logical] += 1
+            self._running += 1
         context = LambdaContext(spec.name, spec.arn, spec.memory, spec.timeout, str(uuid.uuid4()))
         try:
             result = self.handlers[logical](event, context)
@@ -79,9 +85,19 @@ class LocalFunctions:
             if self.on_invoke:
                 self.on_invoke(logical, event, None, exc)
             raise
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._idle.notify_all()
         if self.on_invoke:
             self.on_invoke(logical, event, result, None)
         return result
+
+    def close(self, timeout: float = 30) -> None:
+        """Refuse new invocations and wait for those under way (they must not outlive the environment)."""
+        with self._lock:
+            self._closed = True
+            self._idle.wait_for(lambda: self._running == 0, timeout=timeout)
 
 
 class _InvokeHandler(BaseHTTPRequestHandler):

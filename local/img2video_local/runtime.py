@@ -105,6 +105,9 @@ class LocalPipeline:
             }
         )
         self._route_logs()
+        # moto's Step Functions interpreter logs every failed execution as an error; a failed job is an
+        # outcome here, reported by its notice.
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
         from img2video.clients import reset
 
         reset()
@@ -122,6 +125,8 @@ class LocalPipeline:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        if hasattr(self, "functions"):
+            self.functions.close()
         if hasattr(self, "_invoke_server"):
             self._invoke_server.shutdown()
             self._invoke_server.server_close()

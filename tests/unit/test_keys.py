@@ -7,7 +7,7 @@ from urllib.parse import quote_plus
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from img2video.keys import decode_event_key, output_keys, parse_input_key, readable_slug, resolve_relative
+from img2video.keys import InputKey, decode_event_key, output_keys, parse_input_key, pick_sidecar, readable_slug, resolve_relative
 
 PREFIX = "incoming/"
 
@@ -36,10 +36,22 @@ def test_keys_outside_the_contract_are_ignored(key: str) -> None:
     assert parse_input_key(key, PREFIX) is None
 
 
-def test_sidecar_candidates_prefer_json() -> None:
-    parsed = parse_input_key("incoming/a/my cat.jpg", PREFIX)
-    assert parsed is not None
-    assert parsed.sidecar_keys() == ["incoming/a/my cat.json", "incoming/a/my cat.txt"]
+def _keys(*names: str) -> list[InputKey]:
+    return [k for k in (parse_input_key(f"incoming/a/{name}", PREFIX) for name in names) if k is not None]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["cat.jpg", "cat.txt", "cat.json"], "cat.json"),
+        (["cat.jpg", "cat.TXT"], "cat.TXT"),
+        (["cat.JPG", "cat.JSON", "cat.txt"], "cat.JSON"),
+        (["cat.jpg"], None),
+    ],
+)
+def test_sidecar_is_picked_json_first_in_any_case(names: list[str], expected: str | None) -> None:
+    picked = pick_sidecar(_keys(*names))
+    assert (picked.key if picked else None) == (f"incoming/a/{expected}" if expected else None)
 
 
 def test_event_keys_are_decoded_once() -> None:

@@ -36,8 +36,8 @@ class InputKey:
             return "sidecar"
         return "other"
 
-    def sidecar_keys(self) -> list[str]:
-        return [f"{self.folder}{self.stem}{suffix}" for suffix in SIDECAR_SUFFIXES]
+    def same_stem(self, other: InputKey) -> bool:
+        return self.folder == other.folder and self.stem == other.stem
 
     def relative_folder(self, prefix: str) -> str:
         """The folders between the input prefix and the file: "a/" for incoming/a/cat.jpg."""
@@ -82,3 +82,9 @@ def output_keys(image: InputKey, input_prefix: str, output_prefix: str, output_n
     """The video key and its manifest key: videos/<same folders>/<output_name>.mp4 and .json."""
     base = f"{output_prefix}{image.relative_folder(input_prefix)}{output_name}"
     return f"{base}.mp4", f"{base}.json"
+
+
+def pick_sidecar(siblings: list[InputKey]) -> InputKey | None:
+    """The sidecar among an image's siblings: `.json` before `.txt`, any case; stable if several differ only in case."""
+    sidecars = [key for key in siblings if key.kind == "sidecar"]
+    return min(sidecars, key=lambda k: (SIDECAR_SUFFIXES.index(k.suffix.lower()), k.key), default=None)

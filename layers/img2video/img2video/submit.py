@@ -17,7 +17,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
 from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image
 from img2video.jobs import Job, SourceObject, job_id
-from img2video.keys import IMAGE_SUFFIXES, InputKey, decode_event_key, output_keys, parse_input_key, resolve_relative
+from img2video.keys import IMAGE_SUFFIXES, InputKey, decode_event_key, output_keys, parse_input_key, pick_sidecar, resolve_relative
 from img2video.notices import NoticeError, failure_notice
 from img2video.novita import NovitaClient, load_api_key
 from img2video.observability import logger, metrics
@@ -84,22 +84,15 @@ def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
     return body
 
 
-def _find_image(bucket: str, sidecar: InputKey, prefix: str) -> InputKey | None:
-    """The image a sidecar belongs to: same folder and stem, any image suffix in any case."""
-    listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{sidecar.folder}{sidecar.stem}.", MaxKeys=50)
+def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKey, dict[str, Any]]]:
+    """Every image and sidecar with the same folder and stem, with what S3 lists of each (ETag, size)."""
+    listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{of.folder}{of.stem}.", MaxKeys=100)
+    found = {}
     for item in listing.get("Contents", []):
-        candidate = parse_input_key(item["Key"], prefix)
-        if candidate and candidate.kind == "image" and candidate.stem == sidecar.stem and candidate.folder == sidecar.folder:
-            return candidate
-    return None
-
-
-def _find_sidecar(bucket: str, image: InputKey) -> tuple[str, dict[str, Any]] | None:
-    for key in image.sidecar_keys():  # .json before .txt
-        head = _head(bucket, key)
-        if head is not None:
-            return key, head
-    return None
+        parsed = parse_input_key(item["Key"], prefix)
+        if parsed and parsed.kind != "other" and parsed.same_stem(of):
+            found[parsed.key] = (parsed, {"ETag": item["ETag"], "ContentLength": item["Size"], "LastModified": item["LastModified"]})
+    return found
 
 
 def _validated_image(bucket: str, key: str, size: int) -> None:
@@ -221,18 +214,22 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
     if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
         logger.info("Ignoring key", extra={"key": trigger.key})
         return "ignored"
-    image = parsed if parsed.kind == "image" else _find_image(trigger.bucket, parsed, settings.input_prefix)
-    if image is None:
-        logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
-        return "waiting-for-image"
-    image_head = _head(trigger.bucket, image.key)
-    if image_head is None:
-        logger.info("Image no longer exists", extra={"key": image.key})
+    siblings = _siblings(trigger.bucket, parsed, settings.input_prefix)
+    if parsed.kind == "sidecar":
+        # A sidecar completes the pair for every image of its name (cat.jpg and cat.png alike).
+        images = sorted(key for key, (sibling, _) in siblings.items() if sibling.kind == "image")
+        if not images:
+            logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
+            return "waiting-for-image"
+        return ",".join(handle_trigger(replace(trigger, key=image), receive_count) for image in images)
+    if parsed.key not in siblings:
+        logger.info("Image no longer exists", extra={"key": parsed.key})
         return "ignored"
-    sidecar = _find_sidecar(trigger.bucket, image)
+    image, image_head = siblings[parsed.key]
+    sidecar = pick_sidecar([sibling for sibling, _ in siblings.values()])
     if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
         requeue(
-            replace(trigger, key=image.key, reason="await-sidecar"),
+            replace(trigger, reason="await-sidecar"),
             settings.sidecar_grace_seconds - (now() - trigger.first_seen) + 1,
             settings,
         )
@@ -240,7 +237,7 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
         return "awaiting-sidecar"
 
     source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
-    sidecar_key, sidecar_head = sidecar if sidecar else ("", {})
+    sidecar_key, sidecar_head = (sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})
     pending = PendingJob(
         job_id=job_id(trigger.bucket, image.key, source.etag, sidecar_key, _etag(sidecar_head), image.stem),
         source=source,

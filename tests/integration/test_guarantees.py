@@ -1,0 +1,157 @@
+"""DESIGN section 3 as evidence: chaos, bad input, and secrets, through the whole pipeline in local mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from img2video_local.chaos import run_chaos
+from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.runtime import LocalPipeline
+
+from tests.conftest import API_KEY, jpeg_bytes, png_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def test_chaos_small_run_keeps_every_promise() -> None:
+    report = run_chaos(jobs=24, seed=11, timeout=240)
+    assert report.ok, report.table()
+    assert report.checks["every job has exactly one terminal notice"] == (24, 24)
+
+
+# -- bad input: each case ends in one failure notice whose message names the problem -----------------------
+
+JPEG = jpeg_bytes()
+TRUNCATED = JPEG[: len(JPEG) // 2]
+OVERSIZED = JPEG[:-2] + b"\x00" * (50 * 1024 * 1024) + b"\xff\xd9"
+
+
+def _json(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+# name → (sidecar file name or None, sidecar bytes, image bytes, code, fragment of the message)
+BAD_INPUTS: dict[str, tuple[str | None, bytes, bytes, str, str]] = {
+    "invalid-json": ("x.json", b'{"prompt": "x",', JPEG, "INVALID_SIDECAR", "is not valid JSON"),
+    "json-array": ("x.json", b'["a cat"]', JPEG, "INVALID_SIDECAR", "must hold a JSON object"),
+    "json-string": ("x.json", b'"a cat"', JPEG, "INVALID_SIDECAR", "must hold a JSON object"),
+    "duration-string": ("x.json", _json(prompt="p", duration="5"), JPEG, "INVALID_SIDECAR", '"duration" must be an integer'),
+    "duration-zero": ("x.json", _json(prompt="p", duration=0), JPEG, "INVALID_SIDECAR", "from 1 to 10; got 0"),
+    "duration-eleven": ("x.json", _json(prompt="p", duration=11), JPEG, "INVALID_SIDECAR", "from 1 to 10; got 11"),
+    "duration-float": ("x.json", _json(prompt="p", duration=5.5), JPEG, "INVALID_SIDECAR", "got 5.5"),
+    "resolution-4k": ("x.json", _json(prompt="p", resolution="4k"), JPEG, "INVALID_SIDECAR", '"540p", "720p", "1080p"; got "4k"'),
+    "resolution-case": ("x.json", _json(prompt="p", resolution="720P"), JPEG, "INVALID_SIDECAR", 'got "720P"'),
+    "movement-unknown": ("x.json", _json(prompt="p", movement_amplitude="wild"), JPEG, "INVALID_SIDECAR", '"high"; got "wild"'),
+    "watermark-yes": ("x.json", _json(prompt="p", watermark="yes"), JPEG, "INVALID_SIDECAR", '"watermark" must be a JSON boolean'),
+    "bgm-string-true": ("x.json", _json(prompt="p", bgm="true"), JPEG, "INVALID_SIDECAR", '"bgm" must be a JSON boolean'),
+    "off-peak-number": ("x.json", _json(prompt="p", off_peak=1), JPEG, "INVALID_SIDECAR", '"off_peak" must be a JSON boolean'),
+    "typo-durration": ("x.json", _json(prompt="p", durration=5), JPEG, "INVALID_SIDECAR", 'did you mean "duration"?'),
+    "typo-promt": ("x.json", _json(promt="p"), JPEG, "INVALID_SIDECAR", 'did you mean "prompt"?'),
+    "empty-prompt": ("x.json", _json(prompt=""), JPEG, "INVALID_SIDECAR", '"prompt" must be a non-empty string'),
+    "blank-prompt": ("x.json", _json(prompt=" \n\t "), JPEG, "INVALID_SIDECAR", "it is empty"),
+    "long-prompt": ("x.json", _json(prompt="y" * 2500), JPEG, "INVALID_SIDECAR", "it has 2500 characters"),
+    "prompt-number": ("x.json", _json(prompt=7), JPEG, "INVALID_SIDECAR", '"prompt" must be a non-empty string'),
+    "seed-string": ("x.json", _json(prompt="p", seed="abc"), JPEG, "INVALID_SIDECAR", '"seed" must be an integer'),
+    "seed-negative": ("x.json", _json(prompt="p", seed=-5), JPEG, "INVALID_SIDECAR", "got -5"),
+    "tags-list": ("x.json", _json(prompt="p", tags=["a"]), JPEG, "INVALID_SIDECAR", '"tags" must be an object'),
+    "tags-number-value": ("x.json", _json(prompt="p", tags={"n": 1}), JPEG, "INVALID_SIDECAR", '"tags.n"'),
+    "voice-empty": ("x.json", _json(prompt="p", voice_id=""), JPEG, "INVALID_SIDECAR", '"voice_id" must be a non-empty string'),
+    "oversized-json": ("x.json", b'{"prompt": "' + b"z" * 70000 + b'"}', JPEG, "INVALID_SIDECAR", "at most 65536 bytes"),
+    "oversized-txt": ("x.txt", b"z" * 70000, JPEG, "INVALID_SIDECAR", "at most 65536 bytes"),
+    "txt-bad-utf8": ("x.txt", b"caf\xe9 au lait", JPEG, "INVALID_SIDECAR", "is not valid UTF-8 text: byte 0xe9 at position 3"),
+    "txt-empty": ("x.txt", b"", JPEG, "INVALID_SIDECAR", "it is empty"),
+    "zero-byte-image": ("x.txt", b"p", b"", "UNSUPPORTED_IMAGE", "is empty (0 bytes)"),
+    "not-an-image": ("x.txt", b"p", b"<html>not a picture</html>", "UNSUPPORTED_IMAGE", "is not a JPEG, PNG or WebP image"),
+    "truncated-image": ("x.txt", b"p", TRUNCATED, "UNSUPPORTED_IMAGE", "looks truncated"),
+    "image-too-large": ("x.txt", b"p", OVERSIZED, "IMAGE_TOO_LARGE", "up to 52428800 bytes"),
+    "extra-outside-prefix": (
+        "x.json",
+        _json(prompt="p", extra_images=["../../../private/a.jpg"]),
+        JPEG,
+        "INVALID_SIDECAR",
+        "inside incoming/",
+    ),
+    "extra-missing": ("x.json", _json(prompt="p", extra_images=["nope.jpg"]), JPEG, "INVALID_SIDECAR", "does not exist: no object at"),
+    "extra-not-image": ("x.json", _json(prompt="p", extra_images=["notes.md"]), JPEG, "INVALID_SIDECAR", "must name a .jpg"),
+    "extra-wrong-type": ("x.json", _json(prompt="p", extra_images=[1, 2]), JPEG, "INVALID_SIDECAR", '"extra_images.0"'),
+    "output-name-slash": ("x.json", _json(prompt="p", output_name="a/b"), JPEG, "INVALID_SIDECAR", '"output_name" must be a file name'),
+    "output-name-dotdot": ("x.json", _json(prompt="p", output_name="../../x"), JPEG, "INVALID_SIDECAR", '"output_name"'),
+    "missing-sidecar": (None, b"", JPEG, "MISSING_SIDECAR", "no sidecar for incoming/bad/missing-sidecar/x.jpg after 2 s"),
+}
+
+GOOD_INPUTS: dict[str, tuple[str, bytes, str, bytes]] = {
+    # name → (image key, image, sidecar key, sidecar)
+    "spaces-plus-percent-unicode": ("incoming/good/Été + 100% 猫.jpg", JPEG, "incoming/good/Été + 100% 猫.txt", b"a cat"),
+    "deep-folders": ("incoming/good/a/b/c/d/e/deep.jpeg", JPEG, "incoming/good/a/b/c/d/e/deep.json", _json(prompt="p", duration=1)),
+    "json-with-bom": ("incoming/good/bom.png", png_bytes(), "incoming/good/bom.json", b"\xef\xbb\xbf" + _json(prompt="p", duration=1)),
+    "txt-with-bom": ("incoming/good/bomtxt.jpg", JPEG, "incoming/good/bomtxt.txt", "\ufeffsnow falls".encode()),
+    "upper-case-suffixes": ("incoming/good/LOUD.JPG", JPEG, "incoming/good/LOUD.JSON", _json(prompt="p", duration=1)),
+}
+
+
+def test_bad_inputs_each_end_in_one_precise_notice_and_good_ones_succeed() -> None:
+    config = EmulatorConfig(api_key=API_KEY, generation_seconds=1, queue_seconds=0.2, fps=4)
+    with LocalPipeline(parameters={"SidecarGraceSeconds": "2"}, emulator_config=config) as local:
+        expected: dict[str, tuple[str, str]] = {}
+        for name, (sidecar_name, sidecar, image, code, fragment) in BAD_INPUTS.items():
+            folder = f"incoming/bad/{name}/"
+            if sidecar_name:
+                local.upload(folder + sidecar_name, sidecar)
+            local.upload(folder + "x.jpg", image)
+            expected[folder + "x.jpg"] = (code, fragment)
+        for image_key, image, sidecar_key, sidecar in GOOD_INPUTS.values():
+            local.upload(image_key, image)
+            local.upload(sidecar_key, sidecar)
+            expected[image_key] = ("video.succeeded", "")
+        local.wait_for_notices(set(expected), 120)
+        local.wait_for_notices({"(late duplicates)"}, 3)
+
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for received in local.notices:
+            by_key.setdefault(received.notice["source"]["key"], []).append(received.notice)
+        problems = []
+        for key, (code, fragment) in expected.items():
+            got = by_key.get(key, [])
+            if len(got) != 1:
+                problems.append(f"{key}: {len(got)} notices")
+                continue
+            notice = got[0]
+            actual = notice["error"]["code"] if notice["error"] else notice["event"]
+            message = notice["error"]["message"] if notice["error"] else ""
+            if actual != code or fragment not in message:
+                problems.append(f"{key}: expected {code} with {fragment!r}, got {actual}: {message}")
+        assert not problems, "\n".join(problems)
+        assert len(BAD_INPUTS) >= 30
+        # nothing bad reached the paid API; every good input was submitted once
+        assert len(local.emulator.submissions) == len(GOOD_INPUTS)
+        # no retry storm: each bad upload was handled in a handful of Submit invocations
+        assert local.functions.invocations["SubmitFunction"] < 4 * (len(BAD_INPUTS) + len(GOOD_INPUTS))
+
+
+def test_the_api_key_never_appears_in_logs_notices_manifests_or_errors(tmp_path: Path) -> None:
+    log = tmp_path / "handlers.log"
+    config = EmulatorConfig(api_key=API_KEY, generation_seconds=1, queue_seconds=0.2, fps=4, faults=Faults.parse("fail=0.5,seed=2"))
+    with LocalPipeline(emulator_config=config, log_file=log, parameters={"SidecarGraceSeconds": "2"}) as local:
+        keys = {f"incoming/sec/{i}.jpg" for i in range(4)}
+        for key in sorted(keys):
+            local.upload(key.replace(".jpg", ".txt"), b"p")
+            local.upload(key, JPEG)
+        local.upload("incoming/sec/bad.json", b'{"prompt": 1}')
+        local.upload("incoming/sec/bad.jpg", JPEG)
+        received = local.wait_for_notices(keys | {"incoming/sec/bad.jpg"}, 60)
+        assert len(received) == 5 and {r.notice["event"] for r in received} == {"video.succeeded", "video.failed"}
+        everything = [log.read_text(encoding="utf-8")]
+        everything += [json.dumps(r.notice) + r.subject for r in received]
+        for bucket in (local.input_bucket, local.output_bucket):
+            for item in local.s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+                obj = local.s3.get_object(Bucket=bucket, Key=item["Key"])
+                everything.append(obj["Body"].read().decode("latin-1") + json.dumps(obj["Metadata"]))
+        for execution in local.sfn.list_executions(stateMachineArn=local.stack.id("VideoJobStateMachine"))["executions"]:
+            history = local.sfn.get_execution_history(executionArn=execution["executionArn"])
+            everything.append(json.dumps(history["events"], default=str))
+    assert "Submitted to Novita" in everything[0]  # the logs were captured
+    leaks = [text[:200] for text in everything if API_KEY in text]
+    assert not leaks
