@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +102,6 @@ class LocalPipeline:
                 "ALLOW_LOOPBACK_HTTP": "true",  # local only: the emulator serves videos over loopback http
                 "SUBMIT_RETRY_MAX_SECONDS": "4",  # local only: re-try throttled submits within seconds
                 "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would mix with the CLI's output
                 "POWERTOOLS_DEV": "false",
             }
         )
@@ -139,6 +140,8 @@ class LocalPipeline:
                 os.environ[name] = value
         for handler, previous in self._saved_streams:
             handler.setStream(previous)
+        if hasattr(self, "_real_stdout"):
+            sys.stdout = self._real_stdout
         if self._log_handle:
             self._log_handle.close()
         from img2video.clients import reset
@@ -167,6 +170,9 @@ class LocalPipeline:
         for handler in logging.getLogger(logger.service).handlers:
             if isinstance(handler, logging.StreamHandler):
                 self._saved_streams.append((handler, handler.setStream(stream)))
+        # Metrics are printed as EMF JSON lines: those from the handlers' threads go to the log too.
+        self._real_stdout = sys.stdout
+        sys.stdout = _ThreadRoutedStream(self._real_stdout, stream, threading.get_ident())
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -315,6 +321,22 @@ class LocalPipeline:
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
             self.on_progress(key, stage, details)
+
+
+class _ThreadRoutedStream(io.TextIOBase):
+    """stdout for the caller's thread, the log file for every other thread (the handlers')."""
+
+    def __init__(self, main: IO[str], other: IO[str], main_thread: int) -> None:
+        self._main, self._other, self._main_thread = main, other, main_thread
+
+    def _target(self) -> IO[str]:
+        return self._main if threading.get_ident() == self._main_thread else self._other
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
 
 
 def _lambda_sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:

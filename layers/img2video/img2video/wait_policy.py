@@ -38,7 +38,8 @@ class WaitPolicy:
             wanted = self.min_seconds
         else:
             wanted = previous_wait * self.growth
-        return int(min(self.max_seconds, max(self.min_seconds, round(wanted))))
+        # clamp before rounding: a tiny progress figure can extrapolate to infinity
+        return round(min(float(self.max_seconds), max(float(self.min_seconds), wanted)))
 
 
 def policy_for(settings: Settings, off_peak: bool) -> WaitPolicy:
