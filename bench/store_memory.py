@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "img2video"))
 
-from img2video import video_transfer  # noqa: E402
+from img2video import video_transfer
 
 MIB = 1024 * 1024
 CHUNK = b"\x00" * MIB
@@ -44,7 +44,7 @@ class _DiscardingS3:
     def create_multipart_upload(self, **kwargs: Any) -> dict[str, str]:
         return {"UploadId": "u"}
 
-    def upload_part(self, Body: bytes, PartNumber: int, **kwargs: Any) -> dict[str, str]:  # noqa: N803 - boto3's names
+    def upload_part(self, Body: bytes, PartNumber: int, **kwargs: Any) -> dict[str, str]:
         self.bytes += len(Body)
         return {"ETag": f'"{PartNumber}"'}
 

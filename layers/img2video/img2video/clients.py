@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
 from botocore.config import Config
 
 from img2video.settings import get_settings
+
+T = TypeVar("T")
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 
@@ -42,6 +45,21 @@ def idempotency_config(key_path: str) -> IdempotencyConfig:
     if _lambda_context:
         config.register_lambda_context(_lambda_context[0])
     return config
+
+
+def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run the decorated function once per value of `key_path` in its `argument` (a JSON-able dict).
+
+    A retry gets the first call's result back from DynamoDB instead of running it again; a call that
+    raised leaves no record, so it can be retried.
+    """
+    decorator: Callable[[Callable[..., T]], Callable[..., T]] = idempotent_function(
+        data_keyword_argument=argument,
+        persistence_store=idempotency_store(purpose),
+        config=idempotency_config(key_path),
+        key_prefix=purpose,
+    )
+    return decorator
 
 
 def reset() -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from botocore.exceptions import ClientError
 
-from img2video.clients import client, idempotency_config, idempotency_store
+from img2video.clients import client, once_per
 from img2video.notices import Notice, sns_publish_arguments
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
@@ -19,12 +18,7 @@ JobState = Literal["queued", "submitted", "succeeded", "failed"]
 def publish_notice(notice: Notice) -> str:
     """Publish once: a retried step finds the first publish's record and sends nothing."""
 
-    @idempotent_function(
-        data_keyword_argument="notice",
-        persistence_store=idempotency_store("img2video-notice"),
-        config=idempotency_config("notice_id"),
-        key_prefix="img2video-notice",
-    )
+    @once_per("notice_id", purpose="img2video-notice", argument="notice")
     def _publish(notice: dict[str, Any]) -> dict[str, str]:
         parsed = Notice.model_validate(notice)
         answer = client("sns").publish(**sns_publish_arguments(parsed, get_settings().topic_arn))

@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
-from img2video.clients import client, idempotency_config, idempotency_store
+from img2video.clients import client, once_per
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
 from img2video.jobs import Job
@@ -23,12 +22,7 @@ from img2video.video_transfer import stream_video_to_s3
 def store_video(state: dict[str, Any]) -> dict[str, Any]:
     """Run once per job: a retry after a completed store returns the first result and publishes nothing."""
 
-    @idempotent_function(
-        data_keyword_argument="state",
-        persistence_store=idempotency_store("img2video-store"),
-        config=idempotency_config("job.job_id"),
-        key_prefix="img2video-store",
-    )
+    @once_per("job.job_id", purpose="img2video-store", argument="state")
     def _store(state: dict[str, Any]) -> dict[str, Any]:
         return _store_once(state)
 

@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from botocore.exceptions import ClientError
 
-from img2video.clients import client, idempotency_config, idempotency_store
+from img2video.clients import client, once_per
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
 from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image
@@ -141,12 +140,7 @@ def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -
 def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
     """POST to Novita at most once per job id; a retry gets the first answer back from DynamoDB."""
 
-    @idempotent_function(
-        data_keyword_argument="job",
-        persistence_store=idempotency_store("img2video-submit"),
-        config=idempotency_config("job_id"),
-        key_prefix="img2video-submit",
-    )
+    @once_per("job_id", purpose="img2video-submit", argument="job")
     def _submit(job: dict[str, Any]) -> dict[str, Any]:
         parsed = Job.model_validate(job)
         images = [image_reference(parsed.source.bucket, parsed.source.key, parsed.request.off_peak, settings)]
