@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig, Faults, FaultSpecError
 
 SAMPLES = Path(__file__).parent / "samples"
 DEFAULT_OUT = Path("img2video-out")
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         faults = Faults.parse(args.faults)
         plan = plan_uploads(args.paths, prefix, args.prompt)
         return run_local(plan, args.out, args.json, faults, args.timeout, EmulatorConfig(generation_seconds=args.generation_seconds))
-    except (UsageError, ValueError) as exc:
+    except (UsageError, FaultSpecError) as exc:
         parser.print_usage(sys.stderr)
         print(f"img2video: error: {exc}", file=sys.stderr)
         return 2

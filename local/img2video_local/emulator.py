@@ -28,6 +28,10 @@ BOOLEANS = ("bgm", "audio", "watermark", "off_peak")
 KNOWN_FIELDS = {"images", "prompt", "duration", "resolution", "movement_amplitude", "seed", "voice_id", "extra", *BOOLEANS}
 
 
+class FaultSpecError(ValueError):
+    """A --faults spec that cannot be read."""
+
+
 @dataclass
 class Faults:
     """Fault rates (0..1) and sizes. Spec string: "429=0.2,5xx=0.1,slow=0.2,slow_seconds=1,fail=0.1,hang=0.05,
@@ -53,13 +57,15 @@ class Faults:
             name, _, value = item.partition("=")
             attribute = cls._NAMES.get(name, name)
             if attribute.startswith("_") or attribute not in cls.__dataclass_fields__:
-                raise ValueError(f"unknown fault {name!r}; known: 429, 5xx, slow, slow_seconds, fail, hang, expire, truncate, dup, seed")
+                raise FaultSpecError(
+                    f"unknown fault {name!r}; known: 429, 5xx, slow, slow_seconds, fail, hang, expire, truncate, dup, seed"
+                )
             try:
                 number = float(value)
             except ValueError:
-                raise ValueError(f"fault {name!r} needs a number, got {value!r}") from None
+                raise FaultSpecError(f"fault {name!r} needs a number, got {value!r}") from None
             if attribute not in ("slow_seconds", "seed") and not 0 <= number <= 1:
-                raise ValueError(f"fault {name!r} is a rate from 0 to 1, got {value}")
+                raise FaultSpecError(f"fault {name!r} is a rate from 0 to 1, got {value}")
             setattr(faults, attribute, int(number) if attribute == "seed" else number)
         return faults
 

@@ -139,7 +139,7 @@ class LocalPipeline:
             else:
                 os.environ[name] = value
         for handler, previous in self._saved_streams:
-            handler.setStream(previous)
+            handler.stream = previous
         if hasattr(self, "_real_stdout"):
             sys.stdout = self._real_stdout
         if self._log_handle:
@@ -169,7 +169,9 @@ class LocalPipeline:
             stream = self._log_handle
         for handler in logging.getLogger(logger.service).handlers:
             if isinstance(handler, logging.StreamHandler):
-                self._saved_streams.append((handler, handler.setStream(stream)))
+                # assigned, not setStream(): that flushes the old stream, which a test runner may have closed
+                self._saved_streams.append((handler, handler.stream))
+                handler.stream = stream
         # Metrics are printed as EMF JSON lines: those from the handlers' threads go to the log too.
         self._real_stdout = sys.stdout
         sys.stdout = _ThreadRoutedStream(self._real_stdout, stream, threading.get_ident())

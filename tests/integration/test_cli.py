@@ -1,0 +1,84 @@
+"""The `img2video` command as a user runs it: exit codes, --json output, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from img2video_local.cli import main, plan_uploads
+
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "trip").mkdir(parents=True)
+    (folder / "cat.jpg").write_bytes(jpeg_bytes())
+    (folder / "cat.json").write_text(json.dumps({"prompt": "the cat blinks", "duration": 1, "resolution": "540p"}))
+    (folder / "trip" / "hill top.png").write_bytes(jpeg_bytes(80, 60))  # no sidecar: --prompt covers it
+    (folder / "notes.md").write_text("not an upload")
+    return folder
+
+
+def test_plan_keeps_folders_and_adds_prompts_where_missing(photos: Path) -> None:
+    plan = plan_uploads([photos], "incoming/", "drift slowly")
+    keys = [u.key for u in plan.uploads]
+    assert set(plan.images) == {"incoming/photos/cat.jpg", "incoming/photos/trip/hill top.png"}
+    assert "incoming/photos/trip/hill top.txt" in keys and "incoming/photos/cat.txt" not in keys
+    assert all(not k.endswith(".md") for k in keys)
+    assert keys.index("incoming/photos/cat.json") < keys.index("incoming/photos/cat.jpg")  # sidecars go first
+
+
+def test_local_run_json_prints_one_notice_per_line_and_writes_videos(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["local", "run", str(photos), "--prompt", "drift slowly", "--json", "--out", str(out), "--generation-seconds", "1"])
+    stdout = capsys.readouterr().out
+    lines = stdout.splitlines()
+    assert code == 0
+    notices = [json.loads(line) for line in lines]  # every line is JSON, nothing else on stdout
+    assert len(notices) == 2 and {n["event"] for n in notices} == {"video.succeeded"}
+    assert (out / "photos" / "cat.mp4").stat().st_size > 0 and (out / "photos" / "cat.json").exists()
+    assert (out / "photos" / "trip" / "hill top.mp4").exists()
+
+
+def test_local_run_exits_1_when_a_job_fails(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["local", "run", str(photos / "cat.jpg"), "--json", "--faults", "fail=1", "--out", str(tmp_path / "o"), "--generation-seconds", "1"]
+    )
+    [notice] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1 and notice["error"]["code"] == "PROVIDER_FAILED"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["local", "run", "/nonexistent/cat.jpg"],
+        ["local", "run", "{photos}/notes.md"],
+        ["local", "run", "{photos}/cat.jpg", "--faults", "lightning=1"],
+        ["local", "run", "{photos}/cat.jpg", "--faults", "429=2"],
+        ["local", "bogus"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(photos=photos.parent / "photos") for a in argv]
+    with pytest.raises(SystemExit) as caught:
+        raise SystemExit(main(args))
+    assert caught.value.code == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_demo_writes_a_playable_mp4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import av
+
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    video = tmp_path / "demo" / "sunset.mp4"
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and min(stream.width, stream.height) == 720
+    assert "video.succeeded" in capsys.readouterr().out
