@@ -156,6 +156,15 @@ def test_sidecar_without_image_starts_nothing_and_notifies_nobody(aws: Aws) -> N
     assert executions(aws) == [] and aws.notices() == []
 
 
+@pytest.mark.parametrize("key", ["incoming/a/../b.jpg", "incoming/./c.png", "incoming/d//e.jpg"])
+def test_image_keys_that_climb_or_hide_get_a_notice_not_a_job(aws: Aws, key: str) -> None:
+    put(aws, key, jpeg_bytes())
+    submit(aws, key)
+    [notice] = aws.notices()
+    assert notice["error"]["code"] == "UNSUPPORTED_IMAGE" and "'..' folder name" in notice["error"]["message"]
+    assert notice["source"]["key"] == key and executions(aws) == []
+
+
 def test_s3_test_event_is_ignored(aws: Aws) -> None:
     body = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": aws.input_bucket}
     assert handler(aws, "SubmitFunction")(sqs_event(body), FakeContext()) == {"batchItemFailures": []}

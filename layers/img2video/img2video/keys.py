@@ -44,6 +44,12 @@ class InputKey:
         return self.folder[len(prefix) :]
 
 
+def is_unsafe_image_key(key: str, prefix: str) -> bool:
+    """An image upload whose key has `.`, `..` or empty folder names: it cannot be mapped to an output safely."""
+    rest = key[len(prefix) :] if key.startswith(prefix) else ""
+    return key.lower().endswith(IMAGE_SUFFIXES) and any(part in ("", ".", "..") for part in rest.split("/")[:-1])
+
+
 def parse_input_key(key: str, prefix: str) -> InputKey | None:
     """Split a decoded key under `prefix`; None for keys the pipeline must ignore."""
     if not key.startswith(prefix) or key.endswith("/"):

@@ -16,7 +16,16 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
 from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image
 from img2video.jobs import Job, SourceObject, job_id
-from img2video.keys import IMAGE_SUFFIXES, InputKey, decode_event_key, output_keys, parse_input_key, pick_sidecar, resolve_relative
+from img2video.keys import (
+    IMAGE_SUFFIXES,
+    InputKey,
+    decode_event_key,
+    is_unsafe_image_key,
+    output_keys,
+    parse_input_key,
+    pick_sidecar,
+    resolve_relative,
+)
 from img2video.notices import NoticeError, failure_notice
 from img2video.novita import NovitaClient, load_api_key
 from img2video.observability import logger, metrics
@@ -205,6 +214,8 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
     """Process one trigger; returns what happened (for logs and tests). Raises only on unexpected errors."""
     settings = get_settings()
     parsed = parse_input_key(trigger.key, settings.input_prefix)
+    if trigger.bucket == settings.input_bucket and is_unsafe_image_key(trigger.key, settings.input_prefix):
+        return _reject_unsafe_key(trigger, settings)
     if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
         logger.info("Ignoring key", extra={"key": trigger.key})
         return "ignored"
@@ -254,6 +265,19 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
         raise
     finally:
         logger.remove_keys(["job_id"])
+
+
+def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
+    head = _head(trigger.bucket, trigger.key)
+    if head is None:
+        return "ignored"
+    stem = trigger.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    pending = PendingJob(
+        job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem),
+        source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=_etag(head)),
+    )
+    _fail(pending, "UNSUPPORTED_IMAGE", f"{trigger.key} has an empty, '.' or '..' folder name; upload it under a plain folder path")
+    return "failed:UNSUPPORTED_IMAGE"
 
 
 def _accept(
