@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from img2video.clients import client, once_per
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
-from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image
+from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image, sniff_image_type
 from img2video.jobs import Job, SourceObject, job_id
 from img2video.keys import (
     IMAGE_SUFFIXES,
@@ -139,7 +139,7 @@ def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -
         )
         return url
     raw = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    kind = {"\xff": "jpeg", "\x89": "png", "R": "webp"}.get(chr(raw[0]), "jpeg")
+    kind = sniff_image_type(raw[:HEAD_BYTES]) or "jpeg"  # validated already; the fallback is never used
     return f"data:image/{kind};base64,{base64.b64encode(raw).decode('ascii')}"
 
 
@@ -173,7 +173,7 @@ def start_execution(job: Job, submitted: dict[str, Any], settings: Settings) -> 
         "task_id": submitted["task_id"],
         "submitted_at": submitted["submitted_at"],
         "deadline": int(submitted_epoch + max_wait * 60),
-        # the first wait: the shortest a generation takes is well above the minimum poll interval
+        # the first look comes after the minimum wait; from then on each poll picks the next wait
         "poll": {"status": "submitted", "polls": 0, "progress_percent": 0, "wait_seconds": policy_for(settings, off_peak).next_wait(None)},
     }
     try:
