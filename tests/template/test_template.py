@@ -76,6 +76,8 @@ def test_uploads_flow_through_a_queue_with_a_dlq_and_bounded_concurrency(cfn: di
     assert env is None
     submit_env = cfn["Resources"]["SubmitFunction"]["Properties"]["Environment"]["Variables"]
     assert int(submit_env["MAX_RECEIVE_COUNT"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+    alarm = cfn["Resources"]["SubmitDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["SubmitDeadLetterQueue", "QueueName"]}}]
     # Lambda's guidance: visibility at least six times the function timeout
     assert queue["VisibilityTimeout"] >= 6 * cfn["Resources"]["SubmitFunction"]["Properties"]["Timeout"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import requests
@@ -113,7 +114,9 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None) 
     return ProviderRejected(f"Novita rejected the request (HTTP {status}): {message}")
 
 
-def _session() -> requests.Session:
+@lru_cache(maxsize=1)
+def shared_session() -> requests.Session:
+    """One session per container, so a warm Lambda reuses its connection to Novita between polls."""
     # Only idempotent GETs are retried here; a POST that may have created a paid task is never
     # re-sent blindly (throttled submits are re-queued by the caller, with a longer backoff).
     retry = Retry(
@@ -138,7 +141,7 @@ class NovitaClient:
     def __init__(self, base_url: str, api_key: str, session: requests.Session | None = None) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._session = session or _session()
+        self._session = session or shared_session()
 
     def __repr__(self) -> str:  # never show the key, not even in a traceback's locals
         return f"NovitaClient({self._base_url!r})"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from img2video.clients import client, once_per
 from img2video.notices import Notice, sns_publish_arguments
-from img2video.observability import logger, metrics
+from img2video.observability import NAMESPACE, logger, metrics
 from img2video.settings import get_settings
 
 JobState = Literal["queued", "submitted", "succeeded", "failed"]
@@ -24,8 +24,10 @@ def publish_notice(notice: Notice) -> str:
         answer = client("sns").publish(**sns_publish_arguments(parsed, get_settings().topic_arn))
         logger.info("Published notice", extra={"notice_id": parsed.notice_id, "event": parsed.event})
         if parsed.error is not None:
-            metrics.add_metric(name=f"JobsFailed_{parsed.error.code}", unit=MetricUnit.Count, value=1)
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+            # by error code too, as a dimension of its own metric (the shared set has only the service dimension)
+            with single_metric(name="JobsFailedByCode", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as by_code:
+                by_code.add_dimension(name="error_code", value=parsed.error.code)
         else:
             metrics.add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
         return {"message_id": answer["MessageId"]}
