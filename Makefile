@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
 typecheck: $(STAMP)
-	$(BIN)/mypy layers/img2video/img2video
+	$(BIN)/mypy layers/img2video/img2video local/img2video_local
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/template

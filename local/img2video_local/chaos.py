@@ -79,11 +79,12 @@ def plan_jobs(count: int, rng: random.Random) -> list[JobPlan]:
         if roll < 0.08:
             plans.append(JobPlan(image_key, f"{stem}.json", _image(rng), BAD_SIDECAR, rng.random() < 0.5, "INVALID_SIDECAR"))
             continue
-        body = {"prompt": f"chaos job {index}", "duration": 1, "resolution": "540p"}
+        prompt = f"chaos job {index}"
+        body = {"prompt": prompt, "duration": 1, "resolution": "540p"}
         if rng.random() < 0.5:
             plans.append(JobPlan(image_key, f"{stem}.json", _image(rng), json.dumps(body).encode(), rng.random() < 0.5, "provider"))
         else:
-            plans.append(JobPlan(image_key, f"{stem}.txt", _image(rng), body["prompt"].encode(), rng.random() < 0.5, "provider"))
+            plans.append(JobPlan(image_key, f"{stem}.txt", _image(rng), prompt.encode(), rng.random() < 0.5, "provider"))
     return plans
 
 

@@ -21,9 +21,9 @@ def output_size(width: int, height: int, resolution: str) -> tuple[int, int]:
 
 
 def render_video(image_bytes: bytes, resolution: str, duration: int, fps: int = 24) -> bytes:
-    source = Image.open(io.BytesIO(image_bytes))
-    source.load()
-    source = source.convert("RGB")
+    opened = Image.open(io.BytesIO(image_bytes))
+    opened.load()
+    source = opened.convert("RGB")
     width, height = output_size(source.width, source.height, resolution)
     # Work on a copy a little larger than the output so the zoom never upsamples much.
     base = source.resize((int(width * 1.2), int(height * 1.2)), Image.Resampling.BILINEAR)
@@ -39,7 +39,7 @@ def render_video(image_bytes: bytes, resolution: str, duration: int, fps: int = 
             left = (base.width - crop_w) * (0.3 + 0.4 * t)  # drift left to right
             top = (base.height - crop_h) / 2
             frame_image = base.resize((width, height), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
-            frame = av.VideoFrame.from_image(frame_image)
+            frame = av.VideoFrame.from_image(frame_image)  # type: ignore[no-untyped-call]
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

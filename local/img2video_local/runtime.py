@@ -83,7 +83,7 @@ class LocalPipeline:
         )
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
             self._set_env({name: None})
-        self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[arg-type]
+        self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
             self._start()

@@ -25,7 +25,7 @@ class LocalStack:
 
 
 def _client(service: str) -> Any:
-    return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+    return boto3.client(service, region_name=REGION)
 
 
 def provision(template: Template, api_key: str) -> LocalStack:
