@@ -17,8 +17,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
     for trigger in triggers_from_body(record.body):
-        outcome = handle_trigger(trigger, receive_count)
-        logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
+        handle_trigger(trigger, receive_count)
 
 
 @logger.inject_lambda_context

@@ -249,6 +249,24 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
     )
     logger.append_keys(job_id=pending.job_id)
     try:
+        outcome = _outcome(trigger, image, image_head, sidecar_key, sidecar_head, pending, settings, receive_count)
+        logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
+        return outcome
+    finally:
+        logger.remove_keys(["job_id"])
+
+
+def _outcome(
+    trigger: Trigger,
+    image: InputKey,
+    image_head: dict[str, Any],
+    sidecar_key: str,
+    sidecar_head: dict[str, Any],
+    pending: PendingJob,
+    settings: Settings,
+    receive_count: int,
+) -> str:
+    try:
         return _accept(trigger, image, image_head, sidecar_key, sidecar_head, pending, settings)
     except ProviderThrottled as exc:
         return _retry_later(trigger, pending, exc, settings, exc.retry_after)
@@ -263,8 +281,6 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
             _fail(pending, "INTERNAL", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})")
             return "failed:INTERNAL"
         raise
-    finally:
-        logger.remove_keys(["job_id"])
 
 
 def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
