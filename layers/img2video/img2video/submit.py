@@ -200,6 +200,16 @@ def throttle_delay(attempt: int, retry_after: float | None, cap: int) -> float:
     return max(backoff, retry_after or 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class Pair:
+    """An image and its sidecar (empty key when there is none), with what S3 listed of each."""
+
+    image: InputKey
+    image_head: dict[str, Any]
+    sidecar_key: str
+    sidecar_head: dict[str, Any]
+
+
 @dataclass
 class PendingJob:
     """What is known of a job before it is accepted: enough to send its failure notice."""
@@ -241,33 +251,25 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
         tag_source(trigger.bucket, image.key, "queued", "")
         return "awaiting-sidecar"
 
+    pair = Pair(image, image_head, *((sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})))
     source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
-    sidecar_key, sidecar_head = (sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})
     pending = PendingJob(
-        job_id=job_id(trigger.bucket, image.key, source.etag, sidecar_key, _etag(sidecar_head), image.stem),
+        job_id=job_id(trigger.bucket, image.key, source.etag, pair.sidecar_key, _etag(pair.sidecar_head), image.stem),
         source=source,
     )
     logger.append_keys(job_id=pending.job_id)
     try:
-        outcome = _outcome(trigger, image, image_head, sidecar_key, sidecar_head, pending, settings, receive_count)
+        outcome = _outcome(trigger, pair, pending, settings, receive_count)
         logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
         return outcome
     finally:
         logger.remove_keys(["job_id"])
 
 
-def _outcome(
-    trigger: Trigger,
-    image: InputKey,
-    image_head: dict[str, Any],
-    sidecar_key: str,
-    sidecar_head: dict[str, Any],
-    pending: PendingJob,
-    settings: Settings,
-    receive_count: int,
-) -> str:
+def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings, receive_count: int) -> str:
+    """Accept the job, or decide what its failure means: retry later, a notice now, or a redelivery."""
     try:
-        return _accept(trigger, image, image_head, sidecar_key, sidecar_head, pending, settings)
+        return _accept(trigger, pair, pending, settings)
     except ProviderThrottled as exc:
         return _retry_later(trigger, pending, exc, settings, exc.retry_after)
     except PipelineError as exc:
@@ -296,20 +298,13 @@ def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
     return "failed:UNSUPPORTED_IMAGE"
 
 
-def _accept(
-    trigger: Trigger,
-    image: InputKey,
-    image_head: dict[str, Any],
-    sidecar_key: str,
-    sidecar_head: dict[str, Any],
-    pending: PendingJob,
-    settings: Settings,
-) -> str:
+def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings) -> str:
+    image, image_head, sidecar_key, sidecar_head = pair.image, pair.image_head, pair.sidecar_key, pair.sidecar_head
     if not sidecar_key:
         if not settings.default_prompt:
             raise MissingSidecar(
                 f"no sidecar for {image.key} after {settings.sidecar_grace_seconds} s: upload "
-                f"{image.folder}{image.stem}.json or {image.folder}{image.stem}.txt with the prompt, then upload the image again"
+                f"{image.folder}{image.stem}.json or {image.folder}{image.stem}.txt with the prompt to start the job"
             )
         request = default_request(settings)
     else:
@@ -325,9 +320,7 @@ def _accept(
     job = Job(
         job_id=pending.job_id,
         source=pending.source,
-        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=str(sidecar_head.get("ETag", "")).strip('"'))
-        if sidecar_key
-        else None,
+        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=_etag(sidecar_head)) if sidecar_key else None,
         request=request,
         extra_image_keys=tuple(extra_keys),
         video_key=video_key,
