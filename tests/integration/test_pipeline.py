@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,6 +40,13 @@ def run_jobs(local: LocalPipeline, uploads: list[tuple[str, bytes]], images: set
     received = local.wait_for_notices(images, timeout)
     assert {r.notice["source"]["key"] for r in received} == images, "a job ended without its notice"
     return received
+
+
+def wait_until(found: Callable[[], list[Any]], timeout: float) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while not (result := found()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return result
 
 
 def only(received: list[Received]) -> dict[str, Any]:
@@ -157,6 +165,10 @@ def test_missing_sidecar_fails_after_the_grace_period() -> None:
         notice = only(run_jobs(local, [("incoming/alone.png", jpeg_bytes())], {"incoming/alone.png"}, timeout=30))
         assert notice["error"]["code"] == "MISSING_SIDECAR" and notice["error"]["stage"] == "submit"
         assert local.emulator.submissions == []
+        # as the notice says: uploading the sidecar now starts the job, as a new job with its own notice
+        local.upload("incoming/alone.txt", b"late but here")
+        late = wait_until(lambda: [r.notice for r in local.notices if r.notice["event"] == "video.succeeded"], 30)
+        assert len(late) == 1 and late[0]["job_id"] != notice["job_id"] and late[0]["request"]["prompt"] == "late but here"
 
 
 def test_bad_sidecar_fails_with_a_precise_message_and_inputs_survive() -> None:
