@@ -113,6 +113,21 @@ def test_json_sidecar_wins_over_txt(aws: Aws) -> None:
 
 
 @responses.activate
+def test_images_sharing_a_name_get_videos_that_do_not_overwrite_each_other(aws: Aws) -> None:
+    from tests.conftest import png_bytes
+
+    responses.post(SUBMIT_URL, json={"task_id": "t"})
+    put(aws, "incoming/twin.jpg", jpeg_bytes())
+    put(aws, "incoming/twin.png", png_bytes())
+    put(aws, "incoming/twin.txt", "both of us")
+    submit(aws, "incoming/twin.txt")
+    keys = sorted(
+        json.loads(aws.sfn.describe_execution(executionArn=run["executionArn"])["input"])["job"]["video_key"] for run in executions(aws)
+    )
+    assert keys == ["videos/twin-jpg.mp4", "videos/twin-png.mp4"] and len(responses.calls) == 2
+
+
+@responses.activate
 def test_image_without_sidecar_waits_then_fails_with_missing_sidecar(aws: Aws) -> None:
     put(aws, "incoming/lonely.jpg", jpeg_bytes())
     submit(aws, "incoming/lonely.jpg")

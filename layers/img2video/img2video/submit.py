@@ -208,6 +208,11 @@ class Pair:
     image_head: dict[str, Any]
     sidecar_key: str
     sidecar_head: dict[str, Any]
+    shares_stem: bool = False  # cat.jpg and cat.png side by side: their videos must not overwrite each other
+
+    def output_name(self, requested: str | None) -> str:
+        name = requested or self.image.stem
+        return f"{name}-{self.image.suffix[1:].lower()}" if self.shares_stem else name
 
 
 @dataclass
@@ -251,7 +256,12 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
         tag_source(trigger.bucket, image.key, "queued", "")
         return "awaiting-sidecar"
 
-    pair = Pair(image, image_head, *((sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})))
+    pair = Pair(
+        image,
+        image_head,
+        *((sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})),
+        shares_stem=sum(1 for sibling, _ in siblings.values() if sibling.kind == "image") > 1,
+    )
     source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
     pending = PendingJob(
         job_id=job_id(trigger.bucket, image.key, source.etag, pair.sidecar_key, _etag(pair.sidecar_head), image.stem),
@@ -316,7 +326,7 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
     pending.request, pending.tags = request.for_notice(), request.tags
     _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]))
     extra_keys = _extra_image_keys(request.extra_images, image.folder, settings)
-    video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, request.output_name or image.stem)
+    video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, pair.output_name(request.output_name))
     job = Job(
         job_id=pending.job_id,
         source=pending.source,
