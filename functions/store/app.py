@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from img2video.clients import use_lambda_context
+from img2video.jobs import ExecutionState
 from img2video.observability import logger, metrics, tracer
 from img2video.store import store_video
 
@@ -13,5 +15,6 @@ from img2video.store import store_video
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_lambda_context(context)
-    logger.append_keys(job_id=event["job"]["job_id"])
-    return store_video(event)
+    state = parse(event=event, model=ExecutionState)  # a malformed input fails here, before any download
+    logger.append_keys(job_id=state.job.job_id)
+    return store_video(state.model_dump(mode="json", by_alias=True))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from img2video.errors import ALL_ERROR_CODES, ERROR_CODES, ImageTooLarge, UnsupportedImage, error_code
 from img2video.failure import describe_error
 from img2video.images import MAX_IMAGE_BYTES, check_image
-from img2video.jobs import job_id
+from img2video.jobs import StepError, job_id
 from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
 from img2video.novita import TaskResult, TaskStatus, classify_http_error, provider_message
 from img2video.wait_policy import WaitPolicy
@@ -142,8 +142,11 @@ def test_task_result_parses_numbers_sent_as_strings() -> None:
 
 def test_catch_error_with_lambda_cause_is_described() -> None:
     cause = json.dumps({"errorType": "ProviderFailed", "errorMessage": "Novita could not generate the video: nsfw"})
-    assert describe_error({"Error": "ProviderFailed", "Cause": cause}) == ("PROVIDER_FAILED", "Novita could not generate the video: nsfw")
-    assert describe_error({"Error": "States.Timeout", "Cause": ""}) == ("INTERNAL", "the step took longer than its time limit")
+    failed = StepError.model_validate({"Error": "ProviderFailed", "Cause": cause})
+    assert describe_error(failed) == ("PROVIDER_FAILED", "Novita could not generate the video: nsfw")
+    timed_out = StepError.model_validate({"Error": "States.Timeout", "Cause": ""})
+    assert describe_error(timed_out) == ("INTERNAL", "the step took longer than its time limit")
+    assert describe_error(None) == ("INTERNAL", "the step failed")
 
 
 # -- notices -----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from img2video.failure import notice_for_failed_state
-from img2video.jobs import Job
+from img2video.jobs import ExecutionState, Job
 from img2video.submit import triggers_from_body
 from img2video_local.template import REPO_ROOT
 
@@ -26,5 +26,5 @@ def test_submit_events_decode_to_the_keys_users_uploaded() -> None:
 def test_state_machine_inputs_hold_a_valid_job() -> None:
     for name in ("poll_input.json", "store_input.json", "notify_input.json"):
         assert Job.model_validate(load(name)["job"]).job_id == "my-cat-1f3a9c0d2b"
-    notice = notice_for_failed_state(load("notify_input.json"))
+    notice = notice_for_failed_state(ExecutionState.model_validate(load("notify_input.json")))
     assert notice.error is not None and notice.error.code == "PROVIDER_FAILED"

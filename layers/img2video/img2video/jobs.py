@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from img2video.keys import readable_slug
 from img2video.sidecar import VideoRequest
@@ -43,3 +43,35 @@ class Job(BaseModel):
 
     def notice_fields(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "source": {"bucket": self.source.bucket, "key": self.source.key}}
+
+
+class PollRecord(BaseModel):
+    """What the last poll saw; the state machine waits `wait_seconds` before the next."""
+
+    status: Literal["submitted", "running", "succeeded"] = "submitted"
+    polls: int = 0
+    progress_percent: float = 0
+    eta: float | None = None
+    wait_seconds: int | None = None
+    finished_at: str | None = None
+
+
+class StepError(BaseModel):
+    """A Catch's error output, as Step Functions writes it."""
+
+    error: str = Field(default="States.TaskFailed", alias="Error")
+    cause: str | None = Field(default="", alias="Cause")
+
+
+class ExecutionState(BaseModel):
+    """The state machine's data: the job, its task, and what the steps added along the way."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job: Job
+    task_id: str
+    submitted_at: str
+    deadline: float
+    poll: PollRecord = Field(default_factory=PollRecord)
+    stage: Literal["submit", "poll", "store", "notify"] = "poll"
+    error: StepError | None = None

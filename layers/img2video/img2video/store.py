@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from img2video.clients import client, once_per
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
-from img2video.jobs import Job
+from img2video.jobs import ExecutionState
 from img2video.notices import NoticeVideo, success_notice
 from img2video.novita import NovitaClient, TaskStatus, load_api_key
 from img2video.observability import logger, metrics
@@ -30,10 +30,10 @@ def store_video(state: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _store_once(state: dict[str, Any]) -> dict[str, Any]:
+def _store_once(data: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
-    job = Job.model_validate(state["job"])
-    task_id = str(state["task_id"])
+    state = ExecutionState.model_validate(data)
+    job, task_id = state.job, state.task_id
     novita = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
     # Always ask for the result again: the URL seen by the poll may have expired since.
     result = novita.task_result(task_id)
@@ -49,13 +49,12 @@ def _store_once(state: dict[str, Any]) -> dict[str, Any]:
         allow_loopback_http=settings.allow_loopback_http,
     )
     stored_at = now()
-    poll = state.get("poll") or {}
     timings = {
         "uploaded": job.uploaded_at,
-        "submitted": state.get("submitted_at"),
-        "finished": poll.get("finished_at"),
+        "submitted": state.submitted_at,
+        "finished": state.poll.finished_at,
         "stored": iso(stored_at),
-        "polls": int(poll.get("polls", 0)),
+        "polls": state.poll.polls,
     }
     manifest = {
         "job_id": job.job_id,
