@@ -100,6 +100,21 @@ def test_keys_with_spaces_plus_and_unicode_are_found(aws: Aws) -> None:
 
 
 @responses.activate
+def test_image_and_sidecar_pair_across_unicode_normalizations(aws: Aws) -> None:
+    import unicodedata
+
+    responses.post(SUBMIT_URL, json={"task_id": "t"})
+    image = unicodedata.normalize("NFD", "incoming/café/crème.jpg")  # as some macOS tools write it
+    sidecar = unicodedata.normalize("NFC", "incoming/café/crème.txt")
+    assert image[:-4] != sidecar[:-4]
+    put(aws, image, jpeg_bytes())
+    put(aws, sidecar, "steam rises")
+    submit(aws, image)
+    assert json.loads(responses.calls[0].request.body)["prompt"] == "steam rises"
+    assert len(executions(aws)) == 1
+
+
+@responses.activate
 def test_json_sidecar_wins_over_txt(aws: Aws) -> None:
     responses.post(SUBMIT_URL, json={"task_id": "t"})
     put(aws, "incoming/dog.txt", "from txt")

@@ -15,6 +15,10 @@ SIDECAR_SUFFIXES = (".json", ".txt")  # in order of preference: .json wins
 KeyKind = Literal["image", "sidecar", "other"]
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def decode_event_key(raw: str) -> str:
     """S3 event keys are URL-encoded with `+` for space; decode exactly once."""
     return unquote_plus(raw)
@@ -37,7 +41,13 @@ class InputKey:
         return "other"
 
     def same_stem(self, other: InputKey) -> bool:
-        return self.folder == other.folder and self.stem == other.stem
+        """Same folder and name, whatever the Unicode normalization (macOS tools may write NFD, others NFC)."""
+        return _nfc(self.folder) == _nfc(other.folder) and _nfc(self.stem) == _nfc(other.stem)
+
+    def sibling_prefixes(self) -> list[str]:
+        """The listing prefixes that find this key's siblings, in both Unicode normalizations."""
+        base = f"{self.folder}{self.stem}."
+        return list(dict.fromkeys(unicodedata.normalize(form, base) for form in ("NFC", "NFD")))
 
     def relative_folder(self, prefix: str) -> str:
         """The folders between the input prefix and the file: "a/" for incoming/a/cat.jpg."""

@@ -94,12 +94,13 @@ def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
 
 def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKey, dict[str, Any]]]:
     """Every image and sidecar with the same folder and stem, with what S3 lists of each (ETag, size)."""
-    listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{of.folder}{of.stem}.", MaxKeys=100)
     found = {}
-    for item in listing.get("Contents", []):
-        parsed = parse_input_key(item["Key"], prefix)
-        if parsed and parsed.kind != "other" and parsed.same_stem(of):
-            found[parsed.key] = (parsed, {"ETag": item["ETag"], "ContentLength": item["Size"], "LastModified": item["LastModified"]})
+    for listing_prefix in of.sibling_prefixes():  # one listing for ASCII names, two when NFC and NFD differ
+        listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=listing_prefix, MaxKeys=100)
+        for item in listing.get("Contents", []):
+            parsed = parse_input_key(item["Key"], prefix)
+            if parsed and parsed.kind != "other" and parsed.same_stem(of):
+                found[parsed.key] = (parsed, {"ETag": item["ETag"], "ContentLength": item["Size"], "LastModified": item["LastModified"]})
     return found
 
 
