@@ -13,7 +13,7 @@ from img2video import video_transfer
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
 from img2video_local.lambda_server import load_handler
 
-from tests.conftest import API_KEY, NOVITA, Aws, FakeContext, jpeg_bytes, s3_event, sqs_event
+from tests.conftest import API_KEY, NOVITA, Aws, FakeContext, jpeg_bytes, png_bytes, s3_event, sqs_event
 
 SUBMIT_URL = f"{NOVITA}/v3/async/vidu-q2-turbo-img2video"
 RESULT_URL = f"{NOVITA}/v3/async/task-result"
@@ -120,8 +120,6 @@ def test_json_sidecar_wins_over_txt(aws: Aws) -> None:
     put(aws, "incoming/dog.txt", "from txt")
     put(aws, "incoming/dog.json", json.dumps({"prompt": "from json"}))
     put(aws, "incoming/dog.png", b"")  # replaced below: the pairing must use the current objects
-    from tests.conftest import png_bytes
-
     put(aws, "incoming/dog.png", png_bytes())
     submit(aws, "incoming/dog.png")
     assert json.loads(responses.calls[0].request.body)["prompt"] == "from json"
@@ -129,8 +127,6 @@ def test_json_sidecar_wins_over_txt(aws: Aws) -> None:
 
 @responses.activate
 def test_images_sharing_a_name_get_videos_that_do_not_overwrite_each_other(aws: Aws) -> None:
-    from tests.conftest import png_bytes
-
     responses.post(SUBMIT_URL, json={"task_id": "t"})
     put(aws, "incoming/twin.jpg", jpeg_bytes())
     put(aws, "incoming/twin.png", png_bytes())

@@ -242,11 +242,16 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
         if not images:
             logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
             return "waiting-for-image"
-        return ",".join(handle_trigger(replace(trigger, key=image), receive_count) for image in images)
+        return ",".join(_handle_image(replace(trigger, key=image), siblings, settings, receive_count) for image in images)
     if parsed.key not in siblings:
         logger.info("Image no longer exists", extra={"key": parsed.key})
         return "ignored"
-    image, image_head = siblings[parsed.key]
+    return _handle_image(trigger, siblings, settings, receive_count)
+
+
+def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int) -> str:
+    """One image whose siblings are listed: wait for its sidecar, or pair them into a job and accept it."""
+    image, image_head = siblings[trigger.key]
     sidecar = pick_sidecar([sibling for sibling, _ in siblings.values()])
     if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
         requeue(
