@@ -1,4 +1,4 @@
-"""Poll Lambda: one look at the Novita task; returns the status and the next wait."""
+"""Poll Lambda: one look at the Novita task; returns its status and the next wait."""
 
 from typing import Any
 
@@ -8,11 +8,13 @@ from img2video.clients import use_lambda_context
 from img2video.jobs import ExecutionState
 from img2video.observability import logger, metrics, tracer
 from img2video.poll import poll_task
+from img2video.transient import as_step_errors
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@as_step_errors
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_lambda_context(context)
     state = parse(event=event, model=ExecutionState)

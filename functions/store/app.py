@@ -1,4 +1,4 @@
-"""Store Lambda: stream the finished video to S3, write the manifest, publish video.succeeded."""
+"""Store Lambda: stream the finished video to S3 and write its manifest (resuming whatever an earlier try finished)."""
 
 from typing import Any
 
@@ -8,13 +8,15 @@ from img2video.clients import use_lambda_context
 from img2video.jobs import ExecutionState
 from img2video.observability import logger, metrics, tracer
 from img2video.store import store_video
+from img2video.transient import as_step_errors
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@as_step_errors
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_lambda_context(context)
     state = parse(event=event, model=ExecutionState)  # a malformed input fails here, before any download
     logger.append_keys(job_id=state.job.job_id)
-    return store_video(state.model_dump(mode="json", by_alias=True))
+    return store_video(state).model_dump(mode="json")

@@ -79,6 +79,7 @@ class ProgressView:
 
     STAGES: ClassVar[dict[str, str]] = {
         "uploaded": "queued",
+        "accepted": "accepted",
         "submitted": "submitted",
         "polling": "polling",
         "storing": "storing",
@@ -97,7 +98,7 @@ class ProgressView:
             return
         if stage == "polling":
             row["detail"] = f"{details.get('progress', 0):.0f}%"
-        elif stage == "submitted":
+        elif stage in ("accepted", "submitted"):
             row["detail"] = f"job {details.get('job_id')}"
         elif stage == "notified":
             error = details.get("error")

@@ -18,7 +18,10 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
+from img2video_local.aws_faults import AwsFaults
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
+from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
+from img2video_local.eventbridge import ExecutionStatusEvents
 from img2video_local.lambda_server import LocalFunctions, start_invoke_server
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
@@ -58,6 +61,11 @@ class LocalPipeline:
     emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
     on_progress: ProgressHook | None = None
     log_file: Path | None = None
+    # AWS's own faults, injected into the handlers' boto3 calls (see aws_faults.py for the spec).
+    aws_faults: str = ""
+    aws_faults_seed: int | None = None
+    # Shrinks every function timeout (and the emulator's durations, through its config) in proportion.
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.emulator = NovitaEmulator(self.emulator_config)
@@ -112,18 +120,28 @@ class LocalPipeline:
         from img2video.clients import reset
 
         reset()
-        self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke)
+        self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
+        self.faults.install()
+        self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale)
         self._invoke_server, invoke_url = start_invoke_server(self.functions)
         self._set_env({"AWS_ENDPOINT_URL_LAMBDA": invoke_url})
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
         self._subscribe_notices()
-        self._spawn(self._poll_submit_queue, "sqs-submit-poller")
+        for source in self._sqs_sources():
+            before = self._before_upload_batch if source.function == "AcceptFunction" else None
+            poller = SqsPoller(source, self.sqs, self.functions.invoke, self._stop, LOCAL_RETRY_VISIBILITY_SECONDS, before)
+            self._spawn(poller.run, f"sqs-{source.function}")
+        self.backstop = self._execution_status_events()
+        if self.backstop:
+            self._spawn(self.backstop.run, "eventbridge")
         self._spawn(self._poll_notices, "notice-collector")
 
     def __exit__(self, *exc_info: Any) -> None:
         self._stop.set()
+        if getattr(self, "faults", None) is not None:
+            self.faults.uninstall()
         for thread in self._threads:
             thread.join(timeout=5)
         if hasattr(self, "functions"):
@@ -242,43 +260,47 @@ class LocalPipeline:
             if not answer.get("Messages"):
                 self._stop.wait(0.1)
 
-    def _poll_submit_queue(self) -> None:
-        """Lambda's SQS event source, locally: batches in the Lambda event shape, partial failures honoured."""
-        queue_url = self.stack.id("SubmitQueue")
-        queue_arn = self.stack.arn("SubmitQueue")
-        while not self._stop.is_set():
-            try:
-                answer = self.sqs.receive_message(
-                    QueueUrl=queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=0,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
+    # -- the template's event sources ------------------------------------------------------------
+    def _sqs_sources(self) -> list[SqsSource]:
+        sources = []
+        for logical, spec in self.stack.functions.items():
+            for event in spec.events.values():
+                if event.get("Type") != "SQS":
+                    continue
+                props = event["Properties"]
+                queue = props["Queue"]["Fn::GetAtt"][0]
+                limit = self.stack.template.resolve(props.get("ScalingConfig", {}).get("MaximumConcurrency", DEFAULT_CONCURRENCY))
+                sources.append(
+                    SqsSource(logical, self.stack.id(queue), self.stack.arn(queue), int(props.get("BatchSize", 10)), int(limit))
                 )
-            except Exception:  # the mock is going away under us at shutdown
-                if self._stop.is_set():
-                    return
-                raise
-            messages = answer.get("Messages", [])
-            if not messages:
-                self._stop.wait(0.2)
-                continue
-            for message in messages:
-                self._maybe_duplicate(queue_url, message)
-                self._record_event_keys(message["Body"])
-            event = {"Records": [_lambda_sqs_record(m, queue_arn) for m in messages]}
-            try:
-                result = self.functions.invoke("SubmitFunction", event) or {}
-                failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
-            except Exception:
-                failed = {m["MessageId"] for m in messages}
-            for message in messages:
-                if message["MessageId"] in failed:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=LOCAL_RETRY_VISIBILITY_SECONDS
-                    )
-                else:
-                    self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return sources
+
+    def _execution_status_events(self) -> ExecutionStatusEvents | None:
+        for logical, spec in self.stack.functions.items():
+            for event in spec.events.values():
+                if event.get("Type") != "EventBridgeRule":
+                    continue
+                statuses = event["Properties"]["Pattern"]["detail"]["status"]
+                return ExecutionStatusEvents(
+                    self.sfn,
+                    self.stack.id("VideoJobStateMachine"),
+                    statuses,
+                    deliver=lambda detail_event, logical=logical: self.functions.invoke(logical, detail_event),
+                    on_failure=self._backstop_failed,
+                    stop=self._stop,
+                    retry_delay=max(0.05, self.time_scale),
+                )
+        return None
+
+    def _backstop_failed(self, event: dict[str, Any], error: BaseException) -> None:
+        """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue."""
+        body = {"requestPayload": event, "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)}}
+        self.sqs.send_message(QueueUrl=self.stack.id("BackstopFailureQueue"), MessageBody=json.dumps(body))
+
+    def _before_upload_batch(self, source: SqsSource, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self._maybe_duplicate(source.queue_url, message)
+            self._record_event_keys(message["Body"])
 
     def _record_event_keys(self, body: str) -> None:
         data = json.loads(body)
@@ -298,8 +320,13 @@ class LocalPipeline:
             )
 
     def _observe_invoke(self, function: str, event: dict[str, Any], result: Any, error: BaseException | None) -> None:
-        if function == "SubmitFunction":
+        if function == "AcceptFunction":
             self._report_new_executions()
+            return
+        if function == "SubmitFunction":
+            for record in event.get("Records", []):
+                job = json.loads(record["body"]).get("job", {})
+                self._progress(job.get("source", {}).get("key", ""), "submitted", {"job_id": job.get("job_id")})
             return
         key = event.get("job", {}).get("source", {}).get("key", "")
         if function == "PollFunction" and result:
@@ -318,7 +345,7 @@ class LocalPipeline:
                 self._known_executions.add(execution["name"])
                 described = self.sfn.describe_execution(executionArn=execution["executionArn"])
                 state = json.loads(described["input"])
-                self._progress(state["job"]["source"]["key"], "submitted", {"job_id": execution["name"], "task_id": state["task_id"]})
+                self._progress(state["job"]["source"]["key"], "accepted", {"job_id": execution["name"]})
 
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
@@ -339,20 +366,3 @@ class _ThreadRoutedStream(io.TextIOBase):
 
     def flush(self) -> None:
         self._target().flush()
-
-
-def _lambda_sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
-    return {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message.get("Attributes", {}),
-        "messageAttributes": {
-            name: {"stringValue": value.get("StringValue"), "dataType": value.get("DataType", "String")}
-            for name, value in message.get("MessageAttributes", {}).items()
-        },
-        "md5OfBody": message.get("MD5OfBody", ""),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": REGION,
-    }

@@ -52,6 +52,7 @@ class FunctionSpec:
     environment: dict[str, Any]
     timeout: int
     memory: int
+    events: dict[str, Any] = field(default_factory=dict)  # the SAM Events block: SQS event sources, EventBridge rules
 
     @property
     def name(self) -> str:
@@ -159,6 +160,7 @@ class Template:
                     environment=env,
                     timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
                     memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+                    events=props.get("Events", {}),
                 )
             )
         return specs

@@ -53,9 +53,12 @@ def test_cfn_lint_reports_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+FUNCTIONS = {"AcceptFunction", "SubmitFunction", "PollFunction", "StoreFunction", "PublishFunction"}
+
+
 def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, Any]) -> None:
     functions = of_type(cfn, "AWS::Lambda::Function")
-    assert set(functions) == {"SubmitFunction", "PollFunction", "StoreFunction", "NotifyFunction"}
+    assert set(functions) == FUNCTIONS
     for props in (f["Properties"] for f in functions.values()):
         assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
         assert props["Handler"] == "app.lambda_handler" and props["TracingConfig"] == {"Mode": "Active"}
@@ -63,23 +66,63 @@ def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, A
     assert of_type(cfn, "AWS::Lambda::LayerVersion")
 
 
-def test_uploads_flow_through_a_queue_with_a_dlq_and_bounded_concurrency(cfn: dict[str, Any]) -> None:
-    [mapping] = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
-    props = mapping["Properties"]
-    assert props["FunctionName"] == {"Ref": "SubmitFunction"}
-    assert props["EventSourceArn"] == {"Fn::GetAtt": ["SubmitQueue", "Arn"]}
-    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SubmitConcurrency"}}
-    queue = cfn["Resources"]["SubmitQueue"]["Properties"]
-    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["SubmitDeadLetterQueue", "Arn"]}
-    env = cfn["Globals"]["Function"] if "Globals" in cfn else None  # Globals are folded into each function
-    assert env is None
-    submit_env = cfn["Resources"]["SubmitFunction"]["Properties"]["Environment"]["Variables"]
-    assert int(submit_env["MAX_RECEIVE_COUNT"]) == queue["RedrivePolicy"]["maxReceiveCount"]
-    alarm = cfn["Resources"]["SubmitDeadLetterAlarm"]["Properties"]
-    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["SubmitDeadLetterQueue", "QueueName"]}}]
-    # Lambda's guidance: visibility at least six times the function timeout
-    assert queue["VisibilityTimeout"] >= 6 * cfn["Resources"]["SubmitFunction"]["Properties"]["Timeout"]
+def _mapping(cfn: dict[str, Any], function: str) -> dict[str, Any]:
+    [mapping] = [m["Properties"] for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values() if m["Properties"]["FunctionName"] == {"Ref": function}]
+    return mapping
+
+
+def test_uploads_are_accepted_from_a_queue_and_paid_submits_are_metered_by_another(cfn: dict[str, Any]) -> None:
+    accept, submit = _mapping(cfn, "AcceptFunction"), _mapping(cfn, "SubmitFunction")
+    assert accept["EventSourceArn"] == {"Fn::GetAtt": ["UploadQueue", "Arn"]}
+    assert submit["EventSourceArn"] == {"Fn::GetAtt": ["SubmitQueue", "Arn"]}
+    for mapping in (accept, submit):
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # the paid call: bounded concurrency, one message per invocation so a slow POST starves nothing
+    assert submit["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SubmitConcurrency"}} and submit["BatchSize"] == 1
+    for queue_name, function, dlq in (("UploadQueue", "AcceptFunction", "UploadDeadLetterQueue"), ("SubmitQueue", "SubmitFunction", "SubmitDeadLetterQueue")):
+        queue = cfn["Resources"][queue_name]["Properties"]
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq, "Arn"]}
+        env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert int(env["MAX_RECEIVE_COUNT"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+        # Lambda's guidance: visibility at least six times the function timeout
+        assert queue["VisibilityTimeout"] >= 6 * cfn["Resources"][function]["Properties"]["Timeout"]
+
+
+def test_every_dead_letter_queue_and_function_has_an_alarm_on_the_ops_topic(cfn: dict[str, Any]) -> None:
+    alarms = of_type(cfn, "AWS::CloudWatch::Alarm")
+    watched_queues = {a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/SQS"}
+    assert watched_queues == {"UploadDeadLetterQueue", "SubmitDeadLetterQueue", "BackstopFailureQueue"}
+    watched_functions = {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/Lambda"}
+    assert watched_functions == FUNCTIONS
+    assert any(a["Properties"]["MetricName"] == "ExecutionsEndedWithoutNotice" for a in alarms.values())
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "OpsTopic"}]
+    # CloudWatch can publish only to a topic whose key lets it: a key of our own, not alias/aws/sns
+    assert cfn["Resources"]["OpsTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "OpsKey"}
+    key_policy = cfn["Resources"]["OpsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and "kms:Decrypt" in s["Action"] for s in key_policy)
+    assert cfn["Resources"]["OpsEmailSubscription"]["Condition"] == "HasAlertEmail"
+
+
+def test_an_execution_that_ends_badly_reaches_the_backstop(cfn: dict[str, Any]) -> None:
+    [rule] = of_type(cfn, "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.states"] and sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": "VideoJobStateMachine"}]
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["PublishFunction", "Arn"]}
+    [config] = of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["BackstopFailureQueue", "Arn"]}
+
+
+def test_every_function_has_a_log_group_with_retention(cfn: dict[str, Any]) -> None:
+    groups = of_type(cfn, "AWS::Logs::LogGroup").values()
+    named = {g["Properties"]["LogGroupName"]["Fn::Sub"].rsplit("${", 1)[1].rstrip("}") for g in groups}
+    assert named == FUNCTIONS
+    assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups)
+
+
+def test_presigned_urls_never_promise_more_than_a_role_session_gives(sam: dict[str, Any]) -> None:
+    assert sam["Parameters"]["PresignExpirySeconds"]["MaxValue"] <= 3600
 
 
 def test_input_bucket_notifies_on_the_prefix_only_and_outputs_cannot_retrigger(cfn: dict[str, Any]) -> None:
@@ -93,7 +136,7 @@ def test_input_bucket_notifies_on_the_prefix_only_and_outputs_cannot_retrigger(c
 
 def test_queue_policy_names_the_input_bucket_it_trusts(cfn: dict[str, Any]) -> None:
     bucket_name = cfn["Resources"]["InputBucket"]["Properties"]["BucketName"]
-    statement = cfn["Resources"]["SubmitQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    statement = cfn["Resources"]["UploadQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     source_arn = json.dumps(statement["Condition"]["ArnEquals"]["aws:SourceArn"])
     assert json.dumps(bucket_name["Fn::Join"][1][1]) in source_arn  # the same stack-id suffix
@@ -150,12 +193,17 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
                 found |= set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
         return found
 
-    assert "states:StartExecution" in actions("SubmitFunctionRole")
-    assert "states:StartExecution" not in actions("StoreFunctionRole") | actions("PollFunctionRole")
-    assert "s3:PutObject" in actions("StoreFunctionRole") and "s3:PutObject" not in actions("SubmitFunctionRole")
-    assert not any(a.startswith(("s3:", "sns:", "dynamodb:")) for a in actions("PollFunctionRole"))
-    assert "lambda:InvokeFunction" in actions("VideoJobStateMachineRole")
-    assert not any(a.startswith("s3:Delete") for role in ("SubmitFunctionRole", "StoreFunctionRole") for a in actions(role))
+    accept, submit, poll, store, publish = (actions(f"{name}FunctionRole") for name in ("Accept", "Submit", "Poll", "Store", "Publish"))
+    assert "states:StartExecution" in accept and "states:StartExecution" not in submit | poll | store | publish
+    assert {"states:SendTaskSuccess", "states:SendTaskFailure", "states:DescribeExecution"} <= submit
+    assert "s3:PutObject" in store and "s3:PutObject" not in accept | submit | publish
+    assert not any(a.startswith(("s3:", "sns:", "dynamodb:", "states:")) for a in poll)
+    assert "sns:Publish" in publish and "sns:Publish" not in submit | poll | store
+    assert "lambda:InvokeFunction" in actions("VideoJobStateMachineRole") and "sqs:SendMessage" in actions("VideoJobStateMachineRole")
+    assert not any(a.startswith("s3:Delete") for a in accept | submit | poll | store | publish)
+    # Powertools Idempotency needs item reads and writes, never scans, queries or table management
+    dynamodb = {a for a in accept | submit | poll | store | publish if a.startswith("dynamodb:")}
+    assert dynamodb == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 
 
 def test_state_machine_is_standard_and_substitutes_every_function(cfn: dict[str, Any]) -> None:
@@ -174,9 +222,10 @@ def test_asl_error_names_exist_and_every_task_ends_in_a_notice() -> None:
     for state_name, state in asl["States"].items():
         for rule in state.get("Retry", []) + state.get("Catch", []):
             for error_name in rule["ErrorEquals"]:
-                assert error_name in names or error_name.startswith(("States.", "Lambda.", "Idempotency")), error_name
-        if state["Type"] == "Task" and state_name != "NotifyFailure":
+                assert error_name in names or error_name.startswith(("States.", "Lambda.", "SQS.", "Sandbox.", "Runtime.")), error_name
+        if state["Type"] == "Task" and state_name != "PublishNotice":
             assert state["Catch"][0]["ErrorEquals"] == ["States.ALL"], f"{state_name} can fail without a notice"
+            assert state["Catch"][0]["Next"].endswith("Failed") and asl["States"][state["Catch"][0]["Next"]]["Next"] == "PublishNotice"
     assert asl["States"]["IsVideoReady?"]["Default"] == "WaitForVideo"
     assert asl["States"]["WaitForVideo"]["SecondsPath"] == "$.poll.wait_seconds"
     # permanent provider errors must not be retried: they would only delay the notice
@@ -184,9 +233,27 @@ def test_asl_error_names_exist_and_every_task_ends_in_a_notice() -> None:
     assert not retried & {"ProviderFailed", "ProviderTimeout", "ProviderRejected", "ProviderAuth", "DownloadFailed"}
 
 
+def test_every_lambda_task_retries_the_one_set_of_transient_aws_errors_first() -> None:
+    asl = json.loads(ASL_PATH.read_text())
+    lambda_tasks = {name: state for name, state in asl["States"].items() if state["Type"] == "Task" and "FunctionArn" in state["Resource"]}
+    assert set(lambda_tasks) == {"CheckVideoTask", "StoreVideo", "PublishNotice"}
+    for name, state in lambda_tasks.items():
+        first = state["Retry"][0]
+        assert tuple(first["ErrorEquals"]) == errors.TRANSIENT_AWS_ERRORS, name
+        assert first["BackoffRate"] >= 2 and first["JitterStrategy"] == "FULL" and first["MaxAttempts"] >= 6, name
+
+
+def test_the_notice_is_a_step_of_its_own_after_the_store() -> None:
+    states = json.loads(ASL_PATH.read_text())["States"]
+    assert states["StoreVideo"]["Next"] == "PublishNotice" and "Catch" not in states["PublishNotice"]
+    assert states["SubmitToNovita"]["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert states["SubmitToNovita"]["Parameters"]["MessageBody"]["token.$"] == "$$.Task.Token"
+    assert states["SubmitToNovita"]["TimeoutSecondsPath"] == "$.submit_window_seconds"
+
+
 def test_every_template_parameter_reaches_the_functions(sam: dict[str, Any]) -> None:
     variables = json.dumps(sam["Globals"]["Function"]["Environment"]["Variables"])
-    used_elsewhere = {"NotificationEmail", "SubmitConcurrency", "InputPrefix"}
+    used_elsewhere = {"NotificationEmail", "SubmitConcurrency", "InputPrefix", "AlertEmail", "LogRetentionDays"}
     for parameter in sam["Parameters"]:
         assert parameter in variables or parameter in used_elsewhere, parameter
 

@@ -1,7 +1,8 @@
-"""The boto3 clients and the idempotency store, created once per container and shared."""
+"""The boto3 clients and the idempotency stores, created once per container and shared."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -14,15 +15,58 @@ from img2video.settings import get_settings
 
 T = TypeVar("T")
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+# Every AWS call has a bounded worst case, so each function's sequence of calls fits its timeout
+# (DESIGN section 9; tests/unit/test_budgets.py adds them up). botocore's standard mode sleeps
+# at most 2**(n-1) s (full jitter) before retry n.
+AWS_ATTEMPTS = 3
+AWS_CONNECT_TIMEOUT = 1.0
+AWS_READ_TIMEOUT = 3.0
+# S3 parts of 8 MiB go up through the transfer client: a longer read, used only by Store (900 s).
+TRANSFER_READ_TIMEOUT = 30.0
 
-# Submit keys stay long enough to absorb a re-delivered S3 event long after the job ended.
-IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
+
+def worst_case_seconds(read_timeout: float = AWS_READ_TIMEOUT) -> float:
+    """The longest one AWS call can take: every attempt timing out, plus botocore's sleeps between them."""
+    sleeps = sum(2 ** (n - 1) for n in range(1, AWS_ATTEMPTS))
+    return AWS_ATTEMPTS * (AWS_CONNECT_TIMEOUT + read_timeout) + sleeps
+
+
+AWS_CALL_WORST_SECONDS = worst_case_seconds()
+
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": AWS_ATTEMPTS}, connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=AWS_READ_TIMEOUT
+)
+_TRANSFER_CONFIG = _CONFIG.merge(Config(read_timeout=TRANSFER_READ_TIMEOUT))
+
+# Idempotency records (the paid submit, the notice decided for a job) outlive the 90 days for which
+# Step Functions reserves an execution name, so no retry of a job can ever pay or notify twice.
+IDEMPOTENCY_TTL_SECONDS = 91 * 24 * 3600
 
 
 @cache
 def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)
+
+
+@cache
+def transfer_client() -> Any:
+    """S3 for streaming video parts: the same retries, a read timeout sized for 8 MiB parts."""
+    return boto3.client("s3", config=_TRANSFER_CONFIG)
+
+
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+@cache
+def presigner() -> Any:
+    """S3 for presigned URLs: SigV4 on the regional host, which every bucket accepts (SigV2 is refused by new ones)."""
+    return boto3.client(
+        "s3",
+        region_name=region(),
+        endpoint_url=f"https://s3.{region()}.amazonaws.com",
+        config=_CONFIG.merge(Config(signature_version="s3v4", s3={"addressing_style": "virtual"})),
+    )
 
 
 @cache
@@ -37,6 +81,13 @@ _lambda_context: list[Any] = []
 def use_lambda_context(context: Any) -> None:
     """Let idempotency records in progress expire with the invocation, so a crashed attempt can be retried."""
     _lambda_context[:] = [context]
+
+
+def remaining_seconds(default: float = 900.0) -> float:
+    """Time left in this invocation (the default outside Lambda)."""
+    if _lambda_context and hasattr(_lambda_context[0], "get_remaining_time_in_millis"):
+        return float(_lambda_context[0].get_remaining_time_in_millis()) / 1000
+    return default
 
 
 def idempotency_config(key_path: str) -> IdempotencyConfig:
@@ -65,5 +116,7 @@ def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[.
 def reset() -> None:
     """Forget cached clients and settings (tests and the local runtime change the environment)."""
     client.cache_clear()
+    transfer_client.cache_clear()
+    presigner.cache_clear()
     idempotency_store.cache_clear()
     get_settings.cache_clear()

@@ -77,6 +77,17 @@ class DownloadFailed(PipelineError):
     code = "DOWNLOAD_FAILED"
 
 
+class Cancelled(PipelineError):
+    code = "CANCELLED"
+
+
+class AwsTransient(PipelineError):
+    """An AWS call failed in a way that a later try may not (throttling, 5xx, a lost connection)."""
+
+    code = "INTERNAL"  # reported only once the state machine's retries are spent
+    transient = True
+
+
 # The error name (as Step Functions sees it) → the notice's error code: the one table every path uses.
 # Transient errors reach it only once their retries are spent.
 ERROR_CODES: dict[str, str] = {cls.__name__: cls.code for cls in PipelineError.__subclasses__()}
@@ -92,7 +103,24 @@ ALL_ERROR_CODES = (
     "PROVIDER_FAILED",
     "PROVIDER_TIMEOUT",
     "DOWNLOAD_FAILED",
+    "CANCELLED",
     "INTERNAL",
+)
+
+# The errors every Task state retries before any Catch: AWS's own transient faults and Lambda's
+# (service errors, throttling, timeouts and out-of-memory, which Step Functions reports as Lambda.Unknown).
+# The ASL repeats this list in each state's first Retry; tests/template checks they stay identical.
+TRANSIENT_AWS_ERRORS = (
+    "AwsTransient",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "Sandbox.Timedout",
+    "Runtime.OutOfMemory",
+    "States.Timeout",
 )
 
 

@@ -54,6 +54,27 @@ class PollRecord(BaseModel):
     eta: float | None = None
     wait_seconds: int | None = None
     finished_at: str | None = None
+    last_error: str | None = None  # a passing provider fault seen by the last poll, kept for the timeout message
+
+
+class Submitted(BaseModel):
+    """What the Submit function hands back through SendTaskSuccess: the paid task and the first wait."""
+
+    task_id: str
+    submitted_at: str
+    deadline: float  # epoch seconds after which the job fails with PROVIDER_TIMEOUT
+    first_poll: PollRecord
+
+
+class Stored(BaseModel):
+    """Where StoreVideo put the video and its manifest."""
+
+    video_key: str
+    manifest_key: str
+    size_bytes: int
+    sha256: str
+    stored_at: str
+    manifest: dict[str, Any] = Field(default_factory=dict)
 
 
 class StepError(BaseModel):
@@ -63,15 +84,22 @@ class StepError(BaseModel):
     cause: str | None = Field(default="", alias="Cause")
 
 
+Stage = Literal["submit", "poll", "store", "notify"]
+
+
 class ExecutionState(BaseModel):
     """The state machine's data: the job, its task, and what the steps added along the way."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     job: Job
-    task_id: str
-    submitted_at: str
-    deadline: float
+    accepted_at: str = ""
+    submitted: Submitted | None = None
     poll: PollRecord = Field(default_factory=PollRecord)
-    stage: Literal["submit", "poll", "store", "notify"] = "poll"
+    stored: Stored | None = None
+    stage: Stage = "poll"
     error: StepError | None = None
+
+    @property
+    def task_id(self) -> str | None:
+        return self.submitted.task_id if self.submitted else None

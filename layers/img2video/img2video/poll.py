@@ -5,22 +5,37 @@ from __future__ import annotations
 from aws_lambda_powertools.metrics import MetricUnit
 
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import ProviderFailed, ProviderTimeout
+from img2video.errors import PipelineError, ProviderFailed, ProviderThrottled, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
-from img2video.novita import NovitaClient, TaskStatus, load_api_key
+from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
-from img2video.wait_policy import policy_for
+from img2video.wait_policy import MAX_POLLS, policy_for
 
 
 def poll_task(state: ExecutionState) -> PollRecord:
-    """Return the new `poll` record; raise ProviderFailed / ProviderTimeout to end the job."""
+    """Return the new `poll` record; raise ProviderFailed / ProviderTimeout to end the job.
+
+    One HTTP attempt, never a sleep: a busy or unreachable provider is just a poll that learned nothing,
+    and the state machine's free Wait state does the waiting (honouring Retry-After).
+    """
     settings = get_settings()
-    task_id = state.task_id
-    polls = state.poll.polls + 1
-    off_peak = state.job.request.off_peak
-    client = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
-    task = client.task_result(task_id).task
+    submitted = state.submitted
+    if submitted is None:
+        raise ProviderFailed("the job reached its poll without a submitted task")
+    task_id, polls, off_peak = submitted.task_id, state.poll.polls + 1, state.job.request.off_peak
+    policy = policy_for(settings, off_peak)
+    remaining = submitted.deadline - now()
+    try:
+        task = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id).task
+    except PipelineError as exc:
+        if not exc.transient:
+            raise
+        logger.warning("Poll saw a passing provider fault", extra={"task_id": task_id, "error": exc.message, "polls": polls})
+        _give_up_if_late(remaining, polls, state, f"Novita did not answer the last poll: {exc.message}")
+        retry_after = exc.retry_after if isinstance(exc, ProviderThrottled) else None
+        wait = max(policy.next_wait(state.poll.wait_seconds), int(retry_after or 0))
+        return state.poll.model_copy(update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message})
     status = task.task_status
     logger.info("Polled", extra={"task_id": task_id, "status": task.status, "progress": task.progress_percent, "polls": polls})
 
@@ -33,19 +48,21 @@ def poll_task(state: ExecutionState) -> PollRecord:
     if status is TaskStatus.UNKNOWN:
         logger.warning("Unknown task status; treating it as running", extra={"status": task.status})
 
-    remaining = state.deadline - now()
-    if remaining <= 0:
-        max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
-        raise ProviderTimeout(
-            f"the task was not finished after {max_wait:g} minutes "
-            f"(last status {task.status or 'unknown'}, {task.progress_percent or 0:.0f}% done)"
-        )
-    wait = policy_for(settings, off_peak).next_wait(
+    _give_up_if_late(remaining, polls, state, f"last status {task.status or 'unknown'}, {task.progress_percent or 0:.0f}% done")
+    wait = policy.next_wait(
         previous_wait=state.poll.wait_seconds,
         eta=task.eta,
         progress_percent=task.progress_percent,
-        elapsed_seconds=now() - parse_iso(state.submitted_at),
+        elapsed_seconds=now() - parse_iso(submitted.submitted_at),
     )
-    # never sleep far past the deadline: the last poll should come right after it
-    wait = max(1, min(wait, int(remaining) + 1))
-    return PollRecord(status="running", polls=polls, progress_percent=task.progress_percent or 0, eta=task.eta, wait_seconds=wait)
+    return PollRecord(
+        status="running", polls=polls, progress_percent=task.progress_percent or 0, eta=task.eta, wait_seconds=policy.bounded(wait, remaining, polls)
+    )
+
+
+def _give_up_if_late(remaining: float, polls: int, state: ExecutionState, last_seen: str) -> None:
+    if remaining > 0 and polls < MAX_POLLS:
+        return
+    settings = get_settings()
+    max_wait = settings.max_wait_minutes_off_peak if state.job.request.off_peak else settings.max_wait_minutes
+    raise ProviderTimeout(f"the task was not finished after {max_wait:g} minutes ({polls} polls; {last_seen})")

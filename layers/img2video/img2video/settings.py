@@ -21,7 +21,8 @@ class Settings(BaseModel):
     output_prefix: str = "videos/"
     topic_arn: Annotated[str, Field(min_length=1)]
     state_machine_arn: str = ""
-    queue_url: str = ""
+    upload_queue_url: str = ""
+    submit_queue_url: str = ""
     idempotency_table: Annotated[str, Field(min_length=1)]
     novita_secret_id: Annotated[str, Field(min_length=1)]
     novita_base_url: str = "https://api.novita.ai"
@@ -46,6 +47,8 @@ class Settings(BaseModel):
     # Local mode only: the emulator serves videos over loopback http.
     allow_loopback_http: bool = False
     submit_retry_max_seconds: Annotated[int, Field(ge=1, le=900)] = 900
+    # How long a job may wait for Novita to accept it (throttling, outages) before it fails with PROVIDER_FAILED.
+    submit_window_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
 
 
 def _from_env() -> dict[str, str]:

@@ -1,64 +1,99 @@
-"""Store: fetch a fresh video URL, stream the video to S3, write its manifest, publish the success notice."""
+"""Store: stream the finished video to S3 and write its manifest; resumable, so a retry never fetches a stored video again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
-from img2video.clients import client, once_per
+from img2video.clients import client, transfer_client
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
-from img2video.jobs import ExecutionState
-from img2video.notices import NoticeVideo, success_notice
-from img2video.novita import NovitaClient, TaskStatus, load_api_key
+from img2video.jobs import ExecutionState, Stored
+from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
-from img2video.publisher import publish_notice
 from img2video.settings import get_settings
-from img2video.video_transfer import stream_video_to_s3
+from img2video.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
 
 
-def store_video(state: dict[str, Any]) -> dict[str, Any]:
-    """Run once per job: a retry after a completed store returns the first result and publishes nothing."""
-
-    @once_per("job.job_id", purpose="img2video-store", argument="state")
-    def _store(state: dict[str, Any]) -> dict[str, Any]:
-        return _store_once(state)
-
-    result: dict[str, Any] = _store(state=state)
-    return result
-
-
-def _store_once(data: dict[str, Any]) -> dict[str, Any]:
+def store_video(state: ExecutionState) -> Stored:
+    """Put the video and its manifest in S3. Each part is skipped when a previous attempt already finished it."""
     settings = get_settings()
-    state = ExecutionState.model_validate(data)
-    job, task_id = state.job, state.task_id
-    novita = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
-    # Always ask for the result again: the URL seen by the poll may have expired since.
-    result = novita.task_result(task_id)
-    if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
-        raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
-    video = result.videos[0]
-
-    stored = stream_video_to_s3(
-        video.video_url,
-        settings.output_bucket,
-        job.video_key,
-        metadata={"job-id": job.job_id, "task-id": task_id},
-        allow_loopback_http=settings.allow_loopback_http,
+    job, task_id = state.job, state.task_id or ""
+    stored = _already_stored(settings.output_bucket, job.video_key, job.manifest_key, job.job_id, task_id)
+    provider_seed: Any = None
+    if stored is None:
+        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
+        # Always ask for the result again: the URL seen by the poll may have expired since.
+        result = novita.task_result(task_id)
+        if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
+            raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
+        provider_seed = result.extra.get("seed")
+        stored = stream_video_to_s3(
+            result.videos[0].video_url,
+            settings.output_bucket,
+            job.video_key,
+            metadata={"job-id": job.job_id, "task-id": task_id},
+            allow_loopback_http=settings.allow_loopback_http,
+        )
+    else:
+        logger.info("Video already stored by an earlier attempt; not fetching it again", extra={"key": job.video_key})
+    manifest = _manifest(state, stored, provider_seed)
+    client("s3").put_object(
+        Bucket=settings.output_bucket,
+        Key=job.manifest_key,
+        Body=json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"),
+        ContentType="application/json",
+        Metadata={"job-id": job.job_id, "task-id": task_id},
     )
-    stored_at = now()
-    timings = {
-        "uploaded": job.uploaded_at,
-        "submitted": state.submitted_at,
-        "finished": state.poll.finished_at,
-        "stored": iso(stored_at),
-        "polls": state.poll.polls,
-    }
-    manifest = {
+    timings = manifest["timings"]
+    if timings["submitted"] and timings["finished"]:
+        generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
+        metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
+    logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
+    return Stored(
+        video_key=job.video_key, manifest_key=job.manifest_key, size_bytes=stored.size_bytes, sha256=stored.sha256, stored_at=timings["stored"]
+    )
+
+
+def _already_stored(bucket: str, video_key: str, manifest_key: str, job_id: str, task_id: str) -> StoredVideo | None:
+    """The video this job already put in S3 (a completed multipart upload is all or nothing), with its size and hash."""
+    s3 = client("s3")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=video_key)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    if head.get("Metadata", {}).get("job-id") != job_id or head.get("Metadata", {}).get("task-id") != task_id:
+        return None  # an older job's video under the same name: this job's replaces it
+    size = int(head["ContentLength"])
+    try:
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        video = manifest.get("video", {})
+        if manifest.get("job_id") == job_id and video.get("size_bytes") == size and video.get("sha256"):
+            return StoredVideo(size_bytes=size, sha256=str(video["sha256"]))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    # Stored, but the manifest was not written: hash what S3 holds (in-region), never the provider again.
+    digest = hashlib.sha256()
+    body = transfer_client().get_object(Bucket=bucket, Key=video_key)["Body"]
+    for chunk in iter(lambda: body.read(CHUNK_SIZE), b""):
+        digest.update(chunk)
+    return StoredVideo(size_bytes=size, sha256=digest.hexdigest())
+
+
+def _manifest(state: ExecutionState, stored: StoredVideo, provider_seed: Any) -> dict[str, Any]:
+    settings = get_settings()
+    job = state.job
+    submitted = state.submitted
+    return {
         "job_id": job.job_id,
-        "task_id": task_id,
+        "task_id": state.task_id,
         "model": job.request.model,
         "request": {
             **job.request.provider_body(
@@ -69,32 +104,14 @@ def _store_once(data: dict[str, Any]) -> dict[str, Any]:
         "source": {"bucket": job.source.bucket, "key": job.source.key, "etag": job.source.etag},
         "sidecar": job.sidecar.model_dump() if job.sidecar else None,
         "video": {"bucket": settings.output_bucket, "key": job.video_key, "size_bytes": stored.size_bytes, "sha256": stored.sha256},
-        "provider_seed": result.extra.get("seed"),
+        "provider_seed": provider_seed,
         "tags": job.request.tags,
-        "timings": timings,
+        "timings": {
+            "uploaded": job.uploaded_at,
+            "accepted": state.accepted_at,
+            "submitted": submitted.submitted_at if submitted else None,
+            "finished": state.poll.finished_at,
+            "stored": iso(now()),
+            "polls": state.poll.polls,
+        },
     }
-    client("s3").put_object(
-        Bucket=settings.output_bucket,
-        Key=job.manifest_key,
-        Body=json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"),
-        ContentType="application/json",
-        Metadata={"job-id": job.job_id, "task-id": task_id},
-    )
-    if timings["submitted"] and timings["finished"]:
-        generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
-        metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
-    url = client("s3").generate_presigned_url(
-        "get_object", Params={"Bucket": settings.output_bucket, "Key": job.video_key}, ExpiresIn=settings.presign_expiry_seconds
-    )
-    notice = success_notice(
-        job_id=job.job_id,
-        task_id=task_id,
-        source={"bucket": job.source.bucket, "key": job.source.key},
-        video=NoticeVideo(bucket=settings.output_bucket, key=job.video_key, size_bytes=stored.size_bytes, sha256=stored.sha256, url=url),
-        request=job.request.for_notice(),
-        tags=job.request.tags,
-        timings=timings,
-    )
-    publish_notice(notice)
-    logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
-    return {"video_key": job.video_key, "manifest_key": job.manifest_key, "size_bytes": stored.size_bytes, "sha256": stored.sha256}

@@ -1,147 +1,60 @@
-"""Submit: pair an image with its sidecar, validate both, start one paid task and one execution per job."""
+"""Submit: the job's one paid call to Novita, made from inside its running execution and handed back by task token."""
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
 
-from img2video.clients import client, once_per
+from img2video.clients import client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, ProviderThrottled
-from img2video.images import HEAD_BYTES, TAIL_BYTES, check_image, sniff_image_type
-from img2video.jobs import Job, SourceObject, job_id
-from img2video.keys import (
-    IMAGE_SUFFIXES,
-    InputKey,
-    decode_event_key,
-    is_unsafe_image_key,
-    output_keys,
-    parse_input_key,
-    pick_sidecar,
-    resolve_relative,
-)
-from img2video.notices import NoticeError, failure_notice
-from img2video.novita import NovitaClient, load_api_key
+from img2video.errors import PipelineError, ProviderThrottled
+from img2video.images import HEAD_BYTES, sniff_image_type
+from img2video.jobs import Job, PollRecord, Submitted
+from img2video.novita import NovitaClient
 from img2video.observability import logger, metrics
-from img2video.publisher import publish_notice, tag_source
+from img2video.request_body import InlineImage
 from img2video.settings import Settings, get_settings
-from img2video.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.wait_policy import policy_for
 
-MESSAGE_MARKER = "img2video"
-# A busy provider delays a job, it does not fail it: give up only after a day of refusals.
-SUBMIT_RETRY_WINDOW_SECONDS = 24 * 3600
+# The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
+_GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
 
 
-@dataclass(frozen=True)
-class Trigger:
-    """One reason to look at a key: an S3 event, or our own delayed re-check of it."""
+class SubmitRequest(BaseModel):
+    """The SubmitQueue message the state machine sends (sqs:sendMessage.waitForTaskToken), plus our retry count."""
 
-    bucket: str
-    key: str
-    first_seen: float  # epoch seconds of the upload (or of the first look)
+    model_config = ConfigDict(extra="ignore")
+
+    token: str
+    execution: str
+    job: Job
     attempt: int = 0
-    reason: str = "s3"
-
-
-def triggers_from_body(body: str) -> list[Trigger]:
-    """Read an SQS body: an S3 notification, the s3:TestEvent (ignored), or our own re-check."""
-    data = json.loads(body)
-    if not isinstance(data, dict) or data.get("Event") == "s3:TestEvent":
-        return []
-    if MESSAGE_MARKER in data:
-        return [Trigger(**data[MESSAGE_MARKER])]
-    triggers = []
-    for record in data.get("Records", []):
-        if record.get("eventSource") != "aws:s3" or not str(record.get("eventName", "")).startswith("ObjectCreated"):
-            continue
-        triggers.append(
-            Trigger(
-                bucket=record["s3"]["bucket"]["name"],
-                key=decode_event_key(record["s3"]["object"]["key"]),
-                first_seen=parse_iso(record.get("eventTime")),
-            )
-        )
-    return triggers
-
-
-# --- S3 reads -------------------------------------------------------------------------------
-
-
-def _head(bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return dict(client("s3").head_object(Bucket=bucket, Key=key))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
-def _etag(head: dict[str, Any]) -> str:
-    return str(head.get("ETag", "")).strip('"')
-
-
-def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
-    body: bytes = client("s3").get_object(Bucket=bucket, Key=key, Range=byte_range)["Body"].read()
-    return body
-
-
-def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKey, dict[str, Any]]]:
-    """Every image and sidecar with the same folder and stem, with what S3 lists of each (ETag, size)."""
-    found = {}
-    for listing_prefix in of.sibling_prefixes():  # one listing for ASCII names, two when NFC and NFD differ
-        listing = client("s3").list_objects_v2(Bucket=bucket, Prefix=listing_prefix, MaxKeys=100)
-        for item in listing.get("Contents", []):
-            parsed = parse_input_key(item["Key"], prefix)
-            if parsed and parsed.kind != "other" and parsed.same_stem(of):
-                found[parsed.key] = (parsed, {"ETag": item["ETag"], "ContentLength": item["Size"], "LastModified": item["LastModified"]})
-    return found
-
-
-def _validated_image(bucket: str, key: str, size: int) -> None:
-    head = _read_range(bucket, key, f"bytes=0-{HEAD_BYTES - 1}") if size else b""
-    tail = _read_range(bucket, key, f"bytes=-{TAIL_BYTES}") if size else b""
-    check_image(key, size, head, tail)
-
-
-def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Settings) -> list[str]:
-    keys = []
-    for relative in request_extra:
-        resolved = resolve_relative(folder, relative, settings.input_prefix)
-        if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES):
-            raise InvalidSidecar(
-                f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} must name a .jpg, .jpeg, .png or .webp '
-                f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder})"
-            )
-        head = _head(settings.input_bucket, resolved)
-        if head is None:
-            raise InvalidSidecar(f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} does not exist: no object at {resolved}')
-        _validated_image(settings.input_bucket, resolved, int(head["ContentLength"]))
-        keys.append(resolved)
-    return keys
 
 
 # --- the image as Novita receives it ---------------------------------------------------------------
 
 
-def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -> str:
+def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -> str | InlineImage:
+    """A presigned SigV4 URL, or the image inline: an off_peak task may start after any URL has expired."""
     transport = settings.image_transport
     if transport == "auto":
         transport = "data" if off_peak else "url"
     if transport == "url":
-        url: str = client("s3").generate_presigned_url(
+        url: str = presigner().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.presign_expiry_seconds
         )
         return url
-    raw = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    kind = sniff_image_type(raw[:HEAD_BYTES]) or "jpeg"  # validated already; the fallback is never used
-    return f"data:image/{kind};base64,{base64.b64encode(raw).decode('ascii')}"
+    s3 = client("s3")
+    head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
+    kind = sniff_image_type(head) or "jpeg"  # validated at acceptance; the fallback is never used
+    size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    # streamed into the request body chunk by chunk: memory stays flat whatever the image size
+    return InlineImage(mime=f"image/{kind}", size=size, open=lambda: s3.get_object(Bucket=bucket, Key=key)["Body"])
 
 
 # --- the paid part: exactly once per job ---------------------------------------------------------
@@ -155,8 +68,8 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
         parsed = Job.model_validate(job)
         images = [image_reference(parsed.source.bucket, parsed.source.key, parsed.request.off_peak, settings)]
         images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
-        novita = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
-        task_id = novita.submit(parsed.request.provider_body(images))
+        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
+        task_id = novita.submit(parsed.request.provider_body(images))  # type: ignore[arg-type]  # InlineImage is streamed
         logger.info("Submitted to Novita", extra={"task_id": task_id})
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
         return {"task_id": task_id, "submitted_at": iso(now())}
@@ -165,34 +78,65 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
     return result
 
 
-def start_execution(job: Job, submitted: dict[str, Any], settings: Settings) -> None:
+def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) -> Submitted:
     off_peak = job.request.off_peak
     max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
-    submitted_epoch = parse_iso(submitted["submitted_at"])
-    state = {
-        "job": job.model_dump(mode="json"),
-        "task_id": submitted["task_id"],
-        "submitted_at": submitted["submitted_at"],
-        "deadline": int(submitted_epoch + max_wait * 60),
-        # the first look comes after the minimum wait; from then on each poll picks the next wait
-        "poll": {"status": "submitted", "polls": 0, "progress_percent": 0, "wait_seconds": policy_for(settings, off_peak).next_wait(None)},
-    }
+    # the first look comes after the minimum wait; from then on each poll picks the next wait
+    first = PollRecord(status="submitted", polls=0, wait_seconds=policy_for(settings, off_peak).next_wait(None))
+    deadline = parse_iso(submitted["submitted_at"]) + max_wait * 60
+    return Submitted(task_id=submitted["task_id"], submitted_at=submitted["submitted_at"], deadline=deadline, first_poll=first)
+
+
+# --- one SubmitQueue message, start to end -----------------------------------------------------------
+
+
+def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
+    """Pay for the job once, if its execution still waits for it; answer the execution either way."""
+    settings = get_settings()
+    if not _execution_running(request.execution):
+        logger.info("Execution is no longer running; nothing is submitted", extra={"execution": request.execution})
+        metrics.add_metric(name="SubmitSkippedNotRunning", unit=MetricUnit.Count, value=1)
+        return "skipped"
     try:
-        client("stepfunctions").start_execution(stateMachineArn=settings.state_machine_arn, name=job.job_id, input=json.dumps(state))
+        submitted = submitted_output(request.job, submit_task(request.job, settings), settings)
+    except PipelineError as exc:
+        if exc.transient:
+            retry_after = exc.retry_after if isinstance(exc, ProviderThrottled) else None
+            return _retry_later(request, exc.message, retry_after, settings)
+        return _answer_failure(request, type(exc).__name__, exc.message)
+    except Exception as exc:
+        if receive_count >= settings.max_receive_count:  # last delivery: fail the task instead of vanishing into the DLQ
+            logger.exception("Submit failed on its last delivery")
+            return _answer_failure(request, "SubmitFailed", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})")
+        raise
+    return _answer(request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=submitted.model_dump_json()), "submitted")
+
+
+def _execution_running(execution_arn: str) -> bool:
+    try:
+        status: str = client("stepfunctions").describe_execution(executionArn=execution_arn)["status"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
-            raise
-        logger.info("Execution already exists; nothing to start")
+        if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+            return False
+        raise
+    return status == "RUNNING"
 
 
-# --- one trigger, start to end --------------------------------------------------------------------
+def _answer(request: SubmitRequest, send: Any, outcome: str) -> str:
+    try:
+        send(client("stepfunctions"))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in _GONE:
+            logger.info("The execution no longer waits for this answer", extra={"error": exc.response["Error"]["Code"]})
+            return "gone"
+        raise
+    return outcome
 
 
-def requeue(trigger: Trigger, delay_seconds: float, settings: Settings) -> None:
-    """Look at the key again later (SQS delays up to 15 minutes per hop)."""
-    delay = int(max(0, min(900, delay_seconds)))
-    client("sqs").send_message(QueueUrl=settings.queue_url, MessageBody=json.dumps({MESSAGE_MARKER: asdict(trigger)}), DelaySeconds=delay)
-    logger.info("Re-queued", extra={"key": trigger.key, "reason": trigger.reason, "delay_seconds": delay})
+def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
+    logger.warning("Submit failed", extra={"error": error, "reason": message})
+    cause = json.dumps({"errorType": error, "errorMessage": message})
+    return _answer(request, lambda sfn: sfn.send_task_failure(taskToken=request.token, error=error, cause=cause), f"failed:{error}")
 
 
 def throttle_delay(attempt: int, retry_after: float | None, cap: int) -> float:
@@ -201,173 +145,12 @@ def throttle_delay(attempt: int, retry_after: float | None, cap: int) -> float:
     return max(backoff, retry_after or 0.0, 1.0)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """An image and its sidecar (empty key when there is none), with what S3 listed of each."""
-
-    image: InputKey
-    image_head: dict[str, Any]
-    sidecar_key: str
-    sidecar_head: dict[str, Any]
-    shares_stem: bool = False  # cat.jpg and cat.png side by side: their videos must not overwrite each other
-
-    def output_name(self, requested: str | None) -> str:
-        name = requested or self.image.stem
-        return f"{name}-{self.image.suffix[1:].lower()}" if self.shares_stem else name
-
-
-@dataclass
-class PendingJob:
-    """What is known of a job before it is accepted: enough to send its failure notice."""
-
-    job_id: str
-    source: SourceObject
-    request: dict[str, Any] | None = None
-    tags: dict[str, str] | None = None
-
-
-def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
-    """Process one trigger; returns what happened (for logs and tests). Raises only on unexpected errors."""
-    settings = get_settings()
-    parsed = parse_input_key(trigger.key, settings.input_prefix)
-    if trigger.bucket == settings.input_bucket and is_unsafe_image_key(trigger.key, settings.input_prefix):
-        return _reject_unsafe_key(trigger, settings)
-    if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
-        logger.info("Ignoring key", extra={"key": trigger.key})
-        return "ignored"
-    siblings = _siblings(trigger.bucket, parsed, settings.input_prefix)
-    if parsed.kind == "sidecar":
-        # A sidecar completes the pair for every image of its name (cat.jpg and cat.png alike).
-        images = sorted(key for key, (sibling, _) in siblings.items() if sibling.kind == "image")
-        if not images:
-            logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
-            return "waiting-for-image"
-        return ",".join(_handle_image(replace(trigger, key=image), siblings, settings, receive_count) for image in images)
-    if parsed.key not in siblings:
-        logger.info("Image no longer exists", extra={"key": parsed.key})
-        return "ignored"
-    return _handle_image(trigger, siblings, settings, receive_count)
-
-
-def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int) -> str:
-    """One image whose siblings are listed: wait for its sidecar, or pair them into a job and accept it."""
-    image, image_head = siblings[trigger.key]
-    sidecar = pick_sidecar([sibling for sibling, _ in siblings.values()])
-    if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
-        requeue(
-            replace(trigger, reason="await-sidecar"),
-            settings.sidecar_grace_seconds - (now() - trigger.first_seen) + 1,
-            settings,
-        )
-        tag_source(trigger.bucket, image.key, "queued", "")
-        return "awaiting-sidecar"
-
-    pair = Pair(
-        image,
-        image_head,
-        *((sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})),
-        shares_stem=sum(1 for sibling, _ in siblings.values() if sibling.kind == "image") > 1,
-    )
-    source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
-    pending = PendingJob(
-        job_id=job_id(trigger.bucket, image.key, source.etag, pair.sidecar_key, _etag(pair.sidecar_head), image.stem),
-        source=source,
-    )
-    logger.append_keys(job_id=pending.job_id)
-    try:
-        outcome = _outcome(trigger, pair, pending, settings, receive_count)
-        logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
-        return outcome
-    finally:
-        logger.remove_keys(["job_id"])
-
-
-def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings, receive_count: int) -> str:
-    """Accept the job, or decide what its failure means: retry later, a notice now, or a redelivery."""
-    try:
-        return _accept(trigger, pair, pending, settings)
-    except ProviderThrottled as exc:
-        return _retry_later(trigger, pending, exc, settings, exc.retry_after)
-    except PipelineError as exc:
-        if exc.transient:
-            return _retry_later(trigger, pending, exc, settings, None)
-        _fail(pending, exc.code, exc.message)
-        return f"failed:{exc.code}"
-    except Exception as exc:
-        if receive_count >= settings.max_receive_count:  # last delivery: tell the user instead of vanishing into the DLQ
-            logger.exception("Submit failed on its last attempt")
-            _fail(pending, "INTERNAL", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})")
-            return "failed:INTERNAL"
-        raise
-
-
-def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
-    head = _head(trigger.bucket, trigger.key)
-    if head is None:
-        return "ignored"
-    stem = trigger.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    pending = PendingJob(
-        job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem),
-        source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=_etag(head)),
-    )
-    _fail(pending, "UNSUPPORTED_IMAGE", f"{trigger.key} has an empty, '.' or '..' folder name; upload it under a plain folder path")
-    return "failed:UNSUPPORTED_IMAGE"
-
-
-def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings) -> str:
-    image, image_head, sidecar_key, sidecar_head = pair.image, pair.image_head, pair.sidecar_key, pair.sidecar_head
-    if not sidecar_key:
-        if not settings.default_prompt:
-            raise MissingSidecar(
-                f"no sidecar for {image.key} after {settings.sidecar_grace_seconds} s: upload "
-                f"{image.folder}{image.stem}.json or {image.folder}{image.stem}.txt with the prompt to start the job"
-            )
-        request = default_request(settings)
-    else:
-        size = int(sidecar_head.get("ContentLength", 0))
-        if size > MAX_SIDECAR_BYTES:
-            raise InvalidSidecar(f"{sidecar_key} is {size} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES} bytes (64 KiB)")
-        raw = client("s3").get_object(Bucket=trigger.bucket, Key=sidecar_key)["Body"].read()
-        request = parse_sidecar(raw, sidecar_key, settings)
-    pending.request, pending.tags = request.for_notice(), request.tags
-    _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]))
-    extra_keys = _extra_image_keys(request.extra_images, image.folder, settings)
-    video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, pair.output_name(request.output_name))
-    job = Job(
-        job_id=pending.job_id,
-        source=pending.source,
-        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=_etag(sidecar_head)) if sidecar_key else None,
-        request=request,
-        extra_image_keys=tuple(extra_keys),
-        video_key=video_key,
-        manifest_key=manifest_key,
-        uploaded_at=iso(image_head["LastModified"].timestamp()) if "LastModified" in image_head else iso(trigger.first_seen),
-    )
-    submitted = submit_task(job, settings)
-    start_execution(job, submitted, settings)
-    tag_source(trigger.bucket, image.key, "submitted", job.job_id)
-    return "submitted"
-
-
-def _retry_later(trigger: Trigger, pending: PendingJob, exc: PipelineError, settings: Settings, retry_after: float | None) -> str:
-    if now() - trigger.first_seen > SUBMIT_RETRY_WINDOW_SECONDS:
-        hours = SUBMIT_RETRY_WINDOW_SECONDS // 3600
-        _fail(pending, "PROVIDER_FAILED", f"Novita stayed busy for {hours} hours ({trigger.attempt + 1} attempts): {exc.message}")
-        return "failed:PROVIDER_FAILED"
-    delay = throttle_delay(trigger.attempt, retry_after, settings.submit_retry_max_seconds)
-    requeue(replace(trigger, attempt=trigger.attempt + 1, reason="provider-busy"), delay, settings)
+def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings) -> str:
+    """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait."""
+    delay = int(min(900, throttle_delay(request.attempt, retry_after, settings.submit_retry_max_seconds)))
+    body = request.model_dump(mode="json")
+    body["attempt"] = request.attempt + 1
+    client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)
+    logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
     metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
     return "retrying"
-
-
-def _fail(pending: PendingJob, code: str, message: str) -> None:
-    logger.warning("Job failed at submit", extra={"code": code, "reason": message})
-    notice = failure_notice(
-        job_id=pending.job_id,
-        source={"bucket": pending.source.bucket, "key": pending.source.key},
-        error=NoticeError(code=code, message=message, stage="submit"),
-        request=pending.request,
-        tags=pending.tags,
-        timings={"failed": iso(now())},
-    )
-    publish_notice(notice)

@@ -12,8 +12,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from img2video.clients import client
+from img2video.clients import transfer_client
 from img2video.errors import DownloadFailed, DownloadInterrupted
+from img2video.observability import logger
 
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be ≥ 5 MiB but the last; 8 MiB keeps memory flat
 CHUNK_SIZE = 256 * 1024
@@ -110,7 +111,7 @@ def stream_video_to_s3(
     http = session or requests.Session()
     response = _open(url, allow_loopback_http, http, resolve)
     expected = int(response.headers.get("Content-Length") or 0)
-    s3 = client("s3")
+    s3 = transfer_client()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="video/mp4", Metadata=metadata)["UploadId"]
     digest = hashlib.sha256()
     size = 0
@@ -129,11 +130,20 @@ def stream_video_to_s3(
             raise DownloadInterrupted(f"the video download was truncated: {size} of {expected} bytes")
         s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": etags})
     except BaseException:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        _abort(s3, bucket, key, upload_id)
         raise
     finally:
         response.close()
     return StoredVideo(size_bytes=size, sha256=digest.hexdigest())
+
+
+def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Best effort: if CompleteMultipartUpload succeeded but its answer was lost, there is nothing to abort,
+    and the lifecycle rule cleans up any upload an abort could not reach."""
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as exc:  # never hide the error that brought us here
+        logger.warning("Could not abort the multipart upload", extra={"key": key, "error": type(exc).__name__})
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from img2video.settings import Settings
+
+# Each poll costs about 9 history events (Wait, Task, Choice), up to ~33 with every Retry spent:
+# 600 polls stay under Step Functions' 25,000-event history whatever the provider's eta says.
+MAX_POLLS = 600
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,12 @@ class WaitPolicy:
             wanted = previous_wait * self.growth
         # clamp before rounding: a tiny progress figure can extrapolate to infinity
         return round(min(float(self.max_seconds), max(float(self.min_seconds), wanted)))
+
+    def bounded(self, wait: int, remaining_seconds: float, polls: int) -> int:
+        """Spread what is left of the polls over what is left of the time, and never sleep far past the deadline."""
+        polls_left = max(1, MAX_POLLS - polls)
+        floor = math.ceil(max(0.0, remaining_seconds) / polls_left)
+        return max(1, min(max(wait, floor), int(max(0.0, remaining_seconds)) + 1))
 
 
 def policy_for(settings: Settings, off_peak: bool) -> WaitPolicy:

@@ -1,0 +1,56 @@
+"""Telling AWS's own passing faults (throttling, 5xx, lost connections) from real errors, and naming them for the ASL."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
+
+from img2video.errors import AwsTransient
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# botocore's own lists, so we agree with its retry logic on what is worth another try.
+_TRANSIENT_CODES = {*TransientRetryableChecker._TRANSIENT_ERROR_CODES, *ThrottledRetryableChecker._THROTTLED_ERROR_CODES}
+_TRANSIENT_CODES |= {"InternalError", "InternalFailure", "ServiceUnavailable", "SlowDown", "Throttled", "KMSThrottlingException"}
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Powertools raises these when its DynamoDB record could not be read or written, or another attempt holds it.
+_IDEMPOTENCY_TRANSIENT = ("IdempotencyPersistenceLayerError", "IdempotencyAlreadyInProgressError")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code") in _TRANSIENT_CODES or status in _TRANSIENT_STATUS
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    return type(exc).__name__ in _IDEMPOTENCY_TRANSIENT
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "an AWS call")
+        return f"{operation} failed with {error.get('Code', 'an error')}: {error.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def as_step_errors(handler: F) -> F:
+    """Raise AWS's passing faults as AwsTransient, the name every state's Retry lists."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except AwsTransient:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise AwsTransient(describe(exc)) from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
