@@ -3,8 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make build` only: the SAM CLI in its own venv (it pins dependencies that clash with .venv's).
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+SAM := $(SAM_VENV)/bin/sam
+# Prints the real Python 3.13 (python3.13 on PATH, a pyenv shim resolved, else any pyenv 3.13.x); prints nothing if there is none.
+FIND_PYTHON313 := { python3.13 -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null \
+	|| for p in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do \
+		"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null && break; done; } | head -n 1
+NO_PYTHON313 := make build: needs Python 3.13 (sam build runs pip under the functions' python3.13 runtime): install it (pyenv install 3.13, or your package manager) and retry, or where Docker exists run 'sam build --use-container' instead
 
-.PHONY: demo test lint typecheck unit template integration bench chaos burst clean
+.PHONY: demo test lint typecheck unit template integration bench chaos burst build python313 clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,5 +53,19 @@ chaos: $(STAMP)  ## 200 jobs under random mixed faults; fails on any broken prom
 burst: $(STAMP)  ## 500 uploads at once against a provider concurrency limit of 5
 	$(BIN)/python bench/burst.py --jobs 500 --limit 5
 
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	rm -f $(SAM_VENV)/.installed-*
+	touch $(SAM_STAMP)
+
+python313:  ## print the Python 3.13 that `make build` uses; fails if there is none
+	@py=$$($(FIND_PYTHON313)); test -n "$$py" || { echo "$(NO_PYTHON313)" >&2; exit 1; }; echo "$$py"
+
+build: python313 $(SAM_STAMP)  ## sam build into .aws-sam/build: the layer gets manylinux aarch64 wheels (BuildArchitecture arm64)
+	@py=$$($(FIND_PYTHON313)); test -n "$$py" || { echo "$(NO_PYTHON313)" >&2; exit 1; }; \
+	set -x; PATH="$$(dirname "$$py"):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --template-file template.yaml --cached --parallel
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam

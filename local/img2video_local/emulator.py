@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
+import re
+import select
+import socket
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -34,13 +39,19 @@ class FaultSpecError(ValueError):
 
 @dataclass
 class Faults:
-    """Fault rates (0..1) and sizes. Spec string: "429=0.2,5xx=0.1,slow=0.2,slow_seconds=1,fail=0.1,hang=0.05,
-    expire=0.1,truncate=0.1,dup=0.2,seed=7". `dup` duplicates S3 event deliveries (applied by the runtime)."""
+    """Fault rates (0..1) and durations (seconds, before the time scale). Spec string: "429=0.2,5xx=0.1,
+    retry_after=30,slow=0.2,slow_after=0.1,slow_seconds=45,fail=0.1,hang=0.05,expire=0.1,truncate=0.1,dup=0.2,seed=7".
+    `retry_after=5-30` draws each Retry-After from 5 to 30 s. `slow` delays an answer before anything is created;
+    `slow_after` creates (and bills) the task, then delays the answer. `dup` duplicates S3 event deliveries
+    (applied by the runtime)."""
 
     rate_429: float = 0.0
     rate_5xx: float = 0.0
     slow: float = 0.0
+    slow_after: float = 0.0
     slow_seconds: float = 1.0
+    retry_after: float = 1.0
+    retry_after_min: float | None = None  # None: every Retry-After is exactly retry_after
     fail: float = 0.0
     hang: float = 0.0
     expire: float = 0.0
@@ -49,6 +60,7 @@ class Faults:
     seed: int | None = None
 
     _NAMES: ClassVar[dict[str, str]] = {"429": "rate_429", "5xx": "rate_5xx"}
+    _DURATIONS: ClassVar[tuple[str, ...]] = ("slow_seconds", "retry_after", "retry_after_min")
 
     @classmethod
     def parse(cls, spec: str | None) -> Faults:
@@ -57,17 +69,33 @@ class Faults:
             name, _, value = item.partition("=")
             attribute = cls._NAMES.get(name, name)
             if attribute.startswith("_") or attribute not in cls.__dataclass_fields__:
-                raise FaultSpecError(
-                    f"unknown fault {name!r}; known: 429, 5xx, slow, slow_seconds, fail, hang, expire, truncate, dup, seed"
-                )
-            try:
-                number = float(value)
-            except ValueError:
-                raise FaultSpecError(f"fault {name!r} needs a number, got {value!r}") from None
-            if attribute not in ("slow_seconds", "seed") and not 0 <= number <= 1:
+                raise FaultSpecError(f"unknown fault {name!r}; known: {', '.join(cls._spec_names())}")
+            low, dash, high = value.partition("-")
+            if attribute == "retry_after" and dash and low:
+                faults.retry_after_min, faults.retry_after = _spec_number(name, low), _spec_number(name, high)
+                if faults.retry_after_min > faults.retry_after:
+                    raise FaultSpecError(f"fault {name!r} needs a range from low to high, got {value!r}")
+                continue
+            number = _spec_number(name, value)
+            if attribute not in (*cls._DURATIONS, "seed") and not 0 <= number <= 1:
                 raise FaultSpecError(f"fault {name!r} is a rate from 0 to 1, got {value}")
             setattr(faults, attribute, int(number) if attribute == "seed" else number)
         return faults
+
+    @classmethod
+    def _spec_names(cls) -> list[str]:
+        aliases = {attribute: name for name, attribute in cls._NAMES.items()}
+        return [aliases.get(attribute, attribute) for attribute in cls.__dataclass_fields__]
+
+
+def _spec_number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise FaultSpecError(f"fault {name!r} needs a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise FaultSpecError(f"fault {name!r} needs a finite number of at least 0, got {value!r}")
+    return number
 
 
 @dataclass
@@ -95,6 +123,116 @@ class EmulatorConfig:
     fps: int = 24
     render_workers: int = 2
     faults: Faults = field(default_factory=Faults)
+    # Multiplies every duration the emulator uses (queue, generation, slow answers, Retry-After, video TTL),
+    # so a 45 s stall at 0.05 takes 2.25 s and every ratio between durations stays the same.
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be a positive number, got {self.time_scale}")
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds as a header or JSON string: whole seconds as Novita sends them; a scaled value keeps its fraction."""
+    rounded = round(float(seconds), 3)
+    return str(int(rounded)) if rounded.is_integer() else f"{rounded:.3f}".rstrip("0")
+
+
+# -- S3's view of a presigned image URL ---------------------------------------------------------------
+# moto serves any presigned URL, SigV2 included; S3 does not. A bucket created since 2020 refuses SigV2,
+# Block Public Access (the default since 2023) refuses unsigned reads, and only a regional endpoint is
+# safe: the global host redirects for a bucket outside us-east-1, so a stack in any other region breaks.
+SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
+SIGV4_PARAMETERS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Expires")
+MAX_PRESIGN_SECONDS = 604800  # SigV4 presigned URLs live at most a week
+CLOCK_SKEW_SECONDS = 900
+_REGIONAL_S3_HOST = re.compile(
+    r"(?:^|\.)s3(?:-accesspoint|-object-lambda)?(?:\.dualstack)?[.-](?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$"
+)
+
+
+@dataclass(frozen=True)
+class S3Refusal:
+    """What S3 answers instead of the object: the HTTP status, its error code and message."""
+
+    status: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"S3 refused the image URL (HTTP {self.status} {self.code}): {self.message}"
+
+
+class ImageRefused(ValueError):
+    def __init__(self, refusal: S3Refusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+def is_s3_host(host: str) -> bool:
+    if not host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+        return False
+    return any(label == "s3" or label.startswith("s3-") for label in host.split("."))
+
+
+def presigned_url_refusal(url: str, now: float) -> S3Refusal | None:
+    """S3's refusal of an image URL, or None when S3 would serve it (or it is not an S3 URL at all)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not is_s3_host(host):
+        return None
+    query = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+    if "X-Amz-Algorithm" not in query:
+        if "Signature" in query or "AWSAccessKeyId" in query:
+            return S3Refusal(
+                400, "InvalidRequest", "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+            )
+        return S3Refusal(403, "AccessDenied", "Access Denied")
+    if query["X-Amz-Algorithm"] != SIGV4_ALGORITHM:
+        return _query_error(f'X-Amz-Algorithm only supports "{SIGV4_ALGORITHM}"')
+    if any(not query.get(name) for name in SIGV4_PARAMETERS):
+        return _query_error(
+            "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, "
+            "X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+        )
+    regional = _REGIONAL_S3_HOST.search(host)
+    scope = query["X-Amz-Credential"].split("/")
+    if len(scope) != 5 or scope[3] != "s3" or scope[4] != "aws4_request":
+        return _query_error("Error parsing the X-Amz-Credential parameter; expecting <AKID>/YYYYMMDD/REGION/s3/aws4_request")
+    if regional is None:
+        return S3Refusal(
+            301,
+            "PermanentRedirect",
+            "The bucket you are attempting to access must be addressed using the specified endpoint. "
+            f"Please send all future requests to this endpoint. (a regional endpoint such as s3.{scope[2]}.amazonaws.com)",
+        )
+    if scope[2] != regional["region"]:
+        expected = regional["region"]
+        return _query_error(f"Error parsing the X-Amz-Credential parameter; the region '{scope[2]}' is wrong; expecting '{expected}'")
+    try:
+        signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+    if not query["X-Amz-Expires"].isdigit():
+        return _query_error("X-Amz-Expires should be a number")
+    expires = int(query["X-Amz-Expires"])
+    if expires > MAX_PRESIGN_SECONDS:
+        return _query_error(
+            "X-Amz-Expires must be less than a week (in seconds) that is, "
+            f"the given X-Amz-Expires must be less than {MAX_PRESIGN_SECONDS} seconds"
+        )
+    if signed > now + CLOCK_SKEW_SECONDS:
+        return S3Refusal(403, "AccessDenied", "Request is not valid yet")
+    if signed + expires < now:
+        return S3Refusal(403, "AccessDenied", "Request has expired")
+    return None
+
+
+def _query_error(message: str) -> S3Refusal:
+    return S3Refusal(400, "AuthorizationQueryParametersError", message)
 
 
 class NovitaEmulator:
@@ -102,10 +240,19 @@ class NovitaEmulator:
         self.config = config or EmulatorConfig()
         self.tasks: dict[str, Task] = {}
         self.submissions: list[dict[str, Any]] = []  # every accepted POST: what was paid for
-        self.requests_seen: dict[str, int] = {"submit": 0, "result": 0, "video": 0, "throttled": 0, "errors": 0}
+        self.requests_seen: dict[str, int] = {
+            "submit": 0,
+            "result": 0,
+            "video": 0,
+            "throttled": 0,
+            "errors": 0,
+            "slowed": 0,
+            "image_refused": 0,
+        }
         self.served_videos: dict[str, bytes] = {}
         self._random = random.Random(self.config.faults.seed)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.config.render_workers, thread_name_prefix="render")
         self._server: ThreadingHTTPServer | None = None
         self.base_url = ""
@@ -125,6 +272,7 @@ class NovitaEmulator:
         return self.base_url
 
     def stop(self) -> None:
+        self._stopping.set()  # ends any answer still being held back by a slow fault
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -134,11 +282,34 @@ class NovitaEmulator:
         with self._lock:
             return rate > 0 and self._random.random() < rate
 
+    def count(self, name: str) -> None:
+        with self._lock:
+            self.requests_seen[name] = self.requests_seen.get(name, 0) + 1
+
+    def hold_answer(self) -> None:
+        """A slow answer: slow_seconds on the scaled timeline, cut short only by stop()."""
+        self.count("slowed")
+        self._stopping.wait(self.config.scaled(self.config.faults.slow_seconds))
+
+    def retry_after(self) -> str:
+        """A Retry-After value from the configured range, on the scaled timeline."""
+        faults = self.config.faults
+        low = faults.retry_after if faults.retry_after_min is None else faults.retry_after_min
+        low, high = sorted((low, faults.retry_after))
+        seconds = high
+        if low < high:  # a fixed value draws nothing, so seeded fault sequences stay as they were
+            with self._lock:
+                seconds = self._random.uniform(low, high)
+            if low >= 1:
+                seconds = round(seconds)  # servers send whole seconds; only the time scale adds fractions
+        return seconds_text(self.config.scaled(seconds))
+
     # -- task lifecycle -------------------------------------------------------------------------
     def status_of(self, task: Task, now: float) -> dict[str, Any]:
         cfg = self.config
+        queue, generation = cfg.scaled(cfg.queue_seconds), cfg.scaled(cfg.generation_seconds)
         elapsed = now - task.created
-        total = cfg.queue_seconds + cfg.generation_seconds
+        total = queue + generation
         info: dict[str, Any] = {"task_id": task.task_id, "task_type": "VIDU_Q2_TURBO_IMG2VIDEO", "reason": ""}
         if task.error or (task.fate == "fail" and elapsed >= total):
             return {
@@ -148,33 +319,47 @@ class NovitaEmulator:
                 "eta": 0,
                 "progress_percent": 0,
             }
-        if elapsed < cfg.queue_seconds:
-            return {**info, "status": "TASK_STATUS_QUEUED", "eta": int(total - elapsed) + 1, "progress_percent": 0}
+        if elapsed < queue:
+            return {**info, "status": "TASK_STATUS_QUEUED", "eta": self._eta(total - elapsed), "progress_percent": 0}
         if task.fate == "hang":
             return {**info, "status": "TASK_STATUS_PROCESSING", "eta": 0, "progress_percent": 42}
         if elapsed < total or not task.done.is_set():
-            progress = min(99, int(100 * (elapsed - cfg.queue_seconds) / max(cfg.generation_seconds, 0.001)))
+            progress = min(99, int(100 * (elapsed - queue) / max(generation, 0.001)))
             return {
                 **info,
                 "status": "TASK_STATUS_PROCESSING",
-                "eta": str(max(1, int(total - elapsed + 0.999))),
+                "eta": seconds_text(self._eta(total - elapsed)),  # the real API sends numbers as strings too
                 "progress_percent": progress,
             }
         return {**info, "status": "TASK_STATUS_SUCCEED", "eta": 0, "progress_percent": 100}
+
+    def _eta(self, remaining: float) -> float:
+        """Seconds left, rounded up: whole seconds as Novita sends them, hundredths on a scaled timeline."""
+        if self.config.time_scale == 1:
+            return max(1, math.ceil(remaining))
+        return max(0.01, math.ceil(remaining * 100) / 100)
 
     def unfinished(self, now: float) -> int:
         return sum(1 for t in self.tasks.values() if self.status_of(t, now)["status"] in ("TASK_STATUS_QUEUED", "TASK_STATUS_PROCESSING"))
 
     def _prepare(self, task: Task) -> None:
         try:
-            image = _fetch_image(task.body["images"][0])
+            image = self._fetch_image(task.body["images"][0])
             task.video = render_video(image, task.body.get("resolution", "720p"), int(task.body.get("duration", 5)), self.config.fps)
         except Exception as exc:  # the provider reports what went wrong as the task's reason
             task.error = f"could not process the input image: {exc}"
         finally:
             task.done.set()
 
-    def create_task(self, body: dict[str, Any]) -> Task:
+    def _fetch_image(self, reference: str) -> bytes:
+        # moto would serve what S3 refuses, so S3's own checks come first.
+        refusal = presigned_url_refusal(reference, time.time())
+        if refusal:
+            self.count("image_refused")
+            raise ImageRefused(refusal)
+        return _fetch_image(reference)
+
+    def create_task(self, body: dict[str, Any], *, answer_delayed: bool = False) -> Task:
         faults = self.config.faults
         fate = "fail" if self.chance(faults.fail) else "hang" if self.chance(faults.hang) else "succeed"
         task = Task(
@@ -194,6 +379,7 @@ class NovitaEmulator:
                     "image": _image_identity(body["images"][0]),
                     "fate": fate,
                     "at": task.created,
+                    "answer_delayed": answer_delayed,  # paid for, but the client may never learn the task_id
                 }
             )
         self._pool.submit(self._prepare, task)
@@ -260,13 +446,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a slow answer
+            self.close_connection = True
 
     def _error(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"code": status, "reason": reason, "message": message, "metadata": {}}, headers)
@@ -277,18 +466,29 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end while we stalled (a timed-out client does)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _api_faults(self) -> bool:
         """Slow answers, 5xx and 429 before anything is created: a faulted request costs nothing."""
         emulator, faults = self.emulator, self.emulator.config.faults
         if emulator.chance(faults.slow):
-            time.sleep(faults.slow_seconds)
+            emulator.hold_answer()
+            if self._client_gone():  # stalled in front of the service: a request nobody waits for goes no further
+                self.close_connection = True
+                return True
         if emulator.chance(faults.rate_5xx):
-            emulator.requests_seen["errors"] += 1
+            emulator.count("errors")
             self._error(503, "SERVICE_UNAVAILABLE", "the service is temporarily unavailable")
             return True
         if emulator.chance(faults.rate_429):
-            emulator.requests_seen["throttled"] += 1
-            self._error(429, "RATE_LIMIT_EXCEEDED", "too many requests", {"Retry-After": "1"})
+            emulator.count("throttled")
+            self._error(429, "RATE_LIMIT_EXCEEDED", "too many requests", {"Retry-After": emulator.retry_after()})
             return True
         return False
 
@@ -299,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        emulator.requests_seen["submit"] += 1
+        emulator.count("submit")
         if not self._authorized() or self._api_faults():
             return
         try:
@@ -315,10 +515,13 @@ class _Handler(BaseHTTPRequestHandler):
             limit = emulator.config.concurrency
             busy = limit and emulator.unfinished(time.time()) >= limit
         if busy:
-            emulator.requests_seen["throttled"] += 1
-            self._error(429, "TOO_MANY_CONCURRENT_TASKS", f"at most {limit} tasks may run at once", {"Retry-After": "2"})
+            emulator.count("throttled")
+            self._error(429, "TOO_MANY_CONCURRENT_TASKS", f"at most {limit} tasks may run at once", {"Retry-After": emulator.retry_after()})
             return
-        task = emulator.create_task(body)
+        answer_delayed = emulator.chance(emulator.config.faults.slow_after)
+        task = emulator.create_task(body, answer_delayed=answer_delayed)
+        if answer_delayed:  # the task is created and billed; a client that times out now loses its task_id
+            emulator.hold_answer()
         self._send(200, {"task_id": task.task_id})
 
     def do_GET(self) -> None:
@@ -330,7 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "NOT_FOUND", f"no such endpoint {parts.path}")
             return
         emulator = self.emulator
-        emulator.requests_seen["result"] += 1
+        emulator.count("result")
         if not self._authorized() or self._api_faults():
             return
         task_id = (parse_qs(parts.query).get("task_id") or [""])[0]
@@ -343,11 +546,12 @@ class _Handler(BaseHTTPRequestHandler):
         videos = []
         if status["status"] == "TASK_STATUS_SUCCEED":
             task.urls_issued += 1
-            expires = now - 1 if task.expire_first_url and task.urls_issued == 1 else now + emulator.config.video_ttl_seconds
+            ttl = emulator.config.scaled(emulator.config.video_ttl_seconds)
+            expires = now - 1 if task.expire_first_url and task.urls_issued == 1 else now + ttl
             videos.append(
                 {
                     "video_url": f"{emulator.base_url}/videos/{task.task_id}.mp4?expires={expires:.3f}&n={task.urls_issued}",
-                    "video_url_ttl": str(emulator.config.video_ttl_seconds),
+                    "video_url_ttl": seconds_text(ttl),
                     "video_type": "mp4",
                 }
             )
@@ -371,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
         if float((query.get("expires") or ["0"])[0]) < time.time():
             self._error(403, "URL_EXPIRED", "the video URL has expired")
             return
-        emulator.requests_seen["video"] += 1
+        emulator.count("video")
         task.downloads += 1
         data = task.video
         self.send_response(200)

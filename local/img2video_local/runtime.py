@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -120,6 +121,7 @@ class LocalPipeline:
         from img2video.clients import reset
 
         reset()
+        self._scale_retry_sleeps()
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
         self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale)
@@ -162,9 +164,21 @@ class LocalPipeline:
             sys.stdout = self._real_stdout
         if self._log_handle:
             self._log_handle.close()
+        if hasattr(self, "_saved_retrier_time"):
+            from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+            retrier_decl.time = self._saved_retrier_time  # type: ignore[attr-defined]
         from img2video.clients import reset
 
         reset()
+
+    def _scale_retry_sleeps(self) -> None:
+        """The ASL's Retry backoff, shrunk by the time scale like every other duration (moto sleeps for real)."""
+        from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+        scale = self.time_scale
+        self._saved_retrier_time = retrier_decl.time  # type: ignore[attr-defined]
+        retrier_decl.time = _ScaledTime(scale)  # type: ignore[attr-defined,assignment]
 
     def _set_env(self, values: dict[str, str | None]) -> None:
         for name, value in values.items():
@@ -270,9 +284,7 @@ class LocalPipeline:
                 props = event["Properties"]
                 queue = props["Queue"]["Fn::GetAtt"][0]
                 limit = self.stack.template.resolve(props.get("ScalingConfig", {}).get("MaximumConcurrency", DEFAULT_CONCURRENCY))
-                sources.append(
-                    SqsSource(logical, self.stack.id(queue), self.stack.arn(queue), int(props.get("BatchSize", 10)), int(limit))
-                )
+                sources.append(SqsSource(logical, self.stack.id(queue), self.stack.arn(queue), int(props.get("BatchSize", 10)), int(limit)))
         return sources
 
     def _execution_status_events(self) -> ExecutionStatusEvents | None:
@@ -285,7 +297,7 @@ class LocalPipeline:
                     self.sfn,
                     self.stack.id("VideoJobStateMachine"),
                     statuses,
-                    deliver=lambda detail_event, logical=logical: self.functions.invoke(logical, detail_event),
+                    deliver=functools.partial(self.functions.invoke, logical),
                     on_failure=self._backstop_failed,
                     stop=self._stop,
                     retry_delay=max(0.05, self.time_scale),
@@ -350,6 +362,19 @@ class LocalPipeline:
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
             self.on_progress(key, stage, details)
+
+
+class _ScaledTime:
+    """`time` for moto's retrier: sleeps shrink by the time scale, everything else is the real module."""
+
+    def __init__(self, scale: float) -> None:
+        self._scale = scale
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds * self._scale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
 class _ThreadRoutedStream(io.TextIOBase):

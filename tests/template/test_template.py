@@ -67,7 +67,11 @@ def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, A
 
 
 def _mapping(cfn: dict[str, Any], function: str) -> dict[str, Any]:
-    [mapping] = [m["Properties"] for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values() if m["Properties"]["FunctionName"] == {"Ref": function}]
+    [mapping] = [
+        m["Properties"]
+        for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function}
+    ]
     return mapping
 
 
@@ -79,7 +83,10 @@ def test_uploads_are_accepted_from_a_queue_and_paid_submits_are_metered_by_anoth
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     # the paid call: bounded concurrency, one message per invocation so a slow POST starves nothing
     assert submit["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SubmitConcurrency"}} and submit["BatchSize"] == 1
-    for queue_name, function, dlq in (("UploadQueue", "AcceptFunction", "UploadDeadLetterQueue"), ("SubmitQueue", "SubmitFunction", "SubmitDeadLetterQueue")):
+    for queue_name, function, dlq in (
+        ("UploadQueue", "AcceptFunction", "UploadDeadLetterQueue"),
+        ("SubmitQueue", "SubmitFunction", "SubmitDeadLetterQueue"),
+    ):
         queue = cfn["Resources"][queue_name]["Properties"]
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq, "Arn"]}
         env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
@@ -90,9 +97,13 @@ def test_uploads_are_accepted_from_a_queue_and_paid_submits_are_metered_by_anoth
 
 def test_every_dead_letter_queue_and_function_has_an_alarm_on_the_ops_topic(cfn: dict[str, Any]) -> None:
     alarms = of_type(cfn, "AWS::CloudWatch::Alarm")
-    watched_queues = {a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/SQS"}
+    watched_queues = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/SQS"
+    }
     assert watched_queues == {"UploadDeadLetterQueue", "SubmitDeadLetterQueue", "BackstopFailureQueue"}
-    watched_functions = {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/Lambda"}
+    watched_functions = {
+        a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a["Properties"]["Namespace"] == "AWS/Lambda"
+    }
     assert watched_functions == FUNCTIONS
     assert any(a["Properties"]["MetricName"] == "ExecutionsEndedWithoutNotice" for a in alarms.values())
     for alarm in alarms.values():

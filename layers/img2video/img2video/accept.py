@@ -150,7 +150,9 @@ def start_execution(job: Job, settings: Settings) -> None:
 def requeue(trigger: Trigger, delay_seconds: float, settings: Settings) -> None:
     """Look at the key again later (SQS delays up to 15 minutes per hop)."""
     delay = int(max(0, min(900, delay_seconds)))
-    client("sqs").send_message(QueueUrl=settings.upload_queue_url, MessageBody=json.dumps({MESSAGE_MARKER: asdict(trigger)}), DelaySeconds=delay)
+    client("sqs").send_message(
+        QueueUrl=settings.upload_queue_url, MessageBody=json.dumps({MESSAGE_MARKER: asdict(trigger)}), DelaySeconds=delay
+    )
     logger.info("Re-queued", extra={"key": trigger.key, "reason": trigger.reason, "delay_seconds": delay})
 
 
@@ -255,7 +257,11 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
         if receive_count >= settings.max_receive_count or is_transient(exc):
             # last delivery (or AWS stayed faulty through every re-check): tell the user instead of vanishing into the DLQ
             logger.exception("Accept failed on its last attempt")
-            _fail(pending, "INTERNAL", f"the upload could not be accepted after {max(receive_count, trigger.attempt + 1)} attempts ({type(exc).__name__})")
+            _fail(
+                pending,
+                "INTERNAL",
+                f"the upload could not be accepted after {max(receive_count, trigger.attempt + 1)} attempts ({type(exc).__name__})",
+            )
             return "failed:INTERNAL"
         raise
 
@@ -309,7 +315,11 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
 
 def _retry_later(trigger: Trigger, pending: PendingJob, reason: str, settings: Settings) -> str:
     logger.warning("Passing fault; looking again later", extra={"reason": reason, "attempt": trigger.attempt})
-    requeue(replace(trigger, attempt=trigger.attempt + 1, reason="aws-retry"), retry_delay(trigger.attempt, settings.submit_retry_max_seconds), settings)
+    requeue(
+        replace(trigger, attempt=trigger.attempt + 1, reason="aws-retry"),
+        retry_delay(trigger.attempt, settings.submit_retry_max_seconds),
+        settings,
+    )
     metrics.add_metric(name="AcceptRetried", unit=MetricUnit.Count, value=1)
     return "retrying"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from functools import cache
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 
 import boto3
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.config import Config
 
 from img2video.settings import get_settings
@@ -27,7 +29,7 @@ TRANSFER_READ_TIMEOUT = 30.0
 
 def worst_case_seconds(read_timeout: float = AWS_READ_TIMEOUT) -> float:
     """The longest one AWS call can take: every attempt timing out, plus botocore's sleeps between them."""
-    sleeps = sum(2 ** (n - 1) for n in range(1, AWS_ATTEMPTS))
+    sleeps = float(sum(2 ** (n - 1) for n in range(1, AWS_ATTEMPTS)))
     return AWS_ATTEMPTS * (AWS_CONNECT_TIMEOUT + read_timeout) + sleeps
 
 
@@ -45,7 +47,8 @@ IDEMPOTENCY_TTL_SECONDS = 91 * 24 * 3600
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)
+    made: Any = boto3.client(service, config=_CONFIG)
+    return made
 
 
 @cache
@@ -102,14 +105,37 @@ def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[.
     """Run the decorated function once per value of `key_path` in its `argument` (a JSON-able dict).
 
     A retry gets the first call's result back from DynamoDB instead of running it again; a call that
-    raised leaves no record, so it can be retried.
+    raised leaves no record, so it can be retried. When the function ran but its result could not be
+    saved (DynamoDB failed after the work was done), the result is returned all the same: the work is
+    not lost, and the record left in progress keeps any other attempt from redoing it until it expires.
     """
-    decorator: Callable[[Callable[..., T]], Callable[..., T]] = idempotent_function(
+    powertools: Callable[[Callable[..., T]], Callable[..., T]] = idempotent_function(
         data_keyword_argument=argument,
         persistence_store=idempotency_store(purpose),
         config=idempotency_config(key_path),
         key_prefix=purpose,
     )
+
+    def decorator(function: Callable[..., T]) -> Callable[..., T]:
+        done: list[T] = []
+
+        def run(**kwargs: Any) -> T:
+            result = function(**kwargs)
+            done.append(result)
+            return result
+
+        wrapped = powertools(functools.wraps(function)(run))
+
+        def call(**kwargs: Any) -> T:
+            try:
+                return wrapped(**kwargs)
+            except IdempotencyPersistenceLayerError:
+                if done:
+                    return done[-1]
+                raise
+
+        return call
+
     return decorator
 
 

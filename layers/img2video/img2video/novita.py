@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from img2video.clock import now
 from img2video.errors import (
     InsufficientBalance,
     PipelineError,
@@ -21,11 +26,16 @@ from img2video.errors import (
     ProviderUnavailable,
 )
 from img2video.observability import logger
+from img2video.request_body import json_body
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
 RESULT_PATH = "/v3/async/task-result"
+
+# One HTTP attempt per call, each wait bounded: the state machine and the queues retry, with backoff,
+# outside the function, so a slow or failing Novita never holds a Lambda until its timeout kills it.
 CONNECT_TIMEOUT = 3.05
-READ_TIMEOUT = 30.0
+SUBMIT_READ_TIMEOUT = 30.0  # creating a task, after a body that may carry a 50 MB image, takes Novita a while
+RESULT_READ_TIMEOUT = 10.0
 MAX_MESSAGE_CHARS = 300
 
 
@@ -83,6 +93,59 @@ class TaskResult(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+def read_timeout(method: str) -> float:
+    """How long one call may wait for Novita's answer, by HTTP method: a submit, or a task-result read."""
+    timeouts = {"POST": SUBMIT_READ_TIMEOUT, "GET": RESULT_READ_TIMEOUT}
+    try:
+        return timeouts[method.upper()]
+    except KeyError:
+        raise ValueError(f"the Novita client makes no {method} calls") from None
+
+
+def worst_case_seconds(method: str, *, key_refresh: bool = False) -> float:
+    """The longest one client call can take: one attempt, its connect and its read timing out, never retried.
+
+    `key_refresh=True` counts the one second attempt a `for_secret` client makes after Novita refused
+    the key (the Secrets Manager read between them is not included). The read timeout bounds each wait
+    on the socket, which for Novita's few-hundred-byte answers is the whole answer; an inline image is
+    written with CONNECT_TIMEOUT per send, its total depending on bandwidth (~67 MB at most).
+    """
+    attempts = 2 if key_refresh else 1
+    return attempts * (CONNECT_TIMEOUT + read_timeout(method))
+
+
+def parse_retry_after(value: str | None, at: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks for, or None if absent or unreadable.
+
+    Both RFC 9110 forms: delta-seconds (fractional too, as the local emulator's scaled clock sends them)
+    and an HTTP-date, counted from `at` (epoch seconds, default now); a date already past means 0.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        # a date without a zone (or with -0000) is still GMT, as HTTP-dates always are
+        epoch = when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()
+        return max(0.0, epoch - (now() if at is None else at))
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def provider_reason(body: str) -> str:
+    """The `reason` of a Novita error body (`{"code", "reason", "message", "metadata"}`), or "" if it has none."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return reason.strip().upper() if isinstance(reason, str) else ""
+
+
 def provider_message(body: str) -> str:
     """The provider's own words from an error body, whatever its shape, kept short."""
     try:
@@ -100,40 +163,97 @@ def provider_message(body: str) -> str:
     return text[:MAX_MESSAGE_CHARS] + ("..." if len(text) > MAX_MESSAGE_CHARS else "")
 
 
-def classify_http_error(status: int, body: str, retry_after: str | None = None) -> PipelineError:
-    """Map a non-2xx answer to the error the pipeline reports or retries."""
-    message = provider_message(body) or f"HTTP {status}"
+# Novita's error-code table (its API reference, "Errors"): the reason decides, whatever the status;
+# BILLING_BALANCE_NOT_ENOUGH, for one, arrives as a plain 400.
+_REASONS: dict[type[PipelineError], tuple[str, ...]] = {
+    InsufficientBalance: ("BILLING_BALANCE_NOT_ENOUGH",),
+    ProviderAuth: ("MISSING_API_KEY", "INVALID_API_KEY", "API_NOT_ALLOWED", "NEED_REAL_NAME_VERIFY", "BILLING_AUTH_FAILED"),
+    ProviderThrottled: ("RATE_LIMIT_EXCEEDED",),
+    ProviderUnavailable: ("BILLING_FAILED", "CREATE_TASK_FAILED", "GET_RESULT_FAILED", "TASK_FAILED"),
+    ProviderRejected: (
+        "INVALID_REQUEST_BODY",
+        "IMAGE_FILE_EXCEEDS_MAX_SIZE",
+        "INVALID_IMAGE_FORMAT",
+        "IMAGE_EXCEEDS_MAX_RESOLUTION",
+        "INVALID_IMAGE_SIZE",
+        "ILLEGAL_PROMPT",
+        "ILLEGAL_IMAGE_CONTENT",
+        "API_NOT_FOUND",
+        "TASK_NOT_FOUND",
+    ),
+}
+REASON_ERRORS: dict[str, type[PipelineError]] = {reason: kind for kind, reasons in _REASONS.items() for reason in reasons}
+
+_WHAT_HAPPENED: dict[type[PipelineError], str] = {
+    InsufficientBalance: "Novita account balance is too low",
+    ProviderAuth: "Novita refused the API key or its account",
+    ProviderThrottled: "Novita is throttling requests",
+    ProviderUnavailable: "Novita is unavailable",
+    ProviderRejected: "Novita rejected the request",
+}
+
+
+def _error_by_status(status: int, message: str) -> type[PipelineError]:
     if status == 429:
-        return ProviderThrottled(f"Novita is throttling requests (HTTP 429): {message}", _lenient_float(retry_after))
+        return ProviderThrottled
     if status >= 500:
-        return ProviderUnavailable(f"Novita is unavailable (HTTP {status}): {message}")
+        return ProviderUnavailable
     if status in (401, 403):
-        return ProviderAuth(f"Novita refused the API key (HTTP {status}): {message}")
+        return ProviderAuth
+    # an error body without a known reason: its words are all there is to tell a balance problem by
     if any(word in message.lower() for word in ("balance", "insufficient", "credit", "quota exceeded")):
-        return InsufficientBalance(f"Novita account balance is too low (HTTP {status}): {message}")
-    return ProviderRejected(f"Novita rejected the request (HTTP {status}): {message}")
+        return InsufficientBalance
+    return ProviderRejected
 
 
-@lru_cache(maxsize=1)
+def classify_http_error(status: int, body: str, retry_after: str | None = None, secrets: tuple[str, ...] = ()) -> PipelineError:
+    """Map a non-2xx answer to the error the pipeline reports or retries: by Novita's reason first, then by status.
+
+    `secrets` are masked in the message, however the provider echoed them.
+    """
+    body = scrub(body, *secrets)
+    # scrubbed again once decoded: a form the pattern missed in the raw JSON is plain text by now
+    message = scrub(provider_message(body), *secrets) or f"HTTP {status}"
+    kind = REASON_ERRORS.get(provider_reason(body)) or _error_by_status(status, message)
+    text = f"{_WHAT_HAPPENED[kind]} (HTTP {status}): {message}"
+    if kind is ProviderThrottled:
+        return ProviderThrottled(text, parse_retry_after(retry_after))
+    return kind(text)
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """`text` with each secret masked, also where it was echoed JSON-escaped (\\u0073k-...) or URL-encoded (%73k-...)."""
+    for secret in secrets:
+        if secret:
+            text = _secret_pattern(secret).sub("***", text)
+    return text
+
+
+@lru_cache(maxsize=8)  # a key or two per container, and the one it replaced
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    def either_case(hex_digits: str) -> str:
+        return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in hex_digits)
+
+    def spellings(char: str) -> str:
+        forms = [re.escape(char)]
+        if ord(char) < 0x10000:  # \uXXXX, however many times the text was JSON-encoded
+            forms.append(rf"\\+u{either_case(f'{ord(char):04x}')}")
+        if char == "/":
+            forms.append(r"\\+/")
+        # %XX per UTF-8 byte, also double-encoded (%25XX)
+        forms.append("".join(f"%(?:25)*{either_case(f'{byte:02x}')}" for byte in char.encode()))
+        return f"(?:{'|'.join(forms)})"
+
+    return re.compile("".join(spellings(char) for char in secret))
+
+
+@cache
 def shared_session() -> requests.Session:
-    """One session per container, so a warm Lambda reuses its connection to Novita between polls."""
-    # Only idempotent GETs are retried here; a POST that may have created a paid task is never
-    # re-sent blindly (throttled submits are re-queued by the caller, with a longer backoff).
-    retry = Retry(
-        total=2,
-        connect=2,
-        read=2,
-        status=2,
-        backoff_factor=0.5,
-        backoff_jitter=0.5,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
+    """One session per container, so a warm Lambda reuses its connection to Novita between calls."""
+    # max_retries=0: urllib3 makes one attempt and never sleeps; the state machine and the queues retry.
     session = requests.Session()
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=0))
+    session.mount("http://", HTTPAdapter(max_retries=0))
     return session
 
 
@@ -142,35 +262,79 @@ class NovitaClient:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._session = session or shared_session()
+        self._secret_id: str | None = None
+        self._old_keys: list[str] = []  # masked too, should Novita echo a key it was sent earlier
+
+    @classmethod
+    def for_secret(cls, base_url: str, secret_id: str, session: requests.Session | None = None) -> NovitaClient:
+        """A client whose key comes from Secrets Manager, and is read afresh once if Novita refuses it."""
+        client = cls(base_url, load_api_key(secret_id), session)
+        client._secret_id = secret_id
+        return client
 
     def __repr__(self) -> str:  # never show the key, not even in a traceback's locals
         return f"NovitaClient({self._base_url!r})"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        url = f"{self._base_url}{path}"
-        headers = {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"}
+    def _request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         try:
-            response = self._session.request(method, url, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
-        except requests.exceptions.RetryError as exc:
-            raise ProviderUnavailable(f"Novita did not answer {method} {path} after retries: {type(exc).__name__}") from None
+            return self._attempt(method, path, params, body)
+        except ProviderAuth:
+            if not self._fresh_key():
+                raise
+        # a refused key created nothing, so even a POST is safe to send again
+        logger.info("Novita refused the API key; trying once more with the key just read from Secrets Manager", extra={"path": path})
+        return self._attempt(method, path, params, body)
+
+    def _fresh_key(self) -> bool:
+        """Read the secret again, bypassing the cache: true if it now holds another key (just rotated or set)."""
+        if self._secret_id is None:
+            return False
+        fresh = load_api_key(self._secret_id, refresh=True)
+        if fresh == self._api_key:
+            return False
+        self._old_keys.append(self._api_key)
+        self._api_key = fresh
+        return True
+
+    def _attempt(self, method: str, path: str, params: dict[str, str] | None, body: Mapping[str, Any] | None) -> dict[str, Any]:
+        """One HTTP request, never retried: its answer as JSON, or the named error it maps to."""
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json_body(body)  # inline images are read and encoded while the request is written
+        timeout = (CONNECT_TIMEOUT, read_timeout(method))
+        try:
+            response = self._session.request(
+                method, f"{self._base_url}{path}", headers=headers, params=params, data=data, timeout=timeout, allow_redirects=False
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise ProviderUnavailable(f"Novita did not accept a connection for {method} {path} within {CONNECT_TIMEOUT} s") from None
+        except requests.exceptions.ReadTimeout:
+            raise ProviderUnavailable(f"Novita did not answer {method} {path} within {timeout[1]:g} s") from None
         except requests.exceptions.RequestException as exc:
             raise ProviderUnavailable(f"Novita could not be reached for {method} {path}: {type(exc).__name__}") from None
+        finally:
+            if data is not None:
+                data.close()
         if response.status_code >= 300:
-            error = classify_http_error(
-                response.status_code, response.text.replace(self._api_key, "***"), response.headers.get("Retry-After")
-            )
+            secrets = (self._api_key, *self._old_keys)
+            error = classify_http_error(response.status_code, response.text, response.headers.get("Retry-After"), secrets)
             logger.warning("Novita answered an error", extra={"status": response.status_code, "path": path, "error": error.message})
             raise error
         try:
-            data = response.json()
+            answer = response.json()
         except ValueError:
             raise ProviderUnavailable(f"Novita answered {method} {path} with a body that is not JSON") from None
-        if not isinstance(data, dict):
+        if not isinstance(answer, dict):
             raise ProviderUnavailable(f"Novita answered {method} {path} with unexpected JSON")
-        return data
+        return answer
 
-    def submit(self, body: dict[str, Any]) -> str:
-        data = self._request("POST", SUBMIT_PATH, json=body)
+    def submit(self, body: Mapping[str, Any]) -> str:
+        """Create the task; `body["images"]` may hold InlineImage entries, which are streamed, never held whole."""
+        data = self._request("POST", SUBMIT_PATH, body=body)
         task_id = data.get("task_id")
         if not task_id:
             raise ProviderUnavailable("Novita accepted the request but returned no task_id")
@@ -184,11 +348,11 @@ class NovitaClient:
             raise ProviderUnavailable(f"Novita's task result for {task_id} has an unexpected shape") from None
 
 
-def load_api_key(secret_id: str) -> str:
-    """The key from Secrets Manager, cached by Powertools; plain text or {"api_key": "..."}."""
+def load_api_key(secret_id: str, refresh: bool = False) -> str:
+    """The key from Secrets Manager, plain text or {"api_key": "..."}: cached by Powertools, or read afresh on `refresh`."""
     from aws_lambda_powertools.utilities import parameters
 
-    value = str(parameters.get_secret(secret_id, max_age=300))
+    value = str(parameters.get_secret(secret_id, max_age=300, force_fetch=refresh))
     try:
         data = json.loads(value)
     except ValueError:

@@ -35,7 +35,9 @@ def poll_task(state: ExecutionState) -> PollRecord:
         _give_up_if_late(remaining, polls, state, f"Novita did not answer the last poll: {exc.message}")
         retry_after = exc.retry_after if isinstance(exc, ProviderThrottled) else None
         wait = max(policy.next_wait(state.poll.wait_seconds), int(retry_after or 0))
-        return state.poll.model_copy(update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message})
+        return state.poll.model_copy(
+            update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message}
+        )
     status = task.task_status
     logger.info("Polled", extra={"task_id": task_id, "status": task.status, "progress": task.progress_percent, "polls": polls})
 
@@ -56,7 +58,11 @@ def poll_task(state: ExecutionState) -> PollRecord:
         elapsed_seconds=now() - parse_iso(submitted.submitted_at),
     )
     return PollRecord(
-        status="running", polls=polls, progress_percent=task.progress_percent or 0, eta=task.eta, wait_seconds=policy.bounded(wait, remaining, polls)
+        status="running",
+        polls=polls,
+        progress_percent=task.progress_percent or 0,
+        eta=task.eta,
+        wait_seconds=policy.bounded(wait, remaining, polls),
     )
 
 

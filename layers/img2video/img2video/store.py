@@ -55,7 +55,11 @@ def store_video(state: ExecutionState) -> Stored:
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     return Stored(
-        video_key=job.video_key, manifest_key=job.manifest_key, size_bytes=stored.size_bytes, sha256=stored.sha256, stored_at=timings["stored"]
+        video_key=job.video_key,
+        manifest_key=job.manifest_key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        stored_at=timings["stored"],
     )
 
 

@@ -19,6 +19,7 @@ from img2video.novita import NovitaClient
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
 from img2video.settings import Settings, get_settings
+from img2video.transient import describe, is_transient
 from img2video.wait_policy import policy_for
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
@@ -93,7 +94,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
 def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
     """Pay for the job once, if its execution still waits for it; answer the execution either way."""
     settings = get_settings()
-    if not _execution_running(request.execution):
+    if not _execution_running(request.execution) or not _still_waits(request.token):
         logger.info("Execution is no longer running; nothing is submitted", extra={"execution": request.execution})
         metrics.add_metric(name="SubmitSkippedNotRunning", unit=MetricUnit.Count, value=1)
         return "skipped"
@@ -105,9 +106,13 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
             return _retry_later(request, exc.message, retry_after, settings)
         return _answer_failure(request, type(exc).__name__, exc.message)
     except Exception as exc:
+        if is_transient(exc):  # AWS faults, or another delivery holding the job's record: look again later
+            return _retry_later(request, describe(exc), None, settings)
         if receive_count >= settings.max_receive_count:  # last delivery: fail the task instead of vanishing into the DLQ
             logger.exception("Submit failed on its last delivery")
-            return _answer_failure(request, "SubmitFailed", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})")
+            return _answer_failure(
+                request, "SubmitFailed", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})"
+            )
         raise
     return _answer(request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=submitted.model_dump_json()), "submitted")
 
@@ -120,6 +125,18 @@ def _execution_running(execution_arn: str) -> bool:
             return False
         raise
     return status == "RUNNING"
+
+
+def _still_waits(token: str) -> bool:
+    """A heartbeat on the token tells whether this very task still waits: a redelivered message whose task was
+    already answered (the execution moved on) must never pay again."""
+    try:
+        client("stepfunctions").send_task_heartbeat(taskToken=token)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in _GONE:
+            return False
+        raise
+    return True
 
 
 def _answer(request: SubmitRequest, send: Any, outcome: str) -> str:

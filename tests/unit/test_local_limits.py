@@ -1,0 +1,401 @@
+"""Local mode's Lambda limits (timeout, memory, payloads) and AWS's own faults, as a handler and its caller see them."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from img2video_local.aws_faults import AwsFaults, FaultSpecError, current_function, install_hooks, uninstall_hooks
+from img2video_local.lambda_server import (
+    OUT_OF_MEMORY,
+    RUNTIME_BASELINE_MIB,
+    TIMED_OUT,
+    LambdaError,
+    LocalFunctions,
+    start_invoke_server,
+)
+from img2video_local.template import REGION, FunctionSpec
+from moto import mock_aws
+
+BUCKET = "limits-test-bucket"
+S3_FAILURES = {"SlowDown", "InternalError", "EndpointConnectionError"}
+
+HANDLERS = '''
+import json
+import time
+
+import boto3
+import requests
+from botocore.exceptions import ClientError
+
+
+def sleeper(event, context):
+    """Sleeps past its timeout, then tries to change the world."""
+    time.sleep(event["sleep"])
+    seen = {}
+    try:
+        boto3.client("s3", region_name="us-east-1").put_object(Bucket=event["bucket"], Key="late", Body=b"x")
+        seen["s3"] = "ok"
+    except BaseException as exc:
+        seen["s3"] = type(exc).__name__
+    try:
+        requests.get("http://127.0.0.1:9/", timeout=1)
+        seen["http"] = "ok"
+    except BaseException as exc:
+        seen["http"] = type(exc).__name__
+    with open(event["report"], "w") as handle:
+        json.dump(seen, handle)
+    return seen
+
+
+def remaining(event, context):
+    return context.get_remaining_time_in_millis()
+
+
+def hog(event, context):
+    blocks = []
+    for _ in range(event["mib"]):
+        blocks.append(bytearray(1 << 20))
+        time.sleep(event.get("pause", 0))
+    return len(blocks)
+
+
+def unserializable(event, context):
+    return {1, 2}
+
+
+def failing(event, context):
+    raise ValueError("bad input")
+
+
+def s3_calls(event, context):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    outcomes = []
+    for index in range(event["calls"]):
+        try:
+            s3.put_object(Bucket=event["bucket"], Key=f"k{index}", Body=b"x")
+            outcomes.append("ok")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    return outcomes
+'''
+
+
+def _spec(code: Path, logical: str, handler: str, timeout: int = 30, memory: int = 128) -> FunctionSpec:
+    return FunctionSpec(logical_id=logical, code_uri=code, handler=f"app.{handler}", environment={}, timeout=timeout, memory=memory)
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(textwrap.dedent(HANDLERS), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def functions(code: Path) -> Iterator[LocalFunctions]:
+    specs = [
+        _spec(code, "SleepFunction", "sleeper", timeout=1),
+        _spec(code, "ClockFunction", "remaining", timeout=30),
+        _spec(code, "HogFunction", "hog", memory=128),
+        _spec(code, "MarshalFunction", "unserializable"),
+        _spec(code, "FailingFunction", "failing"),
+        _spec(code, "StoreFunction", "s3_calls"),
+    ]
+    local = LocalFunctions({spec.logical_id: spec for spec in specs}, time_scale=0.1)
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _wait_for(path: Path, seconds: float = 5) -> dict[str, str]:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _exists(s3: Any, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=BUCKET, Key=key)
+    except ClientError:
+        return False
+    return True
+
+
+# -- timeout ------------------------------------------------------------------------------------------
+
+
+def test_a_handler_past_its_timeout_is_abandoned_and_frozen(functions: LocalFunctions, s3: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    started = time.monotonic()
+    with pytest.raises(LambdaError) as raised:
+        functions.invoke("SleepFunction", {"sleep": 1.0, "bucket": BUCKET, "report": str(report)})
+
+    assert time.monotonic() - started < 0.8  # 1 s scaled by 0.1, not the handler's 1 s
+    assert raised.value.error_type == TIMED_OUT == "Sandbox.Timedout"
+    assert re.fullmatch(r"RequestId: [0-9a-f-]{36} Error: Task timed out after 1\.00 seconds", str(raised.value))
+    # The abandoned thread wakes up later: its AWS and HTTP calls raise, and nothing reaches moto.
+    assert _wait_for(report) == {"s3": "InvocationAbandoned", "http": "InvocationAbandoned"}
+    assert not _exists(s3, "late")
+
+
+def test_the_context_counts_down_from_the_scaled_timeout(functions: LocalFunctions) -> None:
+    remaining = functions.invoke("ClockFunction", {})
+
+    assert 2000 < remaining <= 3000  # 30 s scaled by 0.1
+
+
+# -- memory -------------------------------------------------------------------------------------------
+
+
+def test_a_handler_over_its_memory_is_killed(functions: LocalFunctions) -> None:
+    with pytest.raises(LambdaError) as raised:
+        functions.invoke("HogFunction", {"mib": 128 - RUNTIME_BASELINE_MIB + 10})
+
+    assert raised.value.error_type == OUT_OF_MEMORY == "Runtime.OutOfMemory"
+    assert re.fullmatch(r"RequestId: [0-9a-f-]{36} Error: Runtime exited with error: signal: killed", str(raised.value))
+    assert functions.peak_memory_mib["HogFunction"] > 128
+
+
+def test_a_handler_growing_past_its_memory_is_stopped_while_it_runs(functions: LocalFunctions) -> None:
+    started = time.monotonic()
+    with pytest.raises(LambdaError, match="signal: killed"):
+        functions.invoke("HogFunction", {"mib": 100, "pause": 0.01})  # would take over 1 s to finish
+
+    assert time.monotonic() - started < 0.8
+    for thread in threading.enumerate():  # let the abandoned handler finish and free its memory
+        if thread.name == "lambda-HogFunction":
+            thread.join(timeout=2)
+
+
+def test_a_handler_within_its_limits_returns_and_its_peak_is_recorded(functions: LocalFunctions) -> None:
+    assert functions.invoke("HogFunction", {"mib": 10}) == 10
+
+    assert functions.invocations["HogFunction"] == 1
+    assert RUNTIME_BASELINE_MIB + 10 <= functions.peak_memory_mib["HogFunction"] < 128
+
+
+# -- what the caller gets back ------------------------------------------------------------------------
+
+
+def test_a_handler_error_reaches_the_caller_and_the_hook(code: Path) -> None:
+    seen: list[tuple[str, Any, BaseException | None]] = []
+    spec = _spec(code, "FailingFunction", "failing")
+    local = LocalFunctions({"FailingFunction": spec}, on_invoke=lambda name, event, result, error: seen.append((name, result, error)))
+    try:
+        with pytest.raises(ValueError, match="bad input"):
+            local.invoke("FailingFunction", {})
+    finally:
+        local.close()
+
+    assert [(name, type(error).__name__) for name, _, error in seen] == [("FailingFunction", "ValueError")]
+
+
+def test_a_result_lambda_cannot_serialize_is_a_marshal_error(functions: LocalFunctions) -> None:
+    with pytest.raises(LambdaError) as raised:
+        functions.invoke("MarshalFunction", {})
+
+    assert raised.value.error_type == "Runtime.MarshalError"
+
+
+def test_the_invoke_api_reports_limits_as_lambda_does(functions: LocalFunctions, tmp_path: Path) -> None:
+    server, url = start_invoke_server(functions)
+    try:
+        client = boto3.client("lambda", region_name=REGION, endpoint_url=url)
+        name = functions.specs["SleepFunction"].name
+        event = {"sleep": 0.2, "bucket": BUCKET, "report": str(tmp_path / "r.json")}
+
+        answer = client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+        payload = json.loads(answer["Payload"].read())
+        assert answer["FunctionError"] == "Unhandled"
+        assert payload["errorType"] == "Sandbox.Timedout"
+        assert payload["errorMessage"].endswith("Error: Task timed out after 1.00 seconds")
+
+        with pytest.raises(ClientError) as raised:
+            client.invoke(FunctionName=name, Payload=json.dumps({"blob": "x" * (6 * 1024 * 1024)}).encode())
+        assert raised.value.response["Error"]["Code"] == "RequestTooLargeException"
+        assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+        _wait_for(tmp_path / "r.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- AWS faults ---------------------------------------------------------------------------------------
+
+
+def _store(functions: LocalFunctions, calls: int) -> list[str]:
+    outcomes: list[str] = functions.invoke("StoreFunction", {"bucket": BUCKET, "calls": calls})
+    return outcomes
+
+
+def test_once_fails_the_first_call_only(functions: LocalFunctions, s3: Any) -> None:
+    with AwsFaults.parse("StoreFunction:s3.PutObject:once", seed=1) as faults:
+        outcomes = _store(functions, 3)
+
+    assert outcomes[0] in S3_FAILURES and outcomes[1:] == ["ok", "ok"]
+    assert faults.fired == {("StoreFunction", "s3.PutObject", "once"): 1}
+    assert not _exists(s3, "k0") and _exists(s3, "k1")
+
+
+def test_times_fails_that_many_calls(functions: LocalFunctions, s3: Any) -> None:
+    with AwsFaults.parse("StoreFunction:s3.PutObject:times=2", seed=1) as faults:
+        outcomes = _store(functions, 3)
+
+    assert set(outcomes[:2]) <= S3_FAILURES and outcomes[2] == "ok"
+    assert faults.fired[("StoreFunction", "s3.PutObject", "times=2")] == 2
+
+
+def test_always_fails_every_call_with_wildcards(functions: LocalFunctions, s3: Any) -> None:
+    with AwsFaults.parse("*:s3.Put*:always", seed=3):
+        outcomes = _store(functions, 4)
+
+    assert set(outcomes) <= S3_FAILURES
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_a_rate_with_a_seed_fails_the_same_calls_every_run(functions: LocalFunctions, s3: Any) -> None:
+    runs = []
+    for _ in range(2):
+        with AwsFaults.parse("StoreFunction:s3.*:rate=0.5", seed=7) as faults:
+            outcomes = _store(functions, 20)
+        failed = [outcome != "ok" for outcome in outcomes]
+        assert sum(failed) == faults.fired[("StoreFunction", "s3.PutObject", "rate=0.5")]
+        runs.append(failed)
+
+    assert runs[0] == runs[1]
+    assert 0 < sum(runs[0]) < 20
+
+
+def test_lost_does_the_work_but_the_answer_never_arrives(functions: LocalFunctions, s3: Any) -> None:
+    with AwsFaults.parse("StoreFunction:s3.PutObject:lost") as faults:
+        outcomes = _store(functions, 1)
+
+    assert outcomes == ["ReadTimeoutError"]
+    assert _exists(s3, "k0")
+    assert faults.fired == {("StoreFunction", "s3.PutObject", "lost"): 1}
+
+
+def test_rules_for_other_functions_and_calls_outside_invocations_are_never_faulted(functions: LocalFunctions, s3: Any) -> None:
+    with AwsFaults.parse("PublishFunction:s3.*:always;*:s3.*:lost-always") as faults:
+        faults.rules.pop()  # keep only the rule for another function, and check the direct call below
+        assert _store(functions, 2) == ["ok", "ok"]
+    with AwsFaults.parse("*:*.*:always") as faults:
+        s3.put_object(Bucket=BUCKET, Key="direct", Body=b"x")
+        assert current_function() is None
+
+    assert _exists(s3, "direct")
+    assert not faults.fired
+
+
+def test_a_failure_looks_like_botocore_after_its_retries() -> None:
+    faults = AwsFaults.parse("*:s3.PutObject:always", seed=0)
+    client = boto3.client("s3", region_name=REGION)
+    errors = [
+        fault.failure(client, "PutObject") for fault in (faults.decide("StoreFunction", "s3", "PutObject") for _ in range(30)) if fault
+    ]
+
+    client_errors = [error for error in errors if isinstance(error, ClientError)]
+    assert {error.response["Error"]["Code"] for error in client_errors} == {"SlowDown", "InternalError"}
+    assert all("(reached max retries: 2)" in str(error) for error in client_errors)
+    assert any(type(error).__name__ == "EndpointConnectionError" for error in errors)
+
+
+def test_the_briefs_example_spec_parses() -> None:
+    spec = (
+        "StoreFunction:s3.UploadPart:once;PublishFunction:sns.Publish:lost;*:dynamodb.*:rate=0.05;"
+        "AcceptFunction:s3.GetObject:times=3;*:secretsmanager.GetSecretValue:always"
+    )
+    rules = AwsFaults.parse(spec, seed=7).rules
+
+    assert [(rule.function, rule.service, rule.operation, rule.mode) for rule in rules] == [
+        ("StoreFunction", "s3", "UploadPart", "once"),
+        ("PublishFunction", "sns", "Publish", "lost"),
+        ("*", "dynamodb", "*", "rate=0.05"),
+        ("AcceptFunction", "s3", "GetObject", "times=3"),
+        ("*", "secretsmanager", "GetSecretValue", "always"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "StoreFunction:s3.PutObject",
+        "Store-Function:s3.PutObject:once",
+        "StoreFunction:s3:once",
+        "StoreFunction:dynamo.PutItem:once",
+        "StoreFunction:s3.putObject:once",
+        "StoreFunction:s3.PutObject:twice",
+        "StoreFunction:s3.PutObject:rate=1.5",
+        "StoreFunction:s3.PutObject:times=0",
+        "StoreFunction:s3.PutObject:lost-",
+    ],
+)
+def test_a_bad_spec_is_refused_clearly(spec: str) -> None:
+    with pytest.raises(FaultSpecError, match="fault rule") as raised:
+        AwsFaults.parse(spec)
+
+    assert isinstance(raised.value, ValueError)
+
+
+# -- message size limits ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def limits() -> Iterator[None]:
+    with mock_aws():
+        install_hooks()
+        try:
+            yield
+        finally:
+            uninstall_hooks()
+
+
+def _code(call: Any) -> str:
+    with pytest.raises(ClientError) as raised:
+        call()
+    code: str = raised.value.response["Error"]["Code"]
+    return code
+
+
+def test_sns_counts_bytes_and_attributes_against_256_kib(limits: None) -> None:
+    sns = boto3.client("sns", region_name=REGION)
+    topic = sns.create_topic(Name="limits")["TopicArn"]
+    attribute = {"note": {"DataType": "String", "StringValue": "v" * 1000}}
+
+    assert _code(lambda: sns.publish(TopicArn=topic, Message="é" * 140_000)) == "InvalidParameter"  # 280,000 bytes
+    assert _code(lambda: sns.publish(TopicArn=topic, Message="a" * 262_000, MessageAttributes=attribute)) == "InvalidParameter"
+    sns.publish(TopicArn=topic, Message="a" * 261_000, MessageAttributes=attribute)
+
+
+def test_sqs_counts_bytes_and_attributes_against_the_queues_maximum(limits: None) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    small = sqs.create_queue(QueueName="limits-256", Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
+    default = sqs.create_queue(QueueName="limits-default")["QueueUrl"]
+    attribute = {"note": {"DataType": "String", "StringValue": "v" * 1000}}
+
+    assert (
+        _code(lambda: sqs.send_message(QueueUrl=small, MessageBody="a" * 262_000, MessageAttributes=attribute)) == "InvalidParameterValue"
+    )
+    assert _code(lambda: sqs.send_message(QueueUrl=default, MessageBody="é" * 600_000)) == "InvalidParameterValue"  # 1.2 MB
+    sqs.send_message(QueueUrl=small, MessageBody="a" * 261_000, MessageAttributes=attribute)
+    sqs.send_message(QueueUrl=default, MessageBody="a" * 600_000)  # AWS's default maximum is 1 MiB since 2025
