@@ -435,11 +435,12 @@ def test_a_client_given_a_key_does_not_look_for_another(client: NovitaClient, mo
 def test_refresh_bypasses_the_powertools_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[dict[str, Any]] = []
 
-    def get_secret(name: str, **kwargs: Any) -> str:
-        asked.append({"name": name, **kwargs})
-        return " sk-plain-text-key \n"
+    class Provider:
+        def get(self, name: str, **kwargs: Any) -> str:
+            asked.append({"name": name, **kwargs})
+            return " sk-plain-text-key \n"
 
-    monkeypatch.setattr(parameters, "get_secret", get_secret)
+    monkeypatch.setattr(novita, "_secrets_provider", lambda: Provider())
     assert novita.load_api_key("s") == "sk-plain-text-key"
     assert novita.load_api_key("s", refresh=True) == "sk-plain-text-key"
     assert [a["force_fetch"] for a in asked] == [False, True] and all(a["max_age"] == 300 for a in asked)

@@ -143,6 +143,9 @@ def reset() -> None:
     """Forget cached clients and settings (tests and the local runtime change the environment)."""
     client.cache_clear()
     transfer_client.cache_clear()
+    from img2video import novita
+
+    getattr(novita._secrets_provider, "cache_clear", lambda: None)()  # tests may stand a fake in its place
     presigner.cache_clear()
     idempotency_store.cache_clear()
     get_settings.cache_clear()

@@ -348,11 +348,19 @@ class NovitaClient:
             raise ProviderUnavailable(f"Novita's task result for {task_id} has an unexpected shape") from None
 
 
-def load_api_key(secret_id: str, refresh: bool = False) -> str:
-    """The key from Secrets Manager, plain text or {"api_key": "..."}: cached by Powertools, or read afresh on `refresh`."""
+@lru_cache(maxsize=1)
+def _secrets_provider() -> Any:
+    """Powertools' secrets cache over our own client, so the read has the same bounded timeouts and retries as every AWS call."""
     from aws_lambda_powertools.utilities import parameters
 
-    value = str(parameters.get_secret(secret_id, max_age=300, force_fetch=refresh))
+    from img2video.clients import client
+
+    return parameters.SecretsProvider(boto3_client=client("secretsmanager"))
+
+
+def load_api_key(secret_id: str, refresh: bool = False) -> str:
+    """The key from Secrets Manager, plain text or {"api_key": "..."}: cached by Powertools, or read afresh on `refresh`."""
+    value = str(_secrets_provider().get(secret_id, max_age=300, force_fetch=refresh))
     try:
         data = json.loads(value)
     except ValueError:

@@ -94,7 +94,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
 def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
     """Pay for the job once, if its execution still waits for it; answer the execution either way."""
     settings = get_settings()
-    if not _execution_running(request.execution) or not _still_waits(request.token):
+    if not _execution_running(request.execution):
         logger.info("Execution is no longer running; nothing is submitted", extra={"execution": request.execution})
         metrics.add_metric(name="SubmitSkippedNotRunning", unit=MetricUnit.Count, value=1)
         return "skipped"
@@ -125,18 +125,6 @@ def _execution_running(execution_arn: str) -> bool:
             return False
         raise
     return status == "RUNNING"
-
-
-def _still_waits(token: str) -> bool:
-    """A heartbeat on the token tells whether this very task still waits: a redelivered message whose task was
-    already answered (the execution moved on) must never pay again."""
-    try:
-        client("stepfunctions").send_task_heartbeat(taskToken=token)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in _GONE:
-            return False
-        raise
-    return True
 
 
 def _answer(request: SubmitRequest, send: Any, outcome: str) -> str:
