@@ -15,6 +15,12 @@ from img2video_local.emulator import EmulatorConfig, Faults
 from img2video_local.runtime import LocalPipeline
 
 DEFAULT_FAULTS = "429=0.15,5xx=0.08,slow=0.1,slow_seconds=0.3,fail=0.1,hang=0.05,expire=0.15,truncate=0.15,dup=0.25"
+# AWS's own faults, in every function's calls: failures after botocore's retries, and answers lost after the work was done.
+DEFAULT_AWS_FAULTS = (
+    "*:s3.*:rate=0.02;*:sns.Publish:rate=0.05;*:sns.Publish:lost-rate=0.03;*:dynamodb.*:rate=0.02;"
+    "*:stepfunctions.*:rate=0.02;*:stepfunctions.SendTaskSuccess:lost-rate=0.05;*:secretsmanager.*:rate=0.05;*:sqs.SendMessage:rate=0.02;"
+    "*:s3.CompleteMultipartUpload:lost-rate=0.05"
+)
 # Local parameters for a chaos run: hung tasks give up after 20 s, and a missing sidecar after 3 s.
 CHAOS_PARAMETERS = {"MaxWaitMinutes": "0.34", "SidecarGraceSeconds": "3", "PollMaxSeconds": "3"}
 BAD_SIDECAR = b'{"prompt": "x", "durration": 5}'
@@ -38,6 +44,8 @@ class ChaosReport:
     violations: list[str] = field(default_factory=list)
     checks: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (passed, total)
     emulator: dict[str, int] = field(default_factory=dict)
+    aws_faults: Counter[str] = field(default_factory=Counter)  # "service.Operation mode" → times it fired
+    deliveries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -50,6 +58,10 @@ class ChaosReport:
         lines += ["", f"{'outcome':<40} {'jobs':>6}", "-" * 47]
         lines += [f"{name:<40} {count:>6}" for name, count in sorted(self.outcomes.items())]
         lines += ["", "emulator: " + ", ".join(f"{k}={v}" for k, v in self.emulator.items())]
+        lines += [f"notice deliveries: {self.deliveries} for {self.jobs} jobs (a lost publish answer re-sends the same notice)"]
+        if self.aws_faults:
+            lines += ["", f"{'AWS fault fired':<58} {'times':>6}", "-" * 65]
+            lines += [f"{name:<58} {count:>6}" for name, count in sorted(self.aws_faults.items())]
         if self.violations:
             lines += ["", "VIOLATIONS:"] + [f"  - {v}" for v in self.violations[:50]]
         return "\n".join(lines)
@@ -88,17 +100,31 @@ def plan_jobs(count: int, rng: random.Random) -> list[JobPlan]:
     return plans
 
 
+def _video_key_of(local: LocalPipeline, notice: dict[str, Any]) -> str:
+    """Where the job's video would be: the execution input names it (jobs refused at acceptance have none)."""
+    try:
+        arn = f"{local.stack.id('VideoJobStateMachine').replace(':stateMachine:', ':execution:')}:{notice['job_id']}"
+        return str(json.loads(local.sfn.describe_execution(executionArn=arn)["input"])["job"]["video_key"])
+    except Exception:
+        return ""
+
+
 def _check(report: ChaosReport, name: str, results: list[tuple[bool, str]]) -> None:
     report.checks[name] = (sum(ok for ok, _ in results), len(results))
     report.violations += [f"{name}: {why}" for ok, why in results if not ok]
 
 
-def run_chaos(jobs: int = 200, seed: int = 7, faults: str = DEFAULT_FAULTS, timeout: float = 600) -> ChaosReport:
+def run_chaos(
+    jobs: int = 200, seed: int = 7, faults: str = DEFAULT_FAULTS, timeout: float = 600, aws_faults: str = DEFAULT_AWS_FAULTS
+) -> ChaosReport:
     rng = random.Random(seed)
     plans = plan_jobs(jobs, rng)
     config = EmulatorConfig(generation_seconds=2, queue_seconds=0.5, fps=4, render_workers=2, faults=Faults.parse(f"{faults},seed={seed}"))
     started = time.monotonic()
-    with LocalPipeline(parameters=CHAOS_PARAMETERS, emulator_config=config) as local:
+    # time_scale shrinks the state machine's Retry backoff so AWS faults cost seconds, not minutes
+    with LocalPipeline(
+        parameters=CHAOS_PARAMETERS, emulator_config=config, aws_faults=aws_faults, aws_faults_seed=seed, time_scale=0.25
+    ) as local:
         uploads: list[tuple[str, bytes]] = []
         for plan in plans:
             pair = [(plan.image_key, plan.image)]
@@ -114,6 +140,8 @@ def run_chaos(jobs: int = 200, seed: int = 7, faults: str = DEFAULT_FAULTS, time
         local.wait_for_notices({"(late duplicates)"}, 5)  # a second notice for any job would arrive by now
         report = ChaosReport(jobs=jobs, seconds=time.monotonic() - started)
         _verify(report, local, plans, uploads, etags)
+        for (_function, call, mode), count in local.faults.fired.items():
+            report.aws_faults[f"{call} {mode}"] += count
     return report
 
 
@@ -121,12 +149,30 @@ def _verify(
     report: ChaosReport, local: LocalPipeline, plans: list[JobPlan], uploads: list[tuple[str, bytes]], etags: dict[str, str]
 ) -> None:
     notices: dict[str, list[dict[str, Any]]] = {}
-    for received in local.notices:
-        notices.setdefault(received.notice["source"]["key"], []).append(received.notice)
+    report.deliveries = len(local.notices)
+    for received in local.notices:  # one per notice_id: a publish whose answer was lost re-sends the very same notice
+        same = [n for n in notices.get(received.notice["source"]["key"], []) if n["notice_id"] == received.notice["notice_id"]]
+        if same and same[0] != received.notice:
+            report.violations.append(f"{received.notice['notice_id']} was delivered with different contents")
+        if not same:
+            notices.setdefault(received.notice["source"]["key"], []).append(received.notice)
     _check(
         report,
         "every job has exactly one terminal notice",
         [(len(notices.get(p.image_key, [])) == 1, f"{p.image_key}: {len(notices.get(p.image_key, []))} notices") for p in plans],
+    )
+    stored_keys = {item["Key"] for item in local.s3.list_objects_v2(Bucket=local.output_bucket).get("Contents", [])}
+    _check(
+        report,
+        "no stored video was reported as failed",
+        [
+            (
+                not (n["event"] == "video.failed" and (n.get("request") or {}) and _video_key_of(local, n) in stored_keys),
+                f"{key}: stored, yet failed",
+            )
+            for key, found in notices.items()
+            for n in found
+        ],
     )
 
     submissions = Counter(unquote(s["image"].split("/", 1)[1]) for s in local.emulator.submissions)
