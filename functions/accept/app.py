@@ -14,11 +14,16 @@ from img2video.settings import get_settings
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+started: list[str] = []  # the records this invocation has started
+
+
 def record_handler(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    if remaining_seconds() < ACCEPT_RECORD_WORST_SECONDS and receive_count < get_settings().max_receive_count:
-        # never start a record that might not finish before the timeout: it comes back with the next delivery
+    if started and remaining_seconds() < ACCEPT_RECORD_WORST_SECONDS and receive_count < get_settings().max_receive_count:
+        # never start another record that might not finish before the timeout (the first always fits):
+        # it comes back with the next delivery
         raise TimeoutError("not enough time left in this invocation for another upload")
+    started.append(record.message_id)
     for trigger in triggers_from_body(record.body):
         handle_trigger(trigger, receive_count)
 
@@ -28,5 +33,6 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_lambda_context(context)
+    started.clear()
     get_settings()  # a misconfigured stack fails here, loudly, before any record is touched
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

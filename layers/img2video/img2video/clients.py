@@ -36,7 +36,7 @@ def worst_case_seconds(read_timeout: float = AWS_READ_TIMEOUT) -> float:
 AWS_CALL_WORST_SECONDS = worst_case_seconds()
 
 _CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": AWS_ATTEMPTS}, connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=AWS_READ_TIMEOUT
+    retries={"mode": "standard", "total_max_attempts": AWS_ATTEMPTS}, connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=AWS_READ_TIMEOUT
 )
 _TRANSFER_CONFIG = _CONFIG.merge(Config(read_timeout=TRANSFER_READ_TIMEOUT))
 

@@ -12,6 +12,7 @@ class PipelineError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after: float | None = None  # seconds, when the provider said when to come back
 
 
 # Input problems: the user can fix these; they never reach the provider.

@@ -218,7 +218,9 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None, 
     text = f"{_WHAT_HAPPENED[kind]} (HTTP {status}): {message}"
     if kind is ProviderThrottled:
         return ProviderThrottled(text, parse_retry_after(retry_after))
-    return kind(text)
+    error = kind(text)
+    error.retry_after = parse_retry_after(retry_after)  # a 503 may say when to come back, too
+    return error
 
 
 def scrub(text: str, *secrets: str) -> str:

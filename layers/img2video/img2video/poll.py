@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from aws_lambda_powertools.metrics import MetricUnit
 
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError, ProviderFailed, ProviderThrottled, ProviderTimeout
+from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
@@ -33,8 +35,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
             raise
         logger.warning("Poll saw a passing provider fault", extra={"task_id": task_id, "error": exc.message, "polls": polls})
         _give_up_if_late(remaining, polls, state, f"Novita did not answer the last poll: {exc.message}")
-        retry_after = exc.retry_after if isinstance(exc, ProviderThrottled) else None
-        wait = max(policy.next_wait(state.poll.wait_seconds), int(retry_after or 0))
+        wait = max(policy.next_wait(state.poll.wait_seconds), math.ceil(exc.retry_after or 0))
         return state.poll.model_copy(
             update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message}
         )

@@ -143,4 +143,3 @@ def tag_source(bucket: str, key: str, state: JobState, job_id: str) -> None:
         s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tags})
     except Exception as exc:  # a tag is a courtesy: no AWS fault here may turn into a second notice
         logger.warning("Could not tag the source image", extra={"key": key, "error": type(exc).__name__})
-

@@ -23,7 +23,16 @@ def store_video(state: ExecutionState) -> Stored:
     """Put the video and its manifest in S3. Each part is skipped when a previous attempt already finished it."""
     settings = get_settings()
     job, task_id = state.job, state.task_id or ""
-    stored = _already_stored(settings.output_bucket, job.video_key, job.manifest_key, job.job_id, task_id)
+    stored, written = _already_stored(settings.output_bucket, job.video_key, job.manifest_key, job.job_id, task_id)
+    if stored is not None and written is not None:  # both parts done by an earlier try: nothing to redo
+        logger.info("Video and manifest already stored by an earlier attempt", extra={"key": job.video_key})
+        return Stored(
+            video_key=job.video_key,
+            manifest_key=job.manifest_key,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            stored_at=str(written.get("timings", {}).get("stored") or ""),
+        )
     provider_seed: Any = None
     if stored is None:
         novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
@@ -63,23 +72,26 @@ def store_video(state: ExecutionState) -> Stored:
     )
 
 
-def _already_stored(bucket: str, video_key: str, manifest_key: str, job_id: str, task_id: str) -> StoredVideo | None:
-    """The video this job already put in S3 (a completed multipart upload is all or nothing), with its size and hash."""
+def _already_stored(
+    bucket: str, video_key: str, manifest_key: str, job_id: str, task_id: str
+) -> tuple[StoredVideo | None, dict[str, Any] | None]:
+    """The video this job already put in S3 (a completed multipart upload is all or nothing), with its size and hash,
+    and its manifest when that was written too."""
     s3 = client("s3")
     try:
         head = s3.head_object(Bucket=bucket, Key=video_key)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-            return None
+            return None, None
         raise
     if head.get("Metadata", {}).get("job-id") != job_id or head.get("Metadata", {}).get("task-id") != task_id:
-        return None  # an older job's video under the same name: this job's replaces it
+        return None, None  # an older job's video under the same name: this job's replaces it
     size = int(head["ContentLength"])
     try:
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         video = manifest.get("video", {})
         if manifest.get("job_id") == job_id and video.get("size_bytes") == size and video.get("sha256"):
-            return StoredVideo(size_bytes=size, sha256=str(video["sha256"]))
+            return StoredVideo(size_bytes=size, sha256=str(video["sha256"])), manifest
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
             raise
@@ -88,7 +100,7 @@ def _already_stored(bucket: str, video_key: str, manifest_key: str, job_id: str,
     body = transfer_client().get_object(Bucket=bucket, Key=video_key)["Body"]
     for chunk in iter(lambda: body.read(CHUNK_SIZE), b""):
         digest.update(chunk)
-    return StoredVideo(size_bytes=size, sha256=digest.hexdigest())
+    return StoredVideo(size_bytes=size, sha256=digest.hexdigest()), None
 
 
 def _manifest(state: ExecutionState, stored: StoredVideo, provider_seed: Any) -> dict[str, Any]:

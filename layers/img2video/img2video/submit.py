@@ -10,17 +10,23 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from img2video.clients import client, once_per, presigner
+from img2video.clients import AWS_CALL_WORST_SECONDS, client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError, ProviderThrottled
+from img2video.errors import PipelineError
 from img2video.images import HEAD_BYTES, sniff_image_type
 from img2video.jobs import Job, PollRecord, Submitted
-from img2video.novita import NovitaClient
+from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
 from img2video.settings import Settings, get_settings
 from img2video.transient import describe, is_transient
 from img2video.wait_policy import policy_for
+
+# From the start of a message to its answer, at worst: the execution check, the idempotency record (2),
+# two key reads, up to eleven inline images (3 S3 calls each), the record's update, the answer and a re-send,
+# plus both POST attempts (a refused key is re-read and tried once more). One message per invocation, so this
+# is the whole invocation: tests/unit/test_budgets.py checks it fits the function's timeout.
+SUBMIT_WORST_SECONDS = (8 + 3 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -102,8 +108,7 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
         submitted = submitted_output(request.job, submit_task(request.job, settings), settings)
     except PipelineError as exc:
         if exc.transient:
-            retry_after = exc.retry_after if isinstance(exc, ProviderThrottled) else None
-            return _retry_later(request, exc.message, retry_after, settings)
+            return _retry_later(request, exc.message, exc.retry_after, settings)
         return _answer_failure(request, type(exc).__name__, exc.message)
     except Exception as exc:
         if is_transient(exc):  # AWS faults, or another delivery holding the job's record: look again later

@@ -1,0 +1,294 @@
+"""Every function's slowest run fits its Lambda timeout, and every timeout fits its state's TimeoutSeconds.
+
+A function killed by its timeout is not an error it can name: a Submit killed after its POST and before its
+idempotency record is saved would pay again on the next delivery; a Poll or Publish killed by Lambda turns into
+a generic retry instead of the named error the state machine routes. So each function's worst case is the sum of
+the calls its code makes, in order, each at its own worst:
+
+- an AWS call: clients.AWS_CALL_WORST_SECONDS (every attempt timing out on connect and read, plus botocore's sleeps);
+- an S3 part or a stored video read through the transfer client: clients.worst_case_seconds(TRANSFER_READ_TIMEOUT);
+- a Novita call: novita.worst_case_seconds(method, key_refresh=True) (one attempt, and one more after a refused key);
+- the video's first byte: one connect and one read timeout per hop, up to video_transfer.MAX_REDIRECTS redirects.
+
+Bytes that flow at the network's pace (an inline image written into the POST body, the video's body) are bounded
+per read, not in total, and are left out, as novita.worst_case_seconds says. The tables below were counted by reading
+each step's code; when the code changes, count again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.client
+import pytest
+from img2video import accept, clients, novita, video_transfer
+from img2video.sidecar import MAX_EXTRA_IMAGES
+from img2video_local.template import REPO_ROOT, load_template
+from moto import mock_aws
+
+AWS = clients.AWS_CALL_WORST_SECONDS
+TRANSFER = clients.worst_case_seconds(clients.TRANSFER_READ_TIMEOUT)
+NOVITA_POST = novita.worst_case_seconds("POST", key_refresh=True)
+NOVITA_GET = novita.worst_case_seconds("GET", key_refresh=True)
+VIDEO_FIRST_BYTE = (video_transfer.MAX_REDIRECTS + 1) * sum(video_transfer.TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Call:
+    what: str  # the call(s)
+    where: str  # the code that makes them
+    count: int
+    each: float  # worst seconds of one
+
+    @property
+    def seconds(self) -> float:
+        return self.count * self.each
+
+
+def total(calls: list[Call]) -> float:
+    return sum(call.seconds for call in calls)
+
+
+def table(calls: list[Call]) -> str:
+    rows = [f"  {c.count:>2} x {c.each:6.2f} s = {c.seconds:7.2f} s  {c.what}  ({c.where})" for c in calls]
+    return "\n".join([*rows, f"  total {total(calls):.2f} s"])
+
+
+# -- the shared pieces ---------------------------------------------------------------------------------------
+# Powertools idempotency (clients.once_per): a conditional PutItem, then UpdateItem (result saved), GetItem (the record
+# was there and the failed put did not return it) or DeleteItem (the function raised): two calls whichever way.
+IDEMPOTENT = 2
+SECRET = Call("secretsmanager:GetSecretValue, and again after Novita refused the key", "novita.load_api_key via _fresh_key", 2, AWS)
+# publish.publish_notice: the decision, the publish, the image's tag
+NOTICE = [
+    Call("dynamodb: the notice decided once per job id", "publish._decide (once_per)", IDEMPOTENT, AWS),
+    Call("dynamodb: the notice published once per notice id", "publish._publish_once (once_per)", IDEMPOTENT, AWS),
+    Call("sns:Publish", "publish._publish_once", 1, AWS),
+    Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS),
+]
+
+# -- Submit (one SubmitQueue message per invocation) ----------------------------------------------------------
+SUBMIT_URL = [
+    Call("states:DescribeExecution", "submit._execution_running", 1, AWS),
+    Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
+    SECRET,
+    Call("POST the task (presigned image URLs are signed locally, no call)", "NovitaClient.submit", 1, NOVITA_POST),
+    Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),
+]
+
+
+def inline_images(images: int) -> list[Call]:
+    """What each image sent inline adds (off_peak jobs with image_transport auto, or data)."""
+    return [
+        Call("s3:GetObject of the first bytes (the type), per image", "submit.image_reference", images, AWS),
+        Call("s3:HeadObject (the size), per image", "submit.image_reference", images, AWS),
+        Call("s3:GetObject of the image, per image and POST attempt", "InlineImage.open in request_body._encoded", 2 * images, AWS),
+    ]
+
+
+# -- Poll --------------------------------------------------------------------------------------------------
+POLL = [
+    SECRET,
+    Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
+]
+
+
+# -- Store -------------------------------------------------------------------------------------------------
+def store_fresh(parts: int) -> list[Call]:
+    """Nothing stored yet: the result, the video streamed in `parts` 8 MiB parts, the manifest."""
+    return [
+        Call("s3:HeadObject of the video (404)", "store._already_stored", 1, AWS),
+        SECRET,
+        Call("GET task-result (a fresh video URL)", "NovitaClient.task_result", 1, NOVITA_GET),
+        Call("the video's answer, each hop", "video_transfer._open", 1, VIDEO_FIRST_BYTE),
+        Call("s3:CreateMultipartUpload", "video_transfer.stream_video_to_s3", 1, TRANSFER),
+        Call("s3:UploadPart per 8 MiB", "video_transfer.stream_video_to_s3", parts, TRANSFER),
+        Call("s3:CompleteMultipartUpload, and AbortMultipartUpload if it failed", "video_transfer.stream_video_to_s3/_abort", 2, TRANSFER),
+        Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+    ]
+
+
+STORE_RESUMED = [
+    Call("s3:HeadObject of the video (this job's)", "store._already_stored", 1, AWS),
+    Call("s3:GetObject of the manifest (404)", "store._already_stored", 1, AWS),
+    Call("s3:GetObject of the stored video, hashed", "store._already_stored (transfer client)", 1, TRANSFER),
+    Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+]
+# -- Publish -----------------------------------------------------------------------------------------------
+PUBLISH_STATE = [Call("s3:GetObject of the manifest", "publish.stored_notice", 1, AWS), *NOTICE]
+PUBLISH_BACKSTOP = [
+    Call("states:DescribeExecution (the event carried no input)", "publish.publish_for_ended_execution", 1, AWS),
+    *PUBLISH_STATE,
+]
+
+
+# -- Accept (per record; the handler starts a record only with ACCEPT_RECORD_WORST_SECONDS left) ---------------
+def accept_path(*tail: Call, extra_images: int = 0) -> list[Call]:
+    """An image's record up to its outcome: listed (NFC and NFD when they differ), paired, validated."""
+    return [
+        Call("s3:ListObjectsV2, NFC and NFD prefixes", "accept._siblings", 2, AWS),
+        Call("s3:GetObject of the sidecar", "accept._accept", 1, AWS),
+        Call("s3:GetObject of the image's first and last bytes", "accept._validated_image", 2, AWS),
+        Call("s3:HeadObject + two ranged GetObject per extra image", "accept._extra_image_keys", 3 * extra_images, AWS),
+        *tail,
+    ]
+
+
+START = Call("states:StartExecution", "accept.start_execution", 1, AWS)
+TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS)
+ACCEPT_PATHS = {
+    "accepted": accept_path(START, TAG),
+    "awaiting its sidecar": [
+        Call("s3:ListObjectsV2, NFC and NFD prefixes", "accept._siblings", 2, AWS),
+        Call("sqs:SendMessage (the re-check)", "accept.requeue", 1, AWS),
+        TAG,
+    ],
+    "refused (a bad image after a good sidecar)": accept_path(*NOTICE),
+    "INTERNAL on the last delivery (StartExecution failed)": accept_path(START, *NOTICE),
+    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(START, TAG, extra_images=MAX_EXTRA_IMAGES),
+}
+
+
+# -- the stack's numbers --------------------------------------------------------------------------------------
+CFN = load_template()
+ASL = json.loads((REPO_ROOT / "statemachine/video_job.asl.json").read_text(encoding="utf-8"))
+
+
+def timeout(function: str) -> int:
+    props = CFN["Resources"][function]["Properties"]
+    return int(props.get("Timeout", CFN["Globals"]["Function"]["Timeout"]))
+
+
+def state_timeout(function: str) -> int:
+    """TimeoutSeconds of the Task state whose Resource is this function (through DefinitionSubstitutions)."""
+    substitutions = CFN["Resources"]["VideoJobStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    [name] = [key for key, value in substitutions.items() if value == {"Fn::GetAtt": [function, "Arn"]}]
+    [state] = [s for s in ASL["States"].values() if s.get("Resource") == "${" + name + "}"]
+    return int(state["TimeoutSeconds"])
+
+
+BUDGETS = {
+    ("SubmitFunction", "presigned image URL"): SUBMIT_URL,
+    ("SubmitFunction", "one image inline (off_peak)"): SUBMIT_URL + inline_images(1),
+    ("PollFunction", "one poll"): POLL,
+    ("StoreFunction", "a video of one 8 MiB part"): store_fresh(parts=1),
+    ("StoreFunction", "resumed: video stored, manifest missing"): STORE_RESUMED,
+    ("PublishFunction", "PublishNotice step"): PUBLISH_STATE,
+    ("PublishFunction", "EventBridge backstop"): PUBLISH_BACKSTOP,
+}
+
+
+@pytest.mark.parametrize(("function", "scenario"), list(BUDGETS), ids=[f"{f}: {s}" for f, s in BUDGETS])
+def test_the_worst_case_of_each_function_fits_its_timeout(function: str, scenario: str) -> None:
+    calls = BUDGETS[(function, scenario)]
+    assert total(calls) <= timeout(function), f"{function} ({scenario}) may outlive its {timeout(function)} s timeout:\n{table(calls)}"
+
+
+@pytest.mark.parametrize("function", ["PollFunction", "StoreFunction", "PublishFunction"])
+def test_each_function_times_out_before_its_state_does(function: str) -> None:
+    # the state must see the function's own error (or Lambda's timeout), never a States.Timeout of a still-running try
+    assert timeout(function) < state_timeout(function)
+
+
+def test_accept_starts_a_record_only_when_its_reserve_fits_the_timeout() -> None:
+    assert timeout("AcceptFunction") >= accept.ACCEPT_RECORD_WORST_SECONDS
+    assert total(ACCEPT_PATHS["accepted"]) <= accept.ACCEPT_RECORD_WORST_SECONDS
+
+
+def test_accepts_reserve_covers_every_path_of_one_record() -> None:
+    short = {name: total(calls) for name, calls in ACCEPT_PATHS.items() if total(calls) > accept.ACCEPT_RECORD_WORST_SECONDS}
+    assert not short, (
+        f"PRODUCT BUG (layers/img2video/img2video/accept.py, ACCEPT_RECORD_WORST_SECONDS = 9 AWS calls = "
+        f"{accept.ACCEPT_RECORD_WORST_SECONDS:g} s): these paths of one record make more calls, so the handler may start "
+        f"a record it cannot finish before the {timeout('AcceptFunction')} s timeout: "
+        + "; ".join(f"{name}: {seconds:g} s" for name, seconds in short.items())
+        + "\n"
+        + "\n".join(f"{name}:\n{table(ACCEPT_PATHS[name])}" for name in short)
+    )
+
+
+def test_an_off_peak_job_with_every_extra_image_a_sidecar_allows_fits_the_submit_timeout() -> None:
+    calls = SUBMIT_URL + inline_images(1 + MAX_EXTRA_IMAGES)
+    fitting = math.floor((timeout("SubmitFunction") - total(SUBMIT_URL)) / total(inline_images(1)))
+    assert total(calls) <= timeout("SubmitFunction"), (
+        f"PRODUCT BUG (layers/img2video/img2video/submit.py image_reference, template.yaml SubmitFunction Timeout): an "
+        f"off_peak job sends its image and up to {MAX_EXTRA_IMAGES} extra images inline, 4 S3 calls each, all before or "
+        f"during the one POST and with no check of the time left; at worst that is {total(calls):g} s against a "
+        f"{timeout('SubmitFunction')} s timeout (only {fitting} inline image(s) fit). A Submit killed after its POST and "
+        f"before the idempotency record is saved pays again on the next delivery.\n{table(calls)}"
+    )
+
+
+def test_a_store_fits_at_least_one_part_and_says_how_many() -> None:
+    fixed = total(store_fresh(parts=0))
+    parts = math.floor((timeout("StoreFunction") - fixed) / TRANSFER)
+    # Store is resumable (a stored video is never fetched again, an unfinished upload is aborted or expires),
+    # so a larger video whose every part is at its worst is retried by StoreVideo's Retry rather than lost.
+    assert parts >= 1, f"not even one 8 MiB part fits:\n{table(store_fresh(parts=1))}"
+
+
+def test_queues_give_each_delivery_six_times_its_functions_timeout() -> None:
+    for queue, function in (("SubmitQueue", "SubmitFunction"), ("UploadQueue", "AcceptFunction")):
+        visibility = CFN["Resources"][queue]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * timeout(function), (queue, visibility, timeout(function))
+
+
+# -- the per-call figures the tables rely on ----------------------------------------------------------------
+def test_one_aws_call_makes_as_many_attempts_as_its_worst_case_counts() -> None:
+    """AWS_CALL_WORST_SECONDS counts AWS_ATTEMPTS attempts; the clients must not make more."""
+    for made in (clients.client("s3"), clients.transfer_client(), clients.presigner()):
+        config = made.meta.config
+        assert config.connect_timeout == clients.AWS_CONNECT_TIMEOUT and config.retries.get("mode") == "standard"
+        assert config.read_timeout in (clients.AWS_READ_TIMEOUT, clients.TRANSFER_READ_TIMEOUT)
+        attempts = config.retries.get("total_max_attempts")
+        if attempts == clients.AWS_ATTEMPTS:
+            continue
+        # botocore's standard mode sleeps at most min(2 ** (n - 1), 20) s before retry n
+        sleeps = sum(min(2**n, 20) for n in range(attempts - 1))
+        real_aws = attempts * (clients.AWS_CONNECT_TIMEOUT + clients.AWS_READ_TIMEOUT) + sleeps
+        real_transfer = attempts * (clients.AWS_CONNECT_TIMEOUT + clients.TRANSFER_READ_TIMEOUT) + sleeps
+        over = []
+        for (function, scenario), calls in BUDGETS.items():
+            seconds = sum(c.count * {AWS: real_aws, TRANSFER: real_transfer}.get(c.each, c.each) for c in calls)
+            if seconds > timeout(function):
+                over.append(f"{function} ({scenario}): {seconds:g} s > {timeout(function)} s")
+        reserve = accept.ACCEPT_RECORD_WORST_SECONDS / AWS * real_aws
+        if reserve > timeout("AcceptFunction"):
+            over.append(f"AcceptFunction reserve (9 AWS calls): {reserve:g} s > {timeout('AcceptFunction')} s")
+        raise AssertionError(
+            f"PRODUCT BUG (layers/img2video/img2video/clients.py, _CONFIG = Config(retries={{'mode': 'standard', "
+            f"'max_attempts': AWS_ATTEMPTS}})): botocore's 'max_attempts' counts retries, not attempts (it becomes "
+            f"total_max_attempts = {attempts}), so every AWS call makes {attempts} attempts while AWS_CALL_WORST_SECONDS "
+            f"counts {clients.AWS_ATTEMPTS}: one call's worst is {real_aws:g} s, not {AWS:g} s (a transfer call "
+            f"{real_transfer:g} s, not {TRANSFER:g} s). With the real figure these budgets no longer fit: "
+            + "; ".join(over)
+            + ". Fix: Config(retries={'mode': 'standard', 'total_max_attempts': AWS_ATTEMPTS})."
+        )
+
+
+def test_the_api_key_is_read_through_a_client_as_bounded_as_every_other_aws_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, Any]] = []
+    real = botocore.client.BaseClient._make_api_call
+
+    def record(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        seen.append((self.meta.service_model.service_name, self.meta.config))
+        return real(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
+    with mock_aws():
+        clients.reset()
+        import boto3
+
+        secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="k", SecretString='{"api_key": "x"}')
+        seen.clear()
+        assert novita.load_api_key(secret["ARN"], refresh=True) == "x"
+    [config] = [config for service, config in seen if service == "secretsmanager"]
+    expected = clients.client("s3").meta.config
+    assert (config.connect_timeout, config.read_timeout, config.retries) == (
+        expected.connect_timeout,
+        expected.read_timeout,
+        expected.retries,
+    ), "the Secrets Manager read counts as one AWS call in the tables above: it must use the bounded client config"
