@@ -1,0 +1,36 @@
+"""No job can reach Step Functions' 25,000-event history, whatever the provider's eta says."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from img2video.wait_policy import MAX_POLLS, WaitPolicy
+
+# Events per poll loop: Wait (2), the Lambda task (5: entered, scheduled, started, succeeded, exited), Choice (2);
+# each Retry of the task adds up to 4 more (failed, scheduled, started, and the wait), with 6 retries at most.
+EVENTS_PER_POLL = 9
+EVENTS_PER_RETRIED_POLL = EVENTS_PER_POLL + 6 * 4
+EVENTS_OUTSIDE_POLLS = 60  # submit, store (with its retries), notice, start and end
+
+
+def test_even_if_every_poll_spent_every_retry_the_history_stays_under_25000_events() -> None:
+    assert MAX_POLLS * EVENTS_PER_RETRIED_POLL + EVENTS_OUTSIDE_POLLS < 25_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    eta=st.one_of(st.none(), st.floats(min_value=0, max_value=10)),
+    max_wait_hours=st.sampled_from([0.5, 2, 48]),
+    min_seconds=st.integers(1, 10),
+)
+def test_an_eta_that_always_says_almost_done_still_polls_a_bounded_number_of_times(
+    eta: float | None, max_wait_hours: float, min_seconds: int
+) -> None:
+    # the provider keeps saying "a second left" for a 48 h off-peak task: polls must still fit the budget
+    policy = WaitPolicy(min_seconds, 900)
+    remaining, polls, wait = max_wait_hours * 3600, 0, None
+    while remaining > 0:
+        wait = policy.bounded(policy.next_wait(wait, eta=eta), remaining, polls)
+        remaining -= wait
+        polls += 1
+        assert polls <= MAX_POLLS
