@@ -121,10 +121,7 @@ def run_chaos(
     plans = plan_jobs(jobs, rng)
     config = EmulatorConfig(generation_seconds=2, queue_seconds=0.5, fps=4, render_workers=2, faults=Faults.parse(f"{faults},seed={seed}"))
     started = time.monotonic()
-    # time_scale shrinks the state machine's Retry backoff so AWS faults cost seconds, not minutes
-    with LocalPipeline(
-        parameters=CHAOS_PARAMETERS, emulator_config=config, aws_faults=aws_faults, aws_faults_seed=seed, time_scale=0.25
-    ) as local:
+    with LocalPipeline(parameters=CHAOS_PARAMETERS, emulator_config=config, aws_faults=aws_faults, aws_faults_seed=seed) as local:
         uploads: list[tuple[str, bytes]] = []
         for plan in plans:
             pair = [(plan.image_key, plan.image)]

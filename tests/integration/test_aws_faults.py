@@ -21,7 +21,7 @@ SIDECAR = json.dumps({"prompt": "waves roll in", "duration": 1, "resolution": "5
 
 @contextmanager
 def pipeline(
-    aws_faults: str, faults: str = "", time_scale: float = 0.2, emulator_scale: float = 1.0, **parameters: str
+    aws_faults: str, faults: str = "", time_scale: float = 1.0, emulator_scale: float = 1.0, **parameters: str
 ) -> Iterator[LocalPipeline]:
     config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults.parse(faults), time_scale=emulator_scale)  # type: ignore[arg-type]
     with LocalPipeline(
