@@ -67,6 +67,10 @@ def main() -> int:
     print("-" * (width + 10))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    for code, count in sorted(outcomes.items()):
+        if code != "succeeded":
+            example = next(r.notice["error"]["message"] for r in received if (r.notice["error"] or {}).get("code") == code)
+            print(f"failed {code} x{count}: {example[:200]}")
     ok = len(received) == args.jobs and outcomes.get("succeeded", 0) == args.jobs
     return 0 if ok else 1
 

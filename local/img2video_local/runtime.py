@@ -92,6 +92,7 @@ class LocalPipeline:
         )
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
             self._set_env({name: None})
+        _skip_moto_backend_lock_when_known()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -362,6 +363,24 @@ class LocalPipeline:
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
             self.on_progress(key, stage, details)
+
+
+def _skip_moto_backend_lock_when_known() -> None:
+    """moto takes one global lock on every request just to check that the account's backend exists; under a
+    burst every handler thread queues on it (py-spy: a third of a 60-job burst). Skip it once the backend is there."""
+    from moto.core.base_backend import BackendDict
+
+    original = BackendDict._create_account_specific_backend
+    if getattr(original, "img2video_fast_path", False):
+        return
+
+    def create(self: Any, account_id: str) -> None:
+        if dict.__contains__(self, account_id) and self in BackendDict._instances:
+            return
+        original(self, account_id)
+
+    create.img2video_fast_path = True  # type: ignore[attr-defined]
+    BackendDict._create_account_specific_backend = create  # type: ignore[method-assign]
 
 
 class _ScaledTime:
