@@ -375,7 +375,7 @@ def _skip_moto_backend_lock_when_known() -> None:
         return
 
     def create(self: Any, account_id: str) -> None:
-        if dict.__contains__(self, account_id) and self in BackendDict._instances:
+        if dict.__contains__(self, account_id) and self in BackendDict._instances:  # type: ignore[misc]
             return
         original(self, account_id)
 
