@@ -586,5 +586,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])  # the connection drops halfway
             self.close_connection = True
             return
-        self.wfile.write(data)
+        # recorded before the bytes go out: a client that has read them all may look at once
         emulator.served_videos[task.task_id] = data
+        self.wfile.write(data)
