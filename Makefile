@@ -42,9 +42,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)  ## polling, store memory, import time (each prints a table)
+bench: $(STAMP)  ## polling, store and submit memory, import time (each prints a table)
 	$(BIN)/python bench/polling.py
 	$(BIN)/python bench/store_memory.py
+	$(BIN)/python bench/submit_memory.py
 	$(BIN)/python bench/import_time.py
 
 chaos: $(STAMP)  ## 200 jobs under random mixed faults; fails on any broken promise
