@@ -1261,3 +1261,28 @@ def test_a_passing_sns_fault_is_raised_as_aws_transient_and_the_retry_sends_the_
     assert aws.notices() == []
     assert publish_(aws, state) == {"notice_id": f"{JOB_ID}:failed"}
     assert len(aws.notices()) == 1
+
+
+@responses.activate
+def test_a_throttled_submit_whose_record_could_not_be_removed_is_not_held_off(aws: Aws, answers: Answers) -> None:
+    # chaos found it: Novita answers 429, and DynamoDB then fails to delete the in-progress record. That record
+    # held every retry off for the Submit timeout (15 minutes); the record is removed again and the 429 honoured.
+    responses.post(SUBMIT_URL, status=429, json={"reason": "RATE_LIMIT_EXCEEDED", "message": "busy"}, headers={"Retry-After": "3"})
+    execution, job = accepted_job(aws, key="incoming/held.jpg")
+    body = submit_body(execution, job)
+    store = clients.idempotency_store("img2video-submit")
+    real_delete = store._delete_record
+    failures = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "DeleteItem")])
+
+    def flaky_delete(data_record: Any) -> None:
+        for failure in failures:
+            raise failure
+        real_delete(data_record=data_record)
+
+    with mock.patch.object(store, "_delete_record", side_effect=flaky_delete):
+        assert submit(aws, body) == {"batchItemFailures": []}
+    [(again, delay)] = answers.resent
+    assert delay >= 3, "the provider's Retry-After was lost"
+    responses.upsert(responses.POST, SUBMIT_URL, json={"task_id": "t-not-held"})
+    assert submit(aws, again) == {"batchItemFailures": []}
+    assert [o.task_id for o in answers.outputs] == ["t-not-held"]

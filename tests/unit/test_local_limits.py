@@ -173,7 +173,7 @@ def test_a_handler_over_its_memory_is_killed(functions: LocalFunctions) -> None:
 
     assert raised.value.error_type == OUT_OF_MEMORY == "Runtime.OutOfMemory"
     assert re.fullmatch(r"RequestId: [0-9a-f-]{36} Error: Runtime exited with error: signal: killed", str(raised.value))
-    assert functions.peak_memory_mib["HogFunction"] > 128
+    assert functions.peak_memory_mib["HogFunction"] >= 128  # killed as it crossed the limit (rounded to 0.1 MiB)
 
 
 def test_a_handler_growing_past_its_memory_is_stopped_while_it_runs(functions: LocalFunctions) -> None:

@@ -129,14 +129,34 @@ def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[.
         def call(**kwargs: Any) -> T:
             try:
                 return wrapped(**kwargs)
-            except IdempotencyPersistenceLayerError:
+            except IdempotencyPersistenceLayerError as exc:
                 if done:
                     return done[-1]
+                original = _undo_failed_attempt(purpose, kwargs[argument], exc)
+                if original is not None:
+                    raise original from None
                 raise
 
         return call
 
     return decorator
+
+
+def _undo_failed_attempt(purpose: str, data: Any, exc: IdempotencyPersistenceLayerError) -> BaseException | None:
+    """The function raised, and removing its in-progress record failed too: that record would hold every retry off
+    until the invocation's whole timeout had passed (15 minutes for Submit). Try the removal again; when it works,
+    hand back the function's own error, so the caller treats it as it would have (a 429 is retried after Retry-After)."""
+    delete_failure = exc.__cause__
+    original = delete_failure.__context__ if delete_failure is not None else None
+    if original is None or not str(exc).startswith("Failed to delete record"):
+        return None
+    for _ in range(2):
+        try:
+            idempotency_store(purpose).delete_record(data=data, exception=original)  # type: ignore[arg-type]
+        except Exception:
+            continue
+        return original
+    return None
 
 
 def reset() -> None:
