@@ -3,7 +3,6 @@ pattern is delivered once, asynchronously, to the rule's target, with Lambda's a
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -82,7 +81,7 @@ class ExecutionStatusEvents:
                 "inputDetails": {"included": True},
                 "error": described.get("error"),
                 "cause": described.get("cause"),
-                "output": json.dumps(None),
+                "output": None,  # an execution that ended badly has none
             },
         }
 

@@ -65,7 +65,8 @@ class LocalPipeline:
     # AWS's own faults, injected into the handlers' boto3 calls (see aws_faults.py for the spec).
     aws_faults: str = ""
     aws_faults_seed: int | None = None
-    # Shrinks every function timeout (and the emulator's durations, through its config) in proportion.
+    # Shrinks every function timeout and the state machine's Retry backoff in proportion (the emulator's
+    # durations have a time_scale of their own, in its config).
     time_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -177,9 +178,8 @@ class LocalPipeline:
         """The ASL's Retry backoff, shrunk by the time scale like every other duration (moto sleeps for real)."""
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-        scale = self.time_scale
         self._saved_retrier_time = retrier_decl.time  # type: ignore[attr-defined]
-        retrier_decl.time = _ScaledTime(scale)  # type: ignore[attr-defined,assignment]
+        retrier_decl.time = _ScaledTime(self.time_scale)  # type: ignore[attr-defined,assignment]
 
     def _set_env(self, values: dict[str, str | None]) -> None:
         for name, value in values.items():

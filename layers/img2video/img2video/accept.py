@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -30,7 +29,7 @@ from img2video.observability import logger, metrics
 from img2video.publish import publish_notice, tag_source
 from img2video.settings import Settings, get_settings
 from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
-from img2video.transient import describe, is_transient
+from img2video.transient import backoff_seconds, describe, is_transient
 
 MESSAGE_MARKER = "img2video"
 # A passing AWS fault is looked at again, with backoff, this many times before the upload is reported as failed.
@@ -157,11 +156,6 @@ def requeue(trigger: Trigger, delay_seconds: float, settings: Settings) -> None:
     logger.info("Re-queued", extra={"key": trigger.key, "reason": trigger.reason, "delay_seconds": delay})
 
 
-def retry_delay(attempt: int, cap: int) -> float:
-    """Exponential backoff with full jitter for a passing AWS fault."""
-    return max(1.0, random.uniform(0, min(cap, 2 * 2**attempt)))
-
-
 @dataclass(frozen=True)
 class Pair:
     """An image and its sidecar (empty key when there is none), with what S3 listed of each."""
@@ -195,13 +189,7 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
     except Exception as exc:
         # a passing AWS fault before the pair is known (listing, a HEAD): look again later, never the DLQ
         if is_transient(exc) and trigger.attempt < ACCEPT_RETRIES:
-            logger.warning("Passing fault; looking again later", extra={"reason": describe(exc), "attempt": trigger.attempt})
-            requeue(
-                replace(trigger, attempt=trigger.attempt + 1, reason="aws-retry"),
-                retry_delay(trigger.attempt, settings.submit_retry_max_seconds),
-                settings,
-            )
-            return "retrying"
+            return _retry_later(trigger, describe(exc), settings)
         raise
 
 
@@ -265,12 +253,12 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
         return _accept(trigger, pair, pending, settings)
     except PipelineError as exc:
         if exc.transient:
-            return _retry_later(trigger, pending, exc.message, settings)
+            return _retry_later(trigger, exc.message, settings)
         _fail(pending, exc.code, exc.message)
         return f"failed:{exc.code}"
     except Exception as exc:
         if is_transient(exc) and trigger.attempt < ACCEPT_RETRIES:
-            return _retry_later(trigger, pending, describe(exc), settings)
+            return _retry_later(trigger, describe(exc), settings)
         if receive_count >= settings.max_receive_count or is_transient(exc):
             # last delivery (or AWS stayed faulty through every re-check): tell the user instead of vanishing into the DLQ
             logger.exception("Accept failed on its last attempt")
@@ -330,11 +318,11 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
     return "accepted"
 
 
-def _retry_later(trigger: Trigger, pending: PendingJob, reason: str, settings: Settings) -> str:
+def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> str:
     logger.warning("Passing fault; looking again later", extra={"reason": reason, "attempt": trigger.attempt})
     requeue(
         replace(trigger, attempt=trigger.attempt + 1, reason="aws-retry"),
-        retry_delay(trigger.attempt, settings.submit_retry_max_seconds),
+        backoff_seconds(trigger.attempt, settings.submit_retry_max_seconds, base=2),
         settings,
     )
     metrics.add_metric(name="AcceptRetried", unit=MetricUnit.Count, value=1)

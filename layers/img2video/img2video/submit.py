@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -19,7 +18,7 @@ from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
 from img2video.settings import Settings, get_settings
-from img2video.transient import describe, is_transient
+from img2video.transient import backoff_seconds, describe, is_transient
 from img2video.wait_policy import policy_for
 
 # From the start of a message to its answer, at worst: the execution check, the idempotency record (2),
@@ -149,15 +148,9 @@ def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
     return _answer(request, lambda sfn: sfn.send_task_failure(taskToken=request.token, error=error, cause=cause), f"failed:{error}")
 
 
-def throttle_delay(attempt: int, retry_after: float | None, cap: int) -> float:
-    """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
-    backoff = random.uniform(0, min(cap, 5 * 2**attempt))
-    return max(backoff, retry_after or 0.0, 1.0)
-
-
 def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings) -> str:
     """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait."""
-    delay = int(min(900, throttle_delay(request.attempt, retry_after, settings.submit_retry_max_seconds)))
+    delay = int(min(900, backoff_seconds(request.attempt, settings.submit_retry_max_seconds, base=5, retry_after=retry_after)))
     body = request.model_dump(mode="json")
     body["attempt"] = request.attempt + 1
     client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | HTTPClientError):
         return True
     return type(exc).__name__ in _IDEMPOTENCY_TRANSIENT
+
+
+def backoff_seconds(attempt: int, cap: float, base: float, retry_after: float | None = None) -> float:
+    """How long to wait before trying again: exponential backoff with full jitter, at least a second, and never
+    shorter than the provider's Retry-After."""
+    return max(1.0, retry_after or 0.0, random.uniform(0, min(cap, base * 2**attempt)))
 
 
 def describe(exc: BaseException) -> str:
