@@ -30,7 +30,7 @@ def main() -> int:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (90, 120, 200)).save(buffer, format="JPEG")
+    Image.new("RGB", (160, 128), (90, 120, 200)).save(buffer, format="JPEG")
     image = buffer.getvalue()
     queue_seconds = 0.2
     config = EmulatorConfig(

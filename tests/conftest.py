@@ -88,7 +88,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
 
 
-def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
+def jpeg_bytes(width: int = 160, height: int = 128, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
     import io
 
     from PIL import Image
@@ -98,7 +98,7 @@ def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = 
     return buffer.getvalue()
 
 
-def png_bytes(width: int = 64, height: int = 48) -> bytes:
+def png_bytes(width: int = 160, height: int = 128) -> bytes:
     import io
 
     from PIL import Image

@@ -74,7 +74,7 @@ def _image(rng: random.Random) -> bytes:
 
     buffer = io.BytesIO()
     color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-    Image.new("RGB", (rng.choice([64, 96, 128]), rng.choice([48, 64, 96])), color).save(buffer, format="JPEG")
+    Image.new("RGB", (rng.choice([160, 192, 256]), rng.choice([128, 144, 192])), color).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 

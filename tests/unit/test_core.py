@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import struct
+import zlib
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from img2video.errors import ALL_ERROR_CODES, ERROR_CODES, ImageTooLarge, UnsupportedImage, error_code
 from img2video.failure import describe_error
-from img2video.images import MAX_IMAGE_BYTES, check_image
+from img2video.images import MAX_IMAGE_BYTES, ImageHeader, check_image
 from img2video.jobs import StepError, job_id
 from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
 from img2video.novita import TaskResult, TaskStatus, classify_http_error, provider_message
 from img2video.wait_policy import WaitPolicy
+from PIL import Image, PngImagePlugin
 
 from tests.conftest import jpeg_bytes, png_bytes
 
@@ -66,32 +71,140 @@ def test_wait_is_always_clamped(previous: int | None, eta: float | None, progres
 
 
 # -- images ---------------------------------------------------------------------------------------
-def check(data: bytes, size: int | None = None) -> str:
-    return check_image("incoming/x.jpg", len(data) if size is None else size, data[:16], data[-16:])
+class Reads:
+    """The object's bytes behind check_image's reader, counting the ranged reads it makes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.calls = data, 0
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        self.calls += 1
+        return self.data[offset : offset + length]
 
 
-def test_real_images_pass() -> None:
-    assert check(jpeg_bytes()) == "jpeg"
-    assert check(png_bytes()) == "png"
+def check(data: bytes, size: int | None = None, key: str = "incoming/x.jpg") -> ImageHeader:
+    reads = Reads(data)
+    header = check_image(key, len(data) if size is None else size, reads)
+    assert reads.calls <= 3
+    return header
+
+
+def refusal(data: bytes) -> str:
+    with pytest.raises(UnsupportedImage) as caught:
+        check(data)
+    return caught.value.message
+
+
+def encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A 1-bit PNG of all zeros: a ~110 KB file that declares width × height pixels (a decompression bomb)."""
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor, parts = zlib.compressobj(9), []
+    for _ in range(height):
+        parts.append(compressor.compress(row))
+    parts.append(compressor.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+
+
+def test_real_images_pass_with_their_dimensions() -> None:
+    assert check(jpeg_bytes(640, 400)) == ImageHeader("jpeg", 640, 400)
+    assert check(png_bytes(200, 300)) == ImageHeader("png", 200, 300)
+
+
+PICTURE = Image.linear_gradient("L").convert("RGB").resize((300, 200))
+FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    "jpeg-baseline": ("JPEG", {}),
+    "jpeg-progressive": ("JPEG", {"progressive": True}),
+    "jpeg-with-exif-and-a-big-icc-profile": ("JPEG", {"exif": b"Exif\x00\x00" + b"\x00" * 60000, "icc_profile": b"\x00" * 400_000}),
+    "png": ("PNG", {}),
+    "png-with-big-text-before-the-data": ("PNG", {"pnginfo": None}),
+    "webp-lossy": ("WEBP", {"quality": 50}),
+    "webp-lossless": ("WEBP", {"lossless": True}),
+    "webp-extended": ("WEBP", {"icc_profile": b"\x00" * 600}),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_the_header_gives_the_same_dimensions_as_pillow(name: str) -> None:
+    fmt, options = FORMATS[name]
+    if name == "png-with-big-text-before-the-data":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("comment", "x" * 500_000)  # pushes the image data past the first read
+        options = {"pnginfo": info}
+    data = encoded(PICTURE, fmt, **options)
+    header = check(data)
+    assert (header.kind, header.width, header.height) == (fmt.lower(), *Image.open(io.BytesIO(data)).size)
+
+
+@given(st.integers(128, 1200), st.integers(128, 1200), st.sampled_from(["JPEG", "PNG", "WEBP"]), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_any_size_and_format_is_read_as_pillow_reads_it_and_judged_by_the_rules(width: int, height: int, fmt: str, lossless: bool) -> None:
+    data = encoded(Image.new("RGB", (width, height), (9, 99, 199)), fmt, **({"lossless": lossless} if fmt == "WEBP" else {}))
+    within = max(width, height) <= 4 * min(width, height)
+    try:
+        header = check(data)
+    except UnsupportedImage as exc:
+        assert not within and "aspect ratio" in exc.message
+    else:
+        assert within and (header.width, header.height) == (width, height)
 
 
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"", "is empty (0 bytes)"),
         (b"hello, I am text pretending to be a jpeg", "is not a JPEG, PNG or WebP image"),
         (jpeg_bytes()[:200], "looks truncated"),
         (png_bytes()[:-20], "looks truncated"),
+        (jpeg_bytes()[:3] + b"\x00" * 500, "is not a readable JPEG image"),
+        (encoded(Image.new("RGB", (1, 1)), "PNG"), "is 1×1 pixels, smaller than 128 pixels on a side; images must be 128 to 16384"),
+        (encoded(Image.new("RGB", (4000, 20)), "JPEG"), "is 4000×20 pixels, smaller than 128"),
+        (encoded(Image.new("RGB", (2000, 10)).resize((2000, 10)), "PNG"), "is 2000×10 pixels"),
+        (encoded(Image.new("RGB", (1000, 200)), "WEBP"), "is 1000×200 pixels, an aspect ratio of 5:1; images must be"),
+        (encoded(Image.new("RGB", (200, 801)), "JPEG"), "an aspect ratio of 1:4.01"),
+        (encoded(Image.new("RGB", (16385, 128)), "PNG"), "is 16385×128 pixels (2.1 megapixels)"),
     ],
 )
 def test_bad_images_are_named(data: bytes, expected: str) -> None:
-    with pytest.raises(UnsupportedImage, match=re.escape(expected)):
-        check(data)
+    assert expected in refusal(data)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header() -> None:
+    bomb = bomb_png(30000, 30000)
+    assert len(bomb) < 200_000
+    message = refusal(bomb)
+    assert "is 30000×30000 pixels (900.0 megapixels)" in message and "at most 120 megapixels" in message
+
+
+def test_the_extremes_the_rules_allow_pass() -> None:
+    assert check(encoded(Image.new("L", (128, 512)), "PNG")) == ImageHeader("png", 128, 512)
+    assert check(bomb_png(16384, 4096)).width == 16384
+    assert check(bomb_png(10954, 10954)).height == 10954  # 119.99 megapixels
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animated_images_are_refused(fmt: str) -> None:
+    frames = [Image.new("RGB", (200, 200), color) for color in ("red", "green", "blue")]
+    data = encoded(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert f"is an animated {fmt}; upload a still image" in refusal(data)
 
 
 def test_oversized_image() -> None:
     with pytest.raises(ImageTooLarge, match="up to 52428800 bytes"):
         check(jpeg_bytes(), size=MAX_IMAGE_BYTES + 1)
+
+
+def test_empty_image() -> None:
+    assert "is empty (0 bytes)" in refusal(b"")
 
 
 # -- provider errors --------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_json_with_bom_is_accepted() -> None:
         (["prompt"], "must hold a JSON object"),
         (b'{"prompt": "x",}', "is not valid JSON: "),
         (b'{"prompt": "x",}', "at line 1 column 16"),
-        (b"\xff\xfe\x00", "is not valid UTF-8 text: byte 0xff at position 0"),
+        (b"\xff\xfe\x00", "is not valid UTF-16 text"),
+        (b"caf\xe9", "is not valid UTF-8 text: byte 0xe9 at position 3"),
         (b"x" * (MAX_SIDECAR_BYTES + 1), "a sidecar may be at most 65536 bytes"),
     ],
 )
@@ -129,3 +130,104 @@ def test_any_bytes_never_crash_the_parser(raw: bytes) -> None:
     for key in ("incoming/x.json", "incoming/x.txt"):
         with contextlib.suppress(InvalidSidecar):
             parse_sidecar(raw, key, SETTINGS)
+
+
+# -- hostile and careless sidecars (issue 8): each was paid for, lost its notice, or hid a problem -----------------
+
+
+def test_a_duplicate_field_is_refused_naming_it() -> None:
+    message = error_of(b'{"prompt": "p", "duration": 5, "duration": 10}')
+    assert '"duration" is given 2 times' in message
+
+
+def test_a_duplicate_tag_is_refused_too() -> None:
+    assert '"a" is given 2 times' in error_of(b'{"prompt": "p", "tags": {"a": "1", "a": "2"}}')
+
+
+@pytest.mark.parametrize("depth", [3, 50, 10_000, 100_000])
+def test_deep_nesting_is_refused_without_a_recursion_error(depth: int) -> None:
+    raw = b'{"prompt": "p", "tags": ' + b"[" * depth + b"]" * depth + b"}"
+    message = error_of(raw[: MAX_SIDECAR_BYTES] if len(raw) > MAX_SIDECAR_BYTES else raw)
+    assert "nested" in message or "at most 65536 bytes" in message
+
+
+def test_nesting_inside_strings_does_not_count() -> None:
+    assert parse({"prompt": "[[[[{{{{ brackets ]]]] in a prompt are fine"}).prompt.startswith("[[[[")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["\u200b\u200c\u200d\ufeff", "\u2060\u00ad", " \u200b \n\u200e\u200f ", "\u202e\u2066"],
+)
+def test_a_prompt_of_only_invisible_characters_is_refused(prompt: str) -> None:
+    message = error_of({"prompt": prompt})
+    assert '"prompt" has no visible text' in message
+
+
+@pytest.mark.parametrize(("prompt", "where"), [("a cat\x00", "U+0000 at position 5"), ("a \x1b[31mred", "U+001B at position 2")])
+def test_control_characters_in_a_prompt_are_refused_with_their_position(prompt: str, where: str) -> None:
+    message = error_of({"prompt": prompt})
+    assert '"prompt" holds the control character' in message and where in message
+
+
+def test_line_breaks_and_tabs_in_a_prompt_are_fine() -> None:
+    assert parse({"prompt": "a cat\n\tyawns\r\n"}).prompt == "a cat\n\tyawns"
+
+
+def test_a_utf16_txt_without_bom_is_refused_as_utf16() -> None:
+    message = error_of("a cat yawns".encode("utf-16-le"), "incoming/cat.txt")
+    assert "UTF-16" in message and "save it as UTF-8" in message
+
+
+def test_a_utf16_txt_with_bom_is_read() -> None:
+    assert parse_sidecar("a cat yawns".encode("utf-16"), "incoming/cat.txt", SETTINGS).prompt == "a cat yawns"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"prompt": "a cat \\ud83d"}', '"prompt" holds invalid Unicode: a lone surrogate \\ud83d at position 6'),
+        (b'{"prompt": "p", "\\ud800": 1}', "a field name holds invalid Unicode: a lone surrogate \\ud800"),
+        (b'{"prompt": "p", "tags": {"k": "\\udfff"}}', '"tags.k" holds invalid Unicode: a lone surrogate \\udfff'),
+    ],
+)
+def test_lone_surrogates_are_refused_with_a_message_that_can_be_sent(raw: bytes, expected: str) -> None:
+    message = error_of(raw)
+    assert expected in message
+    message.encode("utf-8")  # the message itself must be sendable: no surrogate of its own
+
+
+def test_every_problem_is_reported_at_once_the_empty_prompt_included() -> None:
+    message = error_of({"prompt": "", "durration": 12, "resolution": "8k"})
+    assert '"prompt"' in message and '"durration"' in message and '"resolution"' in message
+
+
+def test_long_values_are_shortened_in_the_message() -> None:
+    message = error_of({"prompt": "p", "voice_id": 7, "resolution": "x" * 5000})
+    assert len(message) < 1000 and "..." in message
+
+
+# any code point, lone surrogates included, and often the ones that broke the pipeline before
+ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(["\ud83d", "\udfff", "\u200b", "\ufeff", "\x00", "\x01", "\u202e"])
+ANY_TEXT = st.lists(ANY_CHAR, max_size=12).map("".join)  # st.text() never draws a lone surrogate
+FIELD = st.sampled_from(["prompt", "duration", "tags", "extra_images", "output_name", "voice_id"]) | ANY_TEXT
+
+
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELD, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUE | st.builds(lambda prompt, rest: {**rest, "prompt": prompt}, ANY_TEXT, st.just({}) | st.dictionaries(FIELD, JSON_VALUE, max_size=3)))
+def test_any_json_with_any_unicode_parses_or_fails_with_a_sendable_message(data: object) -> None:
+    raw = json.dumps(data, ensure_ascii=True).encode()  # surrogates travel as \\uXXXX escapes, as in a hostile file
+    try:
+        request = parse(raw)
+    except InvalidSidecar as exc:
+        exc.message.encode("utf-8")
+        assert exc.code == "INVALID_SIDECAR"
+    else:
+        request.model_dump_json()  # what reaches the notice serialises
+        assert any(not ch.isspace() for ch in request.prompt)

@@ -1,16 +1,56 @@
-"""Telling a real, complete image from bytes that only carry an image suffix."""
+"""Telling an image the provider can animate from bytes that only carry an image suffix, before anything is paid.
+
+The check reads the file's header, never its pixels: the type from the first bytes, the real dimensions
+and whether it is animated from the JPEG frame header, the PNG IHDR/acTL chunks or the WebP VP8/VP8L/VP8X
+chunk, and its last bytes for truncation. At most three ranged reads, whatever the file's size
+(`bench/image_check.py` measures time and memory for the largest image accepted).
+
+Limits and where they come from (the README's image reference repeats them):
+- 50 MB per image, aspect ratio 1:4 to 4:1, JPEG/PNG/WebP: the provider's limits
+  (../shared/novita-vidu-q2-turbo-img2video.md, "Image limits").
+- at least 128 pixels on each side: ours; a smaller image has too little to animate at 540p, the smallest output.
+- at most 16384 pixels on a side and 120 megapixels: ours; above any camera's output (a 108 MP phone photo is
+  12000×9000), and low enough that a "decompression bomb" (a tiny file declaring 30000×30000) is refused unread.
+- still images only: an animated PNG or WebP is refused rather than silently reduced to its first frame.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from img2video.errors import ImageTooLarge, UnsupportedImage
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # the provider's per-image limit
-HEAD_BYTES = 16
+MIN_SIDE = 128
+MAX_SIDE = 16384
+MAX_PIXELS = 120_000_000
+MAX_ASPECT = 4  # 1:4 to 4:1
+
+FIRST_READ_BYTES = 256 * 1024  # holds the header of nearly every image
+HEADER_LIMIT_BYTES = 4 * 1024 * 1024  # one further read may reach this far (big ICC profiles, XMP, PNG text chunks)
 TAIL_BYTES = 16
+SNIFF_BYTES = 16  # enough to tell JPEG, PNG and WebP apart
+MAX_JPEG_SEGMENTS = 2000
+MAX_PNG_CHUNKS = 2000
 
 ImageType = Literal["jpeg", "png", "webp"]
+Reader = Callable[[int, int], bytes]  # (offset, length) -> those bytes of the object
+
+_ALLOWED = (
+    f"images must be {MIN_SIDE} to {MAX_SIDE} pixels on each side, at most {MAX_PIXELS // 1_000_000} megapixels, "
+    f"with an aspect ratio from 1:{MAX_ASPECT} to {MAX_ASPECT}:1"
+)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    kind: ImageType
+    width: int
+    height: int
+    animated: bool = False
 
 
 def sniff_image_type(head: bytes) -> ImageType | None:
@@ -23,26 +63,164 @@ def sniff_image_type(head: bytes) -> ImageType | None:
     return None
 
 
-def check_image(key: str, size: int, head: bytes, tail: bytes) -> ImageType:
-    """Reject empty, oversized, non-image and truncated files, naming what is wrong.
+class _HeaderNotFound(Exception):
+    """The bytes end, or the read limit is reached, before the header says what it must."""
 
-    Only the first and last bytes are read: enough to catch the common failures
-    (a text file renamed .jpg, an upload cut short) without loading the image.
+
+class _Window:
+    """The object's bytes as far as its header needs them: the first read, then at most one more."""
+
+    def __init__(self, read: Reader, size: int) -> None:
+        self._read, self._size = read, size
+        self._start, self._data = 0, read(0, min(size, FIRST_READ_BYTES))
+        self._reads = 1
+
+    @property
+    def first(self) -> bytes:
+        return self._data if self._start == 0 else b""
+
+    def at(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if end > self._size:
+            raise _HeaderNotFound("the file ends inside its header")
+        if not (self._start <= offset and end <= self._start + len(self._data)):
+            if self._reads >= 2 or end > HEADER_LIMIT_BYTES:
+                raise _HeaderNotFound(f"no image header within the first {HEADER_LIMIT_BYTES} bytes")
+            self._start, self._data = offset, self._read(offset, min(self._size, HEADER_LIMIT_BYTES) - offset)
+            self._reads += 1
+        return self._data[offset - self._start : end - self._start]
+
+
+def _u16be(data: bytes) -> int:
+    return int.from_bytes(data[:2], "big")
+
+
+def _u32be(data: bytes) -> int:
+    return int.from_bytes(data[:4], "big")
+
+
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC are other tables.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+def _jpeg(window: _Window) -> ImageHeader:
+    position = 2
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if window.at(position, 1) != b"\xff":
+            raise _HeaderNotFound(f"a JPEG segment should start at byte {position}")
+        marker = window.at(position + 1, 1)[0]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):
+            raise _HeaderNotFound("the JPEG's image data starts before its frame header")
+        if marker in _JPEG_SOF:
+            frame = window.at(position + 4, 5)  # precision, height, width
+            return ImageHeader("jpeg", width=_u16be(frame[3:5]), height=_u16be(frame[1:3]))
+        length = _u16be(window.at(position + 2, 2))
+        if length < 2:
+            raise _HeaderNotFound(f"a JPEG segment at byte {position} has length {length}")
+        position += 2 + length
+    raise _HeaderNotFound(f"no JPEG frame header in the first {MAX_JPEG_SEGMENTS} segments")
+
+
+def _png(window: _Window) -> ImageHeader:
+    if window.at(12, 4) != b"IHDR":
+        raise _HeaderNotFound("the PNG does not start with its IHDR chunk")
+    ihdr = window.at(16, 8)
+    width, height = _u32be(ihdr[:4]), _u32be(ihdr[4:])
+    position, animated = 8, False
+    for _ in range(MAX_PNG_CHUNKS):  # chunks before the image data: an acTL chunk there makes it an animated PNG
+        length, kind = _u32be(window.at(position, 4)), window.at(position + 4, 4)
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"acTL":
+            animated = _u32be(window.at(position + 8, 4)) > 1  # num_frames
+        position += 12 + length
+    else:
+        raise _HeaderNotFound(f"no PNG image data in the first {MAX_PNG_CHUNKS} chunks")
+    return ImageHeader("png", width=width, height=height, animated=animated)
+
+
+def _webp(window: _Window) -> ImageHeader:
+    chunk, data = window.at(12, 4), 20
+    if chunk == b"VP8X":
+        flags, canvas = window.at(data, 1)[0], window.at(data + 4, 6)
+        width = int.from_bytes(canvas[:3], "little") + 1
+        height = int.from_bytes(canvas[3:], "little") + 1
+        return ImageHeader("webp", width=width, height=height, animated=bool(flags & 0x02))
+    if chunk == b"VP8 ":
+        frame = window.at(data, 10)
+        if frame[3:6] != b"\x9d\x01\x2a":
+            raise _HeaderNotFound("the WebP's VP8 frame has no start code")
+        return ImageHeader(
+            "webp", width=int.from_bytes(frame[6:8], "little") & 0x3FFF, height=int.from_bytes(frame[8:10], "little") & 0x3FFF
+        )
+    if chunk == b"VP8L":
+        head = window.at(data, 5)
+        if head[0] != 0x2F:
+            raise _HeaderNotFound("the WebP's VP8L data has no signature")
+        bits = int.from_bytes(head[1:5], "little")
+        return ImageHeader("webp", width=(bits & 0x3FFF) + 1, height=((bits >> 14) & 0x3FFF) + 1)
+    raise _HeaderNotFound(f"the WebP's first chunk is {chunk!r}, not VP8, VP8L or VP8X")
+
+
+_PARSERS = {"jpeg": _jpeg, "png": _png, "webp": _webp}
+
+
+def _read_header(key: str, window: _Window) -> ImageHeader:
+    """The image's type, dimensions and animation, from its header; a clear error for anything else."""
+    kind = sniff_image_type(window.first[:SNIFF_BYTES])
+    if kind is None:
+        raise UnsupportedImage(
+            f"{key} is not a JPEG, PNG or WebP image (its first bytes are {window.first[:8].hex()}); only those formats are accepted"
+        )
+    try:
+        return _PARSERS[kind](window)
+    except _HeaderNotFound as exc:
+        raise UnsupportedImage(f"{key} is not a readable {kind.upper()} image: {exc}; export it again as JPEG, PNG or WebP") from None
+
+
+def _check_shape(key: str, header: ImageHeader) -> None:
+    width, height, kind = header.width, header.height, header.kind.upper()
+    if header.animated:
+        raise UnsupportedImage(f"{key} is an animated {kind}; upload a still image (its first frame, exported on its own)")
+    shown = f"{key} is {width}×{height} pixels"
+    if min(width, height) < MIN_SIDE:
+        raise UnsupportedImage(f"{shown}, smaller than {MIN_SIDE} pixels on a side; {_ALLOWED}")
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise UnsupportedImage(f"{shown} ({width * height / 1e6:.1f} megapixels); {_ALLOWED}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        ratio = math.ceil(100 * max(width, height) / min(width, height)) / 100  # rounded up: never shown as "4:1"
+        shape = f"{ratio:g}:1" if width > height else f"1:{ratio:g}"
+        raise UnsupportedImage(f"{shown}, an aspect ratio of {shape}; {_ALLOWED}")
+
+
+def check_image(key: str, size: int, read: Reader) -> ImageHeader:
+    """Refuse empty, oversized, non-image, truncated, animated and badly shaped files, naming what is wrong.
+
+    `read(offset, length)` returns those bytes of the object: at most three calls, however large the file.
     """
     if size == 0:
         raise UnsupportedImage(f"{key} is empty (0 bytes); upload a JPEG, PNG or WebP image")
     if size > MAX_IMAGE_BYTES:
         raise ImageTooLarge(f"{key} is {size} bytes; the provider accepts images up to {MAX_IMAGE_BYTES} bytes (50 MB)")
-    kind = sniff_image_type(head)
-    if kind is None:
-        raise UnsupportedImage(
-            f"{key} is not a JPEG, PNG or WebP image (its first bytes are {head[:8].hex()}); only those formats are accepted"
-        )
-    complete = {
-        "jpeg": tail.rstrip(b"\x00").endswith(b"\xff\xd9"),
-        "png": tail.endswith(b"IEND\xaeB`\x82"),
-        "webp": int.from_bytes(head[4:8], "little") + 8 == size,
-    }[kind]
+    window = _Window(read, size)
+    header = _read_header(key, window)
+    _check_shape(key, header)
+    _check_complete(key, size, header.kind, window, read)
+    return header
+
+
+def _check_complete(key: str, size: int, kind: ImageType, window: _Window, read: Reader) -> None:
+    if kind == "webp":
+        complete = int.from_bytes(window.first[4:8], "little") + 8 == size  # the RIFF size
+    else:
+        tail = read(max(0, size - TAIL_BYTES), min(size, TAIL_BYTES))
+        complete = tail.rstrip(b"\x00").endswith(b"\xff\xd9") if kind == "jpeg" else tail.endswith(b"IEND\xaeB`\x82")
     if not complete:
         raise UnsupportedImage(f"{key} looks truncated: the {kind.upper()} data ends before the image does; upload it again")
-    return kind

@@ -6,9 +6,9 @@ import json
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from img2video.sidecar import MODEL
+from img2video.sidecar import MODEL, sendable
 
 NOTICE_VERSION = "1"
 
@@ -43,6 +43,24 @@ class Notice(BaseModel):
     error: NoticeError | None = None
     tags: dict[str, str] = {}
     timings: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _always_sendable(cls, data: Any) -> Any:
+        """A notice must always serialise: any text that cannot be UTF-8 (a lone surrogate) is written as its escape."""
+        return _sendable_values(data)
+
+
+def _sendable_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return sendable(value)
+    if isinstance(value, dict):
+        return {_sendable_values(name): _sendable_values(inner) for name, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sendable_values(inner) for inner in value]
+    if isinstance(value, BaseModel):
+        return _sendable_values(value.model_dump())
+    return value
 
 
 def success_notice(

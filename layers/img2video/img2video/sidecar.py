@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import re
+import unicodedata
+from collections import Counter
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -87,9 +90,15 @@ class VideoRequest(BaseModel):
         return self.model_dump(exclude={"tags"}, exclude_none=True, mode="json")
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
+def sendable(text: str) -> str:
+    """`text` as it can be sent anywhere: a lone surrogate (not encodable as UTF-8) written as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it in JSON, shortened, and always sendable."""
+    text = sendable(json.dumps(value, ensure_ascii=False))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(error: Any, data: dict[str, Any]) -> str:
@@ -98,59 +107,182 @@ def _describe(error: Any, data: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(field, FIELD_RULES, n=1, cutoff=0.6)
         suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
-        return f'unknown field "{field}"{suggestion} Known fields: {", ".join(FIELD_RULES)}'
+        return f"unknown field {_show(field)}{suggestion} Known fields: {', '.join(FIELD_RULES)}"
     if error["type"] == "missing":
         return f'"{field}" is required: {FIELD_RULES[field]}'
-    where = ".".join(loc)
+    where = sendable(".".join(loc))
     return f'"{where}" must be {FIELD_RULES.get(field, "valid")}; got {_show(error.get("input", data.get(field)))}'
 
 
-def _validation_message(exc: ValidationError, data: dict[str, Any]) -> str:
-    problems = [_describe(error, data) for error in exc.errors()]
-    return "; ".join(dict.fromkeys(problems))  # one line per problem, no repeats
+# --- reading the file ------------------------------------------------------------------------------
+
+# The deepest JSON the schema can use: the sidecar object holding "tags" (an object) or "extra_images" (a list).
+MAX_JSON_DEPTH = 2
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def _decode(raw: bytes, key: str) -> str:
     if len(raw) > MAX_SIDECAR_BYTES:
         raise InvalidSidecar(f"{key} is {len(raw)} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES} bytes (64 KiB)")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Notepad's "Unicode": read it as the user meant
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InvalidSidecar(f"{key} is not valid UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8") from None
+    if b"\x00" in raw:
+        position = raw.index(b"\x00")
+        raise InvalidSidecar(
+            f"{key} holds a NUL byte at position {position}: it looks like UTF-16 text without a byte order mark; save it as UTF-8"
+        )
     try:
         return raw.decode("utf-8-sig")  # editors on Windows save a BOM; it is not part of the text
     except UnicodeDecodeError as exc:
         raise InvalidSidecar(f"{key} is not valid UTF-8 text: byte 0x{raw[exc.start]:02x} at position {exc.start}") from None
 
 
+def _json_depth(text: str) -> int:
+    """How deep the JSON's arrays and objects nest, counted without parsing (so without recursion)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _load_json(text: str, key: str, problems: list[str]) -> Any:
+    """The JSON document, refusing what json.loads would take silently (repeated keys) or crash on (deep nesting)."""
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidSidecar(
+            f"{key} has JSON nested {depth} levels deep; a sidecar uses at most {MAX_JSON_DEPTH} "
+            '(the object, and a "tags" object or an "extra_images" list inside it)'
+        )
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts = Counter(name for name, _ in pairs)
+        problems.extend(f"{_show(name)} is given {n} times; give each field once" for name, n in counts.items() if n > 1)
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as exc:
+        raise InvalidSidecar(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+# --- what the text must hold -----------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ALLOWED_CONTROLS = "\t\n\r"
+
+
+def _unicode_problems(value: Any, where: str = "") -> list[str]:
+    """Lone surrogates (a truncated emoji's `\\ud83d`) anywhere in the document: no UTF-8 text can hold them."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found is None:
+            return []
+        escape = sendable(found.group())
+        return [f'"{where}" holds invalid Unicode: a lone surrogate {escape} at position {found.start()} (half of an emoji?)']
+    if isinstance(value, dict):
+        problems = []
+        for name, inner in value.items():
+            if _SURROGATE.search(name):
+                escape = sendable(_SURROGATE.findall(name)[0])
+                problems.append(f"a field name holds invalid Unicode: a lone surrogate {escape} in {_show(name)}")
+            else:
+                problems += _unicode_problems(inner, f"{where}.{name}" if where else name)
+        return problems
+    if isinstance(value, list):
+        return [problem for index, inner in enumerate(value) for problem in _unicode_problems(inner, f"{where}.{index}")]
+    return []
+
+
+def _without_bad_names(value: Any) -> Any:
+    """The document without entries whose names hold lone surrogates (reported already; pydantic stops at them)."""
+    if isinstance(value, dict):
+        return {name: _without_bad_names(inner) for name, inner in value.items() if not _SURROGATE.search(name)}
+    if isinstance(value, list):
+        return [_without_bad_names(inner) for inner in value]
+    return value
+
+
+def _prompt_problems(prompt: str) -> list[str]:
+    """A prompt must hold visible text: no control characters, not only spaces and invisible format characters."""
+    for position, char in enumerate(prompt):
+        if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS:
+            return [
+                f'"prompt" holds the control character U+{ord(char):04X} at position {position}; '
+                "a prompt is plain text (line breaks and tabs are fine)"
+            ]
+    if not prompt.strip():
+        return [f'"prompt" must be {FIELD_RULES["prompt"]}; it is empty']
+    if not any(unicodedata.category(char)[0] not in "ZC" and not char.isspace() for char in prompt):
+        invisible = " ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in prompt if not char.isspace()))
+        return [f'"prompt" has no visible text, only invisible characters ({invisible}); it must be {FIELD_RULES["prompt"]}']
+    length = len(prompt.strip())
+    if length > MAX_PROMPT_CHARS:
+        return [f'"prompt" must be {FIELD_RULES["prompt"]}; it has {length} characters']
+    return []
+
+
 def parse_sidecar(raw: bytes, key: str, settings: Settings) -> VideoRequest:
-    """Parse a `.json` or `.txt` sidecar into a VideoRequest with the stack defaults applied."""
+    """Parse a `.json` or `.txt` sidecar into a VideoRequest with the stack defaults applied.
+
+    Every problem is found before any is reported, so one failure notice lists them all.
+    """
     text = _decode(raw, key)
+    problems: list[str] = []
     if key.lower().endswith(".txt"):
         data: Any = {"prompt": text}
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidSidecar(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        data = _load_json(text, key, problems)
         if not isinstance(data, dict):
             raise InvalidSidecar(f'{key} must hold a JSON object like {{"prompt": "..."}}; got a {type(data).__name__}')
+    problems += _unicode_problems(data)
+    if isinstance(data.get("prompt"), str) and not _SURROGATE.search(data["prompt"]):
+        problems += _prompt_problems(data["prompt"])
+    sidecar = None
     try:
-        sidecar = Sidecar.model_validate(data)
+        sidecar = Sidecar.model_validate(_without_bad_names(data))
     except ValidationError as exc:
-        raise InvalidSidecar(f"{key}: {_validation_message(exc, data)}") from None
-    return _to_request(sidecar, key, settings)
+        # the prompt's own checks above say more than "must be a non-empty string"
+        prompt_checked = any(problem.startswith('"prompt"') for problem in problems)
+        problems += [p for p in _validation_problems(exc, data) if not (prompt_checked and p.startswith('"prompt"'))]
+    if sidecar is not None:
+        problems += _output_name_problems(sidecar.output_name)
+    if problems:
+        raise InvalidSidecar(f"{key}: {'; '.join(dict.fromkeys(problems))}")
+    assert sidecar is not None
+    return _to_request(sidecar, settings)
+
+
+def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    # a field whose name or value holds a lone surrogate is already reported as invalid Unicode
+    def already_reported(error: Any) -> bool:
+        texts = [str(part) for part in error["loc"]] + ([error["input"]] if isinstance(error.get("input"), str) else [])
+        return any(_SURROGATE.search(text) for text in texts)
+
+    errors = [error for error in exc.errors() if not already_reported(error)]
+    return [_describe(error, data) for error in errors]
+
+
+def _output_name_problems(output_name: str | None) -> list[str]:
+    if output_name is not None and (output_name.strip() in ("", ".", "..") or ".." in output_name):
+        return [f'"output_name" must be {FIELD_RULES["output_name"]}; got {_show(output_name)}']
+    return []
 
 
 def default_request(settings: Settings) -> VideoRequest:
     """The request for an image with no sidecar when the stack has a default prompt."""
-    return _to_request(Sidecar(prompt=settings.default_prompt), "default prompt", settings)
+    problems = _prompt_problems(settings.default_prompt)
+    if problems:
+        raise InvalidSidecar(f"the stack's DefaultPrompt: {'; '.join(problems)}")
+    return _to_request(Sidecar(prompt=settings.default_prompt), settings)
 
 
-def _to_request(sidecar: Sidecar, key: str, settings: Settings) -> VideoRequest:
+def _to_request(sidecar: Sidecar, settings: Settings) -> VideoRequest:
     prompt = sidecar.prompt.strip()
-    if not prompt:
-        raise InvalidSidecar(f'{key}: "prompt" must be {FIELD_RULES["prompt"]}; it is empty')
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidSidecar(f'{key}: "prompt" must be {FIELD_RULES["prompt"]}; it has {len(prompt)} characters')
-    if sidecar.output_name is not None and (sidecar.output_name.strip() in ("", ".", "..") or ".." in sidecar.output_name):
-        raise InvalidSidecar(f'{key}: "output_name" must be {FIELD_RULES["output_name"]}; got {_show(sidecar.output_name)}')
     output_name = sidecar.output_name
     if output_name and output_name.lower().endswith(".mp4"):
         output_name = output_name[:-4]

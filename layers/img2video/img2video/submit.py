@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from img2video.clients import AWS_CALL_WORST_SECONDS, client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError
-from img2video.images import HEAD_BYTES, sniff_image_type
+from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Job, PollRecord, Submitted
 from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
@@ -56,7 +56,7 @@ def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -
         )
         return url
     s3 = client("s3")
-    head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
+    head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}")["Body"].read()
     kind = sniff_image_type(head) or "jpeg"  # validated at acceptance; the fallback is never used
     size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
     # streamed into the request body chunk by chunk: memory stays flat whatever the image size
