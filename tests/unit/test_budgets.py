@@ -198,11 +198,14 @@ def test_accept_starts_a_record_only_when_its_reserve_fits_the_timeout() -> None
     assert total(ACCEPT_PATHS["accepted"]) <= accept.ACCEPT_RECORD_WORST_SECONDS
 
 
+RESERVE_CALLS = accept.ACCEPT_RECORD_WORST_SECONDS / AWS
+
+
 def test_accepts_reserve_covers_every_path_of_one_record() -> None:
     short = {name: total(calls) for name, calls in ACCEPT_PATHS.items() if total(calls) > accept.ACCEPT_RECORD_WORST_SECONDS}
     assert not short, (
-        f"PRODUCT BUG (layers/img2video/img2video/accept.py, ACCEPT_RECORD_WORST_SECONDS = "
-        f"{accept.ACCEPT_RECORD_WORST_SECONDS / AWS:g} AWS calls = {accept.ACCEPT_RECORD_WORST_SECONDS:g} s): these paths of one record make more calls, so the handler may start "
+        f"PRODUCT BUG (layers/img2video/img2video/accept.py, ACCEPT_RECORD_WORST_SECONDS = {RESERVE_CALLS:g} AWS calls "
+        f"= {accept.ACCEPT_RECORD_WORST_SECONDS:g} s): these paths of one record make more calls, so the handler may start "
         f"a record it cannot finish before the {timeout('AcceptFunction')} s timeout: "
         + "; ".join(f"{name}: {seconds:g} s" for name, seconds in short.items())
         + "\n"
@@ -257,7 +260,7 @@ def test_one_aws_call_makes_as_many_attempts_as_its_worst_case_counts() -> None:
                 over.append(f"{function} ({scenario}): {seconds:g} s > {timeout(function)} s")
         reserve = accept.ACCEPT_RECORD_WORST_SECONDS / AWS * real_aws
         if reserve > timeout("AcceptFunction"):
-            over.append(f"AcceptFunction reserve ({accept.ACCEPT_RECORD_WORST_SECONDS / AWS:g} AWS calls): {reserve:g} s > {timeout('AcceptFunction')} s")
+            over.append(f"AcceptFunction reserve ({RESERVE_CALLS:g} AWS calls): {reserve:g} s > {timeout('AcceptFunction')} s")
         raise AssertionError(
             f"PRODUCT BUG (layers/img2video/img2video/clients.py, _CONFIG = Config(retries={{'mode': 'standard', "
             f"'max_attempts': AWS_ATTEMPTS}})): botocore's 'max_attempts' counts retries, not attempts (it becomes "

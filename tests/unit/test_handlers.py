@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 import time
@@ -896,7 +897,13 @@ def test_a_busy_provider_past_the_deadline_ends_in_provider_timeout(aws: Aws) ->
 # -- Store ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(video_transfer, "_resolve", lambda host: ["93.184.216.34"])
+    def resolve(host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]  # an address stays itself, as getaddrinfo answers
+        except ValueError:
+            return ["93.184.216.34"]
+
+    monkeypatch.setattr(video_transfer, "_resolve", resolve)
 
 
 def store_state(aws: Aws) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_a_duplicate_tag_is_refused_too() -> None:
 @pytest.mark.parametrize("depth", [3, 50, 10_000, 100_000])
 def test_deep_nesting_is_refused_without_a_recursion_error(depth: int) -> None:
     raw = b'{"prompt": "p", "tags": ' + b"[" * depth + b"]" * depth + b"}"
-    message = error_of(raw[: MAX_SIDECAR_BYTES] if len(raw) > MAX_SIDECAR_BYTES else raw)
+    message = error_of(raw[:MAX_SIDECAR_BYTES] if len(raw) > MAX_SIDECAR_BYTES else raw)
     assert "nested" in message or "at most 65536 bytes" in message
 
 
@@ -220,7 +220,10 @@ JSON_VALUE = st.recursive(
 )
 
 
-@given(JSON_VALUE | st.builds(lambda prompt, rest: {**rest, "prompt": prompt}, ANY_TEXT, st.just({}) | st.dictionaries(FIELD, JSON_VALUE, max_size=3)))
+@given(
+    JSON_VALUE
+    | st.builds(lambda prompt, rest: {**rest, "prompt": prompt}, ANY_TEXT, st.just({}) | st.dictionaries(FIELD, JSON_VALUE, max_size=3))
+)
 def test_any_json_with_any_unicode_parses_or_fails_with_a_sendable_message(data: object) -> None:
     raw = json.dumps(data, ensure_ascii=True).encode()  # surrogates travel as \\uXXXX escapes, as in a hostile file
     try:

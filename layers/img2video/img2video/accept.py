@@ -11,14 +11,15 @@ from botocore.exceptions import ClientError
 
 from img2video.clients import AWS_CALL_WORST_SECONDS, client
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError
+from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
 from img2video.images import check_image
 from img2video.jobs import Job, SourceObject, job_id
 from img2video.keys import (
     IMAGE_SUFFIXES,
     InputKey,
     decode_event_key,
-    is_unsafe_image_key,
+    image_key_problem,
+    output_key_problem,
     output_keys,
     parse_input_key,
     pick_sidecar,
@@ -194,8 +195,9 @@ def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
 
 def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) -> str:
     parsed = parse_input_key(trigger.key, settings.input_prefix)
-    if trigger.bucket == settings.input_bucket and is_unsafe_image_key(trigger.key, settings.input_prefix):
-        return _reject_unsafe_key(trigger, settings)
+    problem = image_key_problem(trigger.key, settings.input_prefix) if trigger.bucket == settings.input_bucket else None
+    if problem:
+        return _reject_key(trigger, problem)
     if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
         logger.info("Ignoring key", extra={"key": trigger.key})
         return "ignored"
@@ -216,7 +218,7 @@ def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) ->
 def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int) -> str:
     """One image whose siblings are listed: wait for its sidecar, or pair them into a job and accept it."""
     image, image_head = siblings[trigger.key]
-    sidecar = pick_sidecar([sibling for sibling, _ in siblings.values()])
+    sidecar = pick_sidecar(image, [sibling for sibling, _ in siblings.values()])
     if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
         requeue(
             replace(trigger, reason="await-sidecar"),
@@ -270,7 +272,8 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
         raise
 
 
-def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
+def _reject_key(trigger: Trigger, problem: str) -> str:
+    """An image whose key cannot become a job: one failure notice, nothing paid."""
     head = _head(trigger.bucket, trigger.key)
     if head is None:
         return "ignored"
@@ -279,7 +282,7 @@ def _reject_unsafe_key(trigger: Trigger, settings: Settings) -> str:
         job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem),
         source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=_etag(head)),
     )
-    _fail(pending, "UNSUPPORTED_IMAGE", f"{trigger.key} has an empty, '.' or '..' folder name; upload it under a plain folder path")
+    _fail(pending, "UNSUPPORTED_IMAGE", problem)
     return "failed:UNSUPPORTED_IMAGE"
 
 
@@ -302,6 +305,9 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
     _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]))
     extra_keys = _extra_image_keys(request.extra_images, image.folder, settings)
     video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, pair.output_name(request.output_name))
+    problem = output_key_problem(video_key, manifest_key)
+    if problem:
+        raise (InvalidSidecar if request.output_name else UnsupportedImage)(f"{image.key}: {problem}")
     job = Job(
         job_id=pending.job_id,
         source=pending.source,

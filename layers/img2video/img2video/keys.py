@@ -54,10 +54,43 @@ class InputKey:
         return self.folder[len(prefix) :]
 
 
-def is_unsafe_image_key(key: str, prefix: str) -> bool:
-    """An image upload whose key has `.`, `..` or empty folder names: it cannot be mapped to an output safely."""
-    rest = key[len(prefix) :] if key.startswith(prefix) else ""
-    return key.lower().endswith(IMAGE_SUFFIXES) and any(part in ("", ".", "..") for part in rest.split("/")[:-1])
+# S3 keys are at most 1024 bytes of UTF-8; the video's and the manifest's keys must fit too.
+MAX_KEY_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def image_key_problem(key: str, prefix: str) -> str | None:
+    """Why an image upload under `prefix` cannot become a job, in words for its failure notice; None if it can.
+
+    Every such key gets a notice rather than being ignored: the user uploaded an image and waits for an answer.
+    """
+    if not key.startswith(prefix) or not key.lower().endswith(IMAGE_SUFFIXES):
+        return None
+    rest = key[len(prefix) :]
+    if any(part in ("", ".", "..") for part in rest.split("/")[:-1]):
+        return f"{key} has an empty, '.' or '..' folder name; upload it under a plain folder path"
+    name = rest.rsplit("/", 1)[-1]
+    if not name.rpartition(".")[0]:
+        return f"{key} has no name before its suffix ({name}); name the file, e.g. cat{name}"
+    control = _CONTROL.search(key)
+    if control:
+        shown = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", key)
+        return (
+            f"{shown} holds the control character U+{ord(control.group()):04X}, "
+            "which S3 listings and HTTP headers cannot carry; rename the file without it"
+        )
+    return None
+
+
+def output_key_problem(video_key: str, manifest_key: str) -> str | None:
+    """Why the job's outputs could not be written (checked before anything is paid); None if they can."""
+    longest = max((video_key, manifest_key), key=lambda k: len(k.encode()))
+    if len(longest.encode()) > MAX_KEY_BYTES:
+        return (
+            f"the output key {longest[:60]}... would be {len(longest.encode())} bytes of UTF-8; S3 keys are at most "
+            f"{MAX_KEY_BYTES}: use a shorter file name or output_name, or fewer folders"
+        )
+    return None
 
 
 def parse_input_key(key: str, prefix: str) -> InputKey | None:
@@ -100,7 +133,12 @@ def output_keys(image: InputKey, input_prefix: str, output_prefix: str, output_n
     return f"{base}.mp4", f"{base}.json"
 
 
-def pick_sidecar(siblings: list[InputKey]) -> InputKey | None:
-    """The sidecar among an image's siblings: `.json` before `.txt`, any case; stable if several differ only in case."""
+def pick_sidecar(image: InputKey, siblings: list[InputKey]) -> InputKey | None:
+    """The image's sidecar among its siblings: `.json` before `.txt`, any case; stable if several differ only in case.
+
+    A sidecar spelled exactly as the image (same Unicode normalization) wins: `café.jpg` in NFC and in NFD,
+    each with its own sidecar, each get their own. Only when there is none does the other spelling pair.
+    """
     sidecars = [key for key in siblings if key.kind == "sidecar"]
-    return min(sidecars, key=lambda k: (SIDECAR_SUFFIXES.index(k.suffix.lower()), k.key), default=None)
+    exact = [key for key in sidecars if key.folder == image.folder and key.stem == image.stem]
+    return min(exact or sidecars, key=lambda k: (SIDECAR_SUFFIXES.index(k.suffix.lower()), k.key), default=None)

@@ -49,6 +49,8 @@ class Settings(BaseModel):
     submit_retry_max_seconds: Annotated[int, Field(ge=1, le=900)] = 900
     # How long a job may wait for Novita to accept it (throttling, outages) before it fails with PROVIDER_FAILED.
     submit_window_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    # The largest video Store copies (counted while streaming, whatever Content-Length says).
+    max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
 
 
 def _from_env() -> dict[str, str]:

@@ -47,6 +47,7 @@ def store_video(state: ExecutionState) -> Stored:
             job.video_key,
             metadata={"job-id": job.job_id, "task-id": task_id},
             allow_loopback_http=settings.allow_loopback_http,
+            max_bytes=settings.max_video_bytes,
         )
     else:
         logger.info("Video already stored by an earlier attempt; not fetching it again", extra={"key": job.video_key})
