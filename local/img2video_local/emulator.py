@@ -40,7 +40,7 @@ class FaultSpecError(ValueError):
 @dataclass
 class Faults:
     """Fault rates (0..1) and durations (seconds, before the time scale). Spec string: "429=0.2,5xx=0.1,
-    retry_after=30,slow=0.2,slow_after=0.1,slow_seconds=45,fail=0.1,hang=0.05,expire=0.1,truncate=0.1,dup=0.2,seed=7".
+    retry_after=30,slow=0.2,slow_after=0.1,slow_seconds=45,fail=0.1,hang=0.05,expire=0.1,truncate=0.1,dup=0.2,leak=0.3,seed=7".
     `retry_after=5-30` draws each Retry-After from 5 to 30 s. `slow` delays an answer before anything is created;
     `slow_after` creates (and bills) the task, then delays the answer. `dup` duplicates S3 event deliveries
     (applied by the runtime)."""
@@ -57,6 +57,7 @@ class Faults:
     expire: float = 0.0
     truncate: float = 0.0
     dup: float = 0.0
+    leak: float = 0.0  # an answer echoes the caller's API key (plain, JSON-escaped or URL-encoded), as a careless provider might
     seed: int | None = None
 
     _NAMES: ClassVar[dict[str, str]] = {"429": "rate_429", "5xx": "rate_5xx"}
@@ -458,7 +459,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _error(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self._send(status, {"code": status, "reason": reason, "message": message, "metadata": {}}, headers)
+        self._send(status, {"code": status, "reason": reason, "message": self._leaky(message), "metadata": {}}, headers)
+
+    def _leaky(self, text: str) -> str:
+        """`text`, and with the `leak` fault the caller's key echoed in one of the spellings a provider might use."""
+        if not self.emulator.chance(self.emulator.config.faults.leak):
+            return text
+        key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        spellings = [
+            key,
+            "".join(f"\\u{ord(char):04x}" for char in key),  # escaped twice: still escaped once decoded
+            "".join(f"%{byte:02X}" for byte in key.encode()),
+            "".join(f"%25{byte:02x}" for byte in key.encode()),
+            key[:3] + "".join(f"\\u{ord(char):04X}" for char in key[3:6]) + key[6:],
+        ]
+        with self.emulator._lock:
+            spelling = self.emulator._random.choice(spellings)
+        return f"{text} (request authorized as {spelling})"
 
     def _authorized(self) -> bool:
         if self.headers.get("Authorization") != f"Bearer {self.emulator.config.api_key}":
@@ -543,6 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         now = time.time()
         status = emulator.status_of(task, now)
+        if status.get("reason"):
+            status["reason"] = self._leaky(status["reason"])
         videos = []
         if status["status"] == "TASK_STATUS_SUCCEED":
             task.urls_issued += 1
@@ -558,7 +577,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             200,
             {
-                "extra": {"seed": str(task.body.get("seed", 158881667)), "debug_info": {"submit_time_ms": str(int(task.created * 1000))}},
+                "extra": {
+                    "seed": str(task.body.get("seed", 158881667)),
+                    "debug_info": {"submit_time_ms": str(int(task.created * 1000)), "note": self._leaky("")},
+                },
                 "task": status,
                 "images": [],
                 "videos": videos,

@@ -10,7 +10,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, cast
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,7 +25,7 @@ from img2video.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from img2video.observability import logger
+from img2video.observability import logger, mask_in_logs
 from img2video.request_body import json_body
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
@@ -231,6 +231,17 @@ def scrub(text: str, *secrets: str) -> str:
     return text
 
 
+def scrub_values(value: Any, *secrets: str) -> Any:
+    """A decoded JSON value with `scrub` applied to every string in it, names included."""
+    if isinstance(value, str):
+        return scrub(value, *secrets)
+    if isinstance(value, dict):
+        return {scrub(str(name), *secrets): scrub_values(inner, *secrets) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [scrub_values(inner, *secrets) for inner in value]
+    return value
+
+
 @lru_cache(maxsize=8)  # a key or two per container, and the one it replaced
 def _secret_pattern(secret: str) -> re.Pattern[str]:
     def either_case(hex_digits: str) -> str:
@@ -266,6 +277,7 @@ class NovitaClient:
         self._session = session or shared_session()
         self._secret_id: str | None = None
         self._old_keys: list[str] = []  # masked too, should Novita echo a key it was sent earlier
+        mask_in_logs(api_key)
 
     @classmethod
     def for_secret(cls, base_url: str, secret_id: str, session: requests.Session | None = None) -> NovitaClient:
@@ -298,6 +310,7 @@ class NovitaClient:
             return False
         self._old_keys.append(self._api_key)
         self._api_key = fresh
+        mask_in_logs(fresh)
         return True
 
     def _attempt(self, method: str, path: str, params: dict[str, str] | None, body: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -332,7 +345,8 @@ class NovitaClient:
             raise ProviderUnavailable(f"Novita answered {method} {path} with a body that is not JSON") from None
         if not isinstance(answer, dict):
             raise ProviderUnavailable(f"Novita answered {method} {path} with unexpected JSON")
-        return answer
+        # every text the answer holds, once decoded, is masked: a task's reason or a URL may echo the key
+        return cast(dict[str, Any], scrub_values(answer, self._api_key, *self._old_keys))
 
     def submit(self, body: Mapping[str, Any]) -> str:
         """Create the task; `body["images"]` may hold InlineImage entries, which are streamed, never held whole."""
