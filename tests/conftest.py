@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +107,35 @@ def png_bytes(width: int = 160, height: int = 128) -> bytes:
 
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A 1-bit PNG of all zeros: a ~110 KB file that declares width × height pixels (a decompression bomb)."""
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor, parts = zlib.compressobj(9), []
+    for _ in range(height):
+        parts.append(compressor.compress(row))
+    parts.append(compressor.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+
+
+def image_bytes(width: int, height: int, fmt: str = "PNG", frames: int = 1) -> bytes:
+    """An image of any size and format; `frames` > 1 makes an animated PNG or WebP."""
+    import io
+
+    from PIL import Image
+
+    colors = ["red", "green", "blue", "white"]
+    images = [Image.new("RGB", (width, height), colors[i % 4]) for i in range(frames)]
+    buffer = io.BytesIO()
+    options = {"save_all": True, "append_images": images[1:], "duration": 100, "loop": 0} if frames > 1 else {}
+    images[0].save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 

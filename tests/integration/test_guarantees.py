@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from img2video_local.chaos import run_chaos
 from img2video_local.emulator import EmulatorConfig, Faults
 from img2video_local.runtime import LocalPipeline
 
-from tests.conftest import API_KEY, jpeg_bytes, png_bytes
+from tests.conftest import API_KEY, bomb_png, image_bytes, jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +81,53 @@ BAD_INPUTS: dict[str, tuple[str | None, bytes, bytes, str, str]] = {
     "output-name-slash": ("x.json", _json(prompt="p", output_name="a/b"), JPEG, "INVALID_SIDECAR", '"output_name" must be a file name'),
     "output-name-dotdot": ("x.json", _json(prompt="p", output_name="../../x"), JPEG, "INVALID_SIDECAR", '"output_name"'),
     "missing-sidecar": (None, b"", JPEG, "MISSING_SIDECAR", "no sidecar for incoming/bad/missing-sidecar/x.jpg after 2 s"),
+    # issue 8: each of these was paid for, lost its notice, or hid a problem
+    "duplicate-field": (
+        "x.json",
+        b'{"prompt": "p", "duration": 5, "duration": 10}',
+        JPEG,
+        "INVALID_SIDECAR",
+        '"duration" is given 2 times',
+    ),
+    "nested-10000-deep": (
+        "x.json",
+        b'{"prompt": "p", "tags": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        JPEG,
+        "INVALID_SIDECAR",
+        "has JSON nested 10001 levels deep; a sidecar uses at most 2",
+    ),
+    "zero-width-prompt": ("x.json", _json(prompt="\u200b\u200c\u200d\ufeff"), JPEG, "INVALID_SIDECAR", '"prompt" has no visible text'),
+    "nul-in-prompt": ("x.json", _json(prompt="a\u0000cat"), JPEG, "INVALID_SIDECAR", "control character U+0000 at position 1"),
+    "utf16-txt-without-bom": ("x.txt", "a cat yawns".encode("utf-16-le"), JPEG, "INVALID_SIDECAR", "looks like UTF-16 text"),
+    "lone-surrogate-prompt": ("x.json", b'{"prompt": "a cat \\ud83d"}', JPEG, "INVALID_SIDECAR", "lone surrogate \\ud83d at position 6"),
+    "lone-surrogate-field": ("x.json", b'{"prompt": "p", "\\ud800": 1}', JPEG, "INVALID_SIDECAR", "a field name holds invalid Unicode"),
+    "empty-prompt-and-a-typo": (
+        "x.json",
+        _json(prompt="", durration=12),
+        JPEG,
+        "INVALID_SIDECAR",
+        'it is empty; unknown field "durration"; did you mean "duration"?',
+    ),
+    "decompression-bomb": ("x.txt", b"p", bomb_png(30000, 30000), "UNSUPPORTED_IMAGE", "is 30000×30000 pixels (900.0 megapixels)"),
+    "one-pixel": ("x.txt", b"p", image_bytes(1, 1), "UNSUPPORTED_IMAGE", "is 1×1 pixels, smaller than 128"),
+    "panorama-200-to-1": ("x.txt", b"p", image_bytes(4000, 20, "JPEG"), "UNSUPPORTED_IMAGE", "is 4000×20 pixels"),
+    "aspect-5-to-1": ("x.txt", b"p", image_bytes(1000, 200, "WEBP"), "UNSUPPORTED_IMAGE", "an aspect ratio of 5:1; images must be"),
+    "animated-webp": ("x.txt", b"p", image_bytes(200, 200, "WEBP", frames=3), "UNSUPPORTED_IMAGE", "is an animated WEBP"),
+    "animated-png": ("x.txt", b"p", image_bytes(200, 200, "PNG", frames=3), "UNSUPPORTED_IMAGE", "is an animated PNG"),
+}
+
+# keys a careless or hostile user can upload: (image key, sidecar key or None, code, fragment)
+LONG_FOLDER = "incoming/keys/" + "f" * 990 + "/"
+BAD_KEYS: dict[str, tuple[str, str | None, bytes, str, str]] = {
+    "empty-stem": ("incoming/keys/.jpg", None, b"", "UNSUPPORTED_IMAGE", "has no name before its suffix (.jpg)"),
+    "control-character": ("incoming/keys/c\x01t.jpg", "incoming/keys/c\x01t.txt", b"p", "UNSUPPORTED_IMAGE", "control character U+0001"),
+    "output-key-too-long": (
+        LONG_FOLDER + "a.jpg",
+        LONG_FOLDER + "a.json",
+        _json(prompt="p", output_name="n" * 120),
+        "INVALID_SIDECAR",
+        "S3 keys are at most 1024",
+    ),
 }
 
 GOOD_INPUTS: dict[str, tuple[str, bytes, str, bytes]] = {
@@ -89,7 +137,22 @@ GOOD_INPUTS: dict[str, tuple[str, bytes, str, bytes]] = {
     "json-with-bom": ("incoming/good/bom.png", png_bytes(), "incoming/good/bom.json", b"\xef\xbb\xbf" + _json(prompt="p", duration=1)),
     "txt-with-bom": ("incoming/good/bomtxt.jpg", JPEG, "incoming/good/bomtxt.txt", "\ufeffsnow falls".encode()),
     "upper-case-suffixes": ("incoming/good/LOUD.JPG", JPEG, "incoming/good/LOUD.JSON", _json(prompt="p", duration=1)),
+    **{
+        f"café-{form}": (
+            unicodedata.normalize(form, "incoming/good/nfc-nfd/café.jpg"),
+            JPEG,
+            unicodedata.normalize(form, "incoming/good/nfc-nfd/café.txt"),
+            f"the {form} one".encode(),
+        )
+        for form in ("NFC", "NFD")
+    },
+    "utf16-txt-with-bom": ("incoming/good/notepad.jpg", JPEG, "incoming/good/notepad.txt", "a cat yawns".encode("utf-16")),
+    "largest-side-and-ratio": ("incoming/good/tall.png", image_bytes(128, 512), "incoming/good/tall.txt", b"p"),
 }
+
+
+def local_notices(local: LocalPipeline) -> list[dict[str, Any]]:
+    return [received.notice for received in local.notices]
 
 
 def test_bad_inputs_each_end_in_one_precise_notice_and_good_ones_succeed() -> None:
@@ -106,6 +169,11 @@ def test_bad_inputs_each_end_in_one_precise_notice_and_good_ones_succeed() -> No
             local.upload(image_key, image)
             local.upload(sidecar_key, sidecar)
             expected[image_key] = ("video.succeeded", "")
+        for image_key, sidecar_key, sidecar, code, fragment in BAD_KEYS.values():
+            if sidecar_key:
+                local.upload(sidecar_key, sidecar)
+            local.upload(image_key, JPEG)
+            expected[image_key] = (code, fragment)
         local.wait_for_notices(set(expected), 120)
         local.wait_for_notices({"(late duplicates)"}, 3)
 
@@ -124,11 +192,15 @@ def test_bad_inputs_each_end_in_one_precise_notice_and_good_ones_succeed() -> No
             if actual != code or fragment not in message:
                 problems.append(f"{key}: expected {code} with {fragment!r}, got {actual}: {message}")
         assert not problems, "\n".join(problems)
-        assert len(BAD_INPUTS) >= 30
+        assert len(BAD_INPUTS) + len(BAD_KEYS) >= 56  # 39 before issue 8
         # nothing bad reached the paid API; every good input was submitted once
         assert len(local.emulator.submissions) == len(GOOD_INPUTS)
+        # the NFC and NFD spellings of one name each went with their own sidecar's prompt
+        prompts = {n["source"]["key"]: n["request"]["prompt"] for n in local_notices(local) if n["request"]}
+        for form in ("NFC", "NFD"):
+            assert prompts[unicodedata.normalize(form, "incoming/good/nfc-nfd/café.jpg")] == f"the {form} one"
         # no retry storm: each bad upload was handled in a handful of Accept invocations, and never reached Submit
-        assert local.functions.invocations["AcceptFunction"] < 4 * (len(BAD_INPUTS) + len(GOOD_INPUTS))
+        assert local.functions.invocations["AcceptFunction"] < 4 * (len(BAD_INPUTS) + len(BAD_KEYS) + len(GOOD_INPUTS))
         assert local.functions.invocations["SubmitFunction"] <= 2 * len(GOOD_INPUTS)
 
 
@@ -172,5 +244,7 @@ def test_the_api_key_never_appears_in_logs_notices_manifests_or_errors(tmp_path:
             everything.append(json.dumps(history["events"], default=str))
     assert "Submitted to Novita" in everything[0]  # the logs were captured
     assert "request authorized as ***" in everything[0]  # the provider did echo the key, and it was masked
-    leaks = [(name, text[:200]) for text in everything for name, spelling in spellings_of(API_KEY).items() if spelling.lower() in text.lower()]
+    leaks = [
+        (name, text[:200]) for text in everything for name, spelling in spellings_of(API_KEY).items() if spelling.lower() in text.lower()
+    ]
     assert not leaks

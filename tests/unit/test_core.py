@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from img2video.novita import TaskResult, TaskStatus, classify_http_error, provid
 from img2video.wait_policy import WaitPolicy
 from PIL import Image, PngImagePlugin
 
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.conftest import bomb_png, jpeg_bytes, png_bytes
 
 
 # -- job identity ---------------------------------------------------------------------------------
@@ -98,21 +96,6 @@ def encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A 1-bit PNG of all zeros: a ~110 KB file that declares width × height pixels (a decompression bomb)."""
-    row = b"\x00" * (1 + (width + 7) // 8)
-    compressor, parts = zlib.compressobj(9), []
-    for _ in range(height):
-        parts.append(compressor.compress(row))
-    parts.append(compressor.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
 
 
 def test_real_images_pass_with_their_dimensions() -> None:

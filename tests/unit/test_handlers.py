@@ -24,6 +24,8 @@ import boto3
 import pytest
 import responses
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from img2video import accept as accept_module
 from img2video import clients, publish, video_transfer
 from img2video import submit as submit_module
@@ -330,6 +332,60 @@ def test_bad_input_ends_in_exactly_one_failure_notice_no_execution_and_nothing_p
         # inputs are never deleted or rewritten
         assert aws.s3.get_object(Bucket=aws.input_bucket, Key=f"incoming/{name}.jpg")["Body"].read() == image, name
     assert executions(aws) == [] and novita_calls() == []
+
+
+# -- whatever a user uploads: exactly one outcome per image, and nothing refused is ever paid (issue 8) -----------
+ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(["\ud83d", "\udfff", "\u200b", "\ufeff", "\x00", "\x01", "\u202e", '"'])
+ANY_TEXT = st.lists(ANY_CHAR, max_size=10).map("".join)
+SIDECAR_FIELD = st.sampled_from(["prompt", "duration", "resolution", "tags", "extra_images", "output_name", "seed"]) | ANY_TEXT
+SIDECAR_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 20) | st.sampled_from(["720p", "small", "a cat"]) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SIDECAR_FIELD, inner, max_size=3),
+    max_leaves=8,
+)
+SIDECAR_DOCUMENT = st.builds(
+    lambda prompt, rest: {**rest, "prompt": prompt},
+    ANY_TEXT | st.just("a cat yawns"),
+    st.dictionaries(SIDECAR_FIELD, SIDECAR_VALUE, max_size=3),
+)
+_examples = iter(range(1_000_000))
+
+
+def outcomes(aws: Aws, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The notices and the executions this image got."""
+    notices = [n for n in aws.notices() if n["source"]["key"] == key]
+    runs = [run for run in executions(aws) if execution_input(aws, run)["job"]["source"]["key"] == key]
+    return notices, runs
+
+
+@given(sidecar=SIDECAR_DOCUMENT | SIDECAR_VALUE)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_sidecar_ends_in_one_refusal_notice_or_one_execution_never_both(aws: Aws, sidecar: Any) -> None:
+    folder = f"incoming/any-sidecar/{next(_examples)}/"
+    put(aws, folder + "x.json", json.dumps(sidecar, ensure_ascii=True))  # lone surrogates travel as \\uXXXX escapes
+    put(aws, folder + "x.jpg", jpeg_bytes())
+    accept(aws, folder + "x.jpg", folder + "x.json", folder + "x.jpg")  # both events, one of them twice
+    notices, runs = outcomes(aws, folder + "x.jpg")
+    assert (len(notices), len(runs)) in ((1, 0), (0, 1)), (sidecar, notices, runs)
+    if notices:
+        assert notices[0]["error"]["code"] == "INVALID_SIDECAR" and notices[0]["error"]["message"]
+    else:  # what was accepted can be told later: its request holds only text a notice can carry
+        json.dumps(execution_input(aws, runs[0])["job"]["request"], ensure_ascii=False).encode("utf-8")
+    assert novita_calls() == []  # acceptance never pays; a refused job has no execution to pay in
+
+
+@given(name=st.lists(ANY_CHAR.filter(lambda c: not 0xD800 <= ord(c) <= 0xDFFF and c not in "/"), max_size=12).map("".join))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_image_name_ends_in_one_notice_or_one_execution(aws: Aws, name: str) -> None:
+    key = f"incoming/any-name/{next(_examples)}/{name}.jpg"
+    put(aws, key, jpeg_bytes())
+    sidecar = key[: -len(".jpg")] + ".txt"
+    put(aws, sidecar, "a cat yawns")
+    accept(aws, key, sidecar, key)  # the image's event, its sidecar's, and the image's again
+    notices, runs = outcomes(aws, key)
+    assert (len(notices), len(runs)) in ((1, 0), (0, 1)), (name, notices, runs)
+    if notices:
+        assert notices[0]["error"]["code"] == "UNSUPPORTED_IMAGE", notices[0]["error"]
 
 
 def test_duplicate_events_start_one_execution(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:

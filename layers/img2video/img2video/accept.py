@@ -218,6 +218,9 @@ def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) ->
 def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int) -> str:
     """One image whose siblings are listed: wait for its sidecar, or pair them into a job and accept it."""
     image, image_head = siblings[trigger.key]
+    problem = image_key_problem(image.key, settings.input_prefix)
+    if problem:  # reached through its sidecar's event: the same refusal (and job id) as through its own
+        return _reject_key(trigger, problem)
     sidecar = pick_sidecar(image, [sibling for sibling, _ in siblings.values()])
     if sidecar is None and now() - trigger.first_seen < settings.sidecar_grace_seconds:
         requeue(
