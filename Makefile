@@ -46,6 +46,7 @@ bench: $(STAMP)  ## polling, store and submit memory, import time (each prints a
 	$(BIN)/python bench/polling.py
 	$(BIN)/python bench/store_memory.py
 	$(BIN)/python bench/submit_memory.py
+	$(BIN)/python bench/image_check.py
 	$(BIN)/python bench/import_time.py
 
 chaos: $(STAMP)  ## 200 jobs under random mixed faults; fails on any broken promise
