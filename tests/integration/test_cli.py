@@ -19,7 +19,7 @@ def photos(tmp_path: Path) -> Path:
     (folder / "trip").mkdir(parents=True)
     (folder / "cat.jpg").write_bytes(jpeg_bytes())
     (folder / "cat.json").write_text(json.dumps({"prompt": "the cat blinks", "duration": 1, "resolution": "540p"}))
-    (folder / "trip" / "hill top.png").write_bytes(jpeg_bytes(160, 120))  # no sidecar: --prompt covers it
+    (folder / "trip" / "hill top.png").write_bytes(jpeg_bytes(160, 128))  # no sidecar: --prompt covers it
     (folder / "notes.md").write_text("not an upload")
     return folder
 

@@ -108,6 +108,13 @@ BAD_INPUTS: dict[str, tuple[str | None, bytes, bytes, str, str]] = {
         "INVALID_SIDECAR",
         'it is empty; unknown field "durration"; did you mean "duration"?',
     ),
+    "5000-unknown-fields": (
+        "x.json",
+        json.dumps({"prompt": "p", **{f"f{i}": 1 for i in range(5000)}}).encode(),
+        JPEG,
+        "INVALID_SIDECAR",
+        "and 4990 more problems",
+    ),
     "decompression-bomb": ("x.txt", b"p", bomb_png(30000, 30000), "UNSUPPORTED_IMAGE", "is 30000×30000 pixels (900.0 megapixels)"),
     "one-pixel": ("x.txt", b"p", image_bytes(1, 1), "UNSUPPORTED_IMAGE", "is 1×1 pixels, smaller than 128"),
     "panorama-200-to-1": ("x.txt", b"p", image_bytes(4000, 20, "JPEG"), "UNSUPPORTED_IMAGE", "is 4000×20 pixels"),
@@ -192,7 +199,7 @@ def test_bad_inputs_each_end_in_one_precise_notice_and_good_ones_succeed() -> No
             if actual != code or fragment not in message:
                 problems.append(f"{key}: expected {code} with {fragment!r}, got {actual}: {message}")
         assert not problems, "\n".join(problems)
-        assert len(BAD_INPUTS) + len(BAD_KEYS) >= 56  # 39 before issue 8
+        assert len(BAD_INPUTS) + len(BAD_KEYS) >= 57  # 39 before issue 8
         # nothing bad reached the paid API; every good input was submitted once
         assert len(local.emulator.submissions) == len(GOOD_INPUTS)
         # the NFC and NFD spellings of one name each went with their own sidecar's prompt

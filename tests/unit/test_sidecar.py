@@ -234,3 +234,14 @@ def test_any_json_with_any_unicode_parses_or_fails_with_a_sendable_message(data:
     else:
         request.model_dump_json()  # what reaches the notice serialises
         assert any(not ch.isspace() for ch in request.prompt)
+
+
+def test_thousands_of_problems_are_summed_up_so_the_notice_stays_small() -> None:
+    message = error_of({"prompt": "p", **{f"f{i}": 1 for i in range(5000)}})
+    assert len(message) < 2000
+    assert 'unknown field "f0"' in message and "and 4990 more problems" in message and "known fields: prompt" in message
+
+
+def test_a_hostile_string_of_escaped_quotes_is_judged_as_one_string() -> None:
+    message = error_of(b'{"prompt": "p", "tags": "' + b'\\"' * 30000 + b'"}')
+    assert '"tags" must be an object' in message

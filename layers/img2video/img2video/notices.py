@@ -6,17 +6,25 @@ import json
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from img2video.sidecar import MODEL, sendable
 
 NOTICE_VERSION = "1"
 
 
+MAX_ERROR_MESSAGE_CHARS = 4000  # whatever an error says, the notice stays far below SNS's 256 KiB
+
+
 class NoticeError(BaseModel):
     code: str
     message: str
     stage: Literal["submit", "poll", "store", "notify"]
+
+    @field_validator("message")
+    @classmethod
+    def _short_enough(cls, message: str) -> str:
+        return message if len(message) <= MAX_ERROR_MESSAGE_CHARS else message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
 
 
 class NoticeVideo(BaseModel):

@@ -107,7 +107,7 @@ def _describe(error: Any, data: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(field, FIELD_RULES, n=1, cutoff=0.6)
         suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
-        return f"unknown field {_show(field)}{suggestion} Known fields: {', '.join(FIELD_RULES)}"
+        return f"unknown field {_show(field)}{suggestion}"
     if error["type"] == "missing":
         return f'"{field}" is required: {FIELD_RULES[field]}'
     where = sendable(".".join(loc))
@@ -118,8 +118,8 @@ def _describe(error: Any, data: dict[str, Any]) -> str:
 
 # The deepest JSON the schema can use: the sidecar object holding "tags" (an object) or "extra_images" (a list).
 MAX_JSON_DEPTH = 2
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+# What the depth count looks at: an escape (two characters), a quote, a bracket. One pass, linear in the text.
+_DEPTH_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
 def _decode(raw: bytes, key: str) -> str:
@@ -142,11 +142,23 @@ def _decode(raw: bytes, key: str) -> str:
 
 
 def _json_depth(text: str) -> int:
-    """How deep the JSON's arrays and objects nest, counted without parsing (so without recursion)."""
+    """How deep the JSON's arrays and objects nest, counted in one pass without parsing (so without recursion).
+
+    Up to any syntax error it counts as the parser nests, so json.loads never goes deeper than this says.
+    """
     depth = deepest = 0
-    for bracket in _BRACKETS.finditer(_JSON_STRING.sub('""', text)):
-        depth += 1 if bracket.group() in "[{" else -1
-        deepest = max(deepest, depth)
+    in_string = False
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()
+        if char == '"':
+            in_string = not in_string
+        elif in_string or char[0] == "\\":
+            continue
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
     return deepest
 
 
@@ -252,9 +264,23 @@ def parse_sidecar(raw: bytes, key: str, settings: Settings) -> VideoRequest:
     if sidecar is not None:
         problems += _output_name_problems(sidecar.output_name)
     if problems:
-        raise InvalidSidecar(f"{key}: {'; '.join(dict.fromkeys(problems))}")
+        raise InvalidSidecar(f"{key}: {_listed(problems)}")
     assert sidecar is not None
     return _to_request(sidecar, settings)
+
+
+# A notice must stay far below SNS's 256 KiB: a sidecar of 10,000 unknown fields is told about the first few.
+MAX_PROBLEMS_LISTED = 10
+
+
+def _listed(problems: list[str]) -> str:
+    unique = list(dict.fromkeys(problems))
+    shown = unique[:MAX_PROBLEMS_LISTED]
+    if len(unique) > len(shown):
+        shown.append(f"and {len(unique) - len(shown)} more problems")
+    if any(problem.startswith("unknown field") for problem in unique):
+        shown.append(f"known fields: {', '.join(FIELD_RULES)}")
+    return "; ".join(shown)
 
 
 def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str]:
