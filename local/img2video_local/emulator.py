@@ -472,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
             "".join(f"%{byte:02X}" for byte in key.encode()),
             "".join(f"%25{byte:02x}" for byte in key.encode()),
             key[:3] + "".join(f"\\u{ord(char):04X}" for char in key[3:6]) + key[6:],
+            "".join(f"&#{ord(char)};" for char in key),  # an HTML error page's character references
+            "".join(f"%5Cu{ord(char):04x}" for char in key),  # JSON escapes, URL-encoded
         ]
         with self.emulator._lock:
             spelling = self.emulator._random.choice(spellings)

@@ -220,6 +220,8 @@ def spellings_of(secret: str) -> dict[str, str]:
         "url-encoded": "".join(f"%{byte:02X}" for byte in secret.encode()),
         "url-encoded (lower hex)": "".join(f"%{byte:02x}" for byte in secret.encode()),
         "url-encoded twice": "".join(f"%25{byte:02x}" for byte in secret.encode()),
+        "html character references": "".join(f"&#{ord(char)};" for char in secret),
+        "url-encoded json escapes": "".join(f"%5Cu{ord(char):04x}" for char in secret),
         "its distinctive tail": secret[-12:],
     }
 

@@ -291,3 +291,77 @@ def test_failure_email_says_why() -> None:
     )
     assert failed.video is None and failed.notice_id == "j:failed"
     assert "MISSING_SIDECAR" in email_text(failed) and "upload x.json" in email_text(failed)
+
+
+def test_the_largest_notice_a_user_can_cause_fits_in_one_sns_message() -> None:
+    """Every field at its limit, in 4-byte characters: the message stays under SNS's 256 KiB."""
+    emoji = "\U0001f408"
+    request = {
+        "model": "vidu-q2-turbo-img2video",
+        "prompt": emoji * 2000,
+        "extra_images": [emoji * 256] * 10,  # 1024 bytes each
+        "output_name": emoji * 120,
+        "voice_id": emoji * 200,
+    }
+    notice = failure_notice(
+        job_id="x" * 80,
+        source={"bucket": "b" * 63, "key": emoji * 256},
+        error=NoticeError(code="INVALID_SIDECAR", message=emoji * 100_000, stage="submit"),
+        request=request,
+        tags={emoji * 127 + str(i): emoji * 256 for i in range(20)},
+    )
+    arguments = sns_publish_arguments(notice, "arn:aws:sns:us-east-1:123456789012:t")
+    assert len(arguments["Message"].encode()) < 256 * 1024 - 4096  # room for the attributes and subject
+
+
+# -- images, found by attacking the change ------------------------------------------------------------------------
+PHOTO = encoded(Image.new("RGB", (400, 300), "teal"), "JPEG")
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 3000 + b"moov-data-of-a-motion-photo",  # Pixel / Samsung motion photo
+        b"SEFH" + b"\x01" * 200 + b"SEFT",  # Samsung's trailer
+        b"\x00" * 500,  # zero padding
+        b"\n",
+    ],
+)
+def test_photos_with_data_after_the_end_marker_are_complete(trailer: bytes) -> None:
+    motion_xmp = b"http://ns.google.com/photos/1.0/camera/ MotionPhoto" if b"ftyp" in trailer else b""
+    data = PHOTO[:2] + (b"\xff\xe1" + (len(motion_xmp) + 2).to_bytes(2, "big") + motion_xmp if motion_xmp else b"") + PHOTO[2:]
+    assert check(data + trailer) == ImageHeader("jpeg", 400, 300)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_png_and_webp_with_data_after_their_end_are_complete(fmt: str) -> None:
+    assert check(encoded(Image.new("RGB", (300, 200)), fmt) + b"trailing bytes").width == 300
+
+
+def test_a_file_shorter_than_listed_is_refused_not_a_crash() -> None:
+    """The object changed between the listing and the reads (it was overwritten): refused with a clear message."""
+    reads = Reads(b"\xff\xd8\xff")
+    with pytest.raises(UnsupportedImage, match=r"changed while it was read|ends inside its header"):
+        check_image("incoming/x.jpg", 5428, reads)
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [(0xC3, "lossless JPEG"), (0xC9, "arithmetic-coded JPEG"), (0xCB, "arithmetic-coded JPEG"), (0xC5, "hierarchical JPEG")],
+)
+def test_jpeg_variants_few_decoders_read_are_refused_by_name(marker: int, expected: str) -> None:
+    sof = PHOTO.index(b"\xff\xc0")
+    data = PHOTO[: sof + 1] + bytes([marker]) + PHOTO[sof + 2 :]
+    assert expected in refusal(data)
+
+
+def test_a_12_bit_jpeg_is_refused() -> None:
+    sof = PHOTO.index(b"\xff\xc0")
+    data = PHOTO[: sof + 4] + b"\x0c" + PHOTO[sof + 5 :]
+    assert "12-bit" in refusal(data)
+
+
+def test_a_jpeg_that_declares_its_height_later_is_refused_by_name() -> None:
+    sof = PHOTO.index(b"\xff\xc0")
+    data = PHOTO[: sof + 5] + b"\x00\x00" + PHOTO[sof + 7 :]
+    assert "declares its height after the image data" in refusal(data)

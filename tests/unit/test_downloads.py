@@ -81,6 +81,9 @@ REFUSED = {
     "6to4 of a private address": "2002:0a00:0001::1",
     "teredo": "2001:0:4136:e378:8000:63bf:3fff:fdd2",
     "documentation-v6": "2001:db8::1",
+    "documentation-v6 (RFC 9637)": "3fff::1",
+    "ietf-protocol-assignments": "192.0.0.8",
+    "site-local (deprecated)": "fec0::1",
 }
 
 

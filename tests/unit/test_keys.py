@@ -149,3 +149,14 @@ def test_nfc_and_nfd_spellings_each_pair_with_their_own_sidecar() -> None:
     # with only one spelling's sidecar, both images pair with it, as before
     only_nfd = _keys(f"{nfc}.jpg", f"{nfd}.jpg", f"{nfd}.txt")
     assert {pick_sidecar(_keys(f"{s}.jpg")[0], only_nfd).stem for s in (nfc, nfd)} == {nfd}  # type: ignore[union-attr]
+
+
+def test_a_prefix_without_its_slash_is_still_a_folder() -> None:
+    """InputPrefix "incoming" must not let `../incoming2/x.jpg` count as inside it."""
+    from img2video.settings import Settings
+
+    settings = Settings(
+        input_bucket="b", output_bucket="o", topic_arn="t", idempotency_table="i", novita_secret_id="s", input_prefix="incoming"
+    )
+    assert settings.input_prefix == "incoming/"
+    assert resolve_relative("incoming/a/", "../../incoming2/x.jpg", settings.input_prefix) is None

@@ -464,6 +464,13 @@ def _url_encoded(text: str) -> str:
         f"<html>GET /v3?key={_url_encoded(API_KEY)} refused</html>",
         f"<html>GET /v3?key={_url_encoded(API_KEY).lower()} refused, twice: {_url_encoded(_url_encoded(API_KEY))}</html>",
         f"Authorization: Bearer {API_KEY}",
+        # found by attacking the change: combinations of the forms above, and HTML character references
+        "<p>key " + _json_escaped(API_KEY).replace("\\", "%5C") + "</p>",  # URL-encoded JSON escapes
+        '{"message": "' + _url_encoded(API_KEY).replace("%", "\\u0025") + '"}',  # JSON-escaped percent signs
+        "<p>key " + "".join(f"&#{ord(char)};" for char in API_KEY) + "</p>",
+        "<p>key " + "".join(f"&#x{ord(char):X};" for char in API_KEY[:8]) + API_KEY[8:] + "</p>",
+        # the key where the provider's message is cut short: no part of it may survive the cut
+        json.dumps({"message": "x" * 280 + f" {API_KEY}", "reason": "INVALID_API_KEY"}),
     ],
 )
 @responses.activate
@@ -474,7 +481,7 @@ def test_the_key_never_appears_in_an_error_or_a_log(client: NovitaClient, body: 
     shown = f"{caught.value} {caught.value.message!r} {caught.value.args!r} {client!r}"
     logs = capsys.readouterr()
     for text in (shown, logs.out, logs.err):
-        assert "SECRET-9f8e7d6c5b4a" not in text and "9f8e7d6c5b4a" not in text
+        assert "SECRET-9f8e7d6c5b4a" not in text and "9f8e7d6c5b4a" not in text and "sk-test-SECRET" not in text
     assert "***" in caught.value.message
 
 

@@ -245,3 +245,45 @@ def test_thousands_of_problems_are_summed_up_so_the_notice_stays_small() -> None
 def test_a_hostile_string_of_escaped_quotes_is_judged_as_one_string() -> None:
     message = error_of(b'{"prompt": "p", "tags": "' + b'\\"' * 30000 + b'"}')
     assert '"tags" must be an object' in message
+
+
+# -- found by attacking the change: each a test first -----------------------------------------------------------
+def test_an_integer_too_long_for_python_is_invalid_json_not_a_crash() -> None:
+    assert "is not valid JSON" in error_of(b'{"prompt": "a cat", "seed": ' + b"9" * 5000 + b"}")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["\u0301\u0301", "\u0300" * 10, "\u034f", "\ufe0f\ufe0e", "\u180b", "\u3164", "\uffa0", "\u115f\u1160", "\u2800", "\u17b4\u17b5"],
+)
+def test_marks_fillers_and_blank_symbols_alone_are_not_visible_text(prompt: str) -> None:
+    assert '"prompt" has no visible text' in error_of({"prompt": prompt})
+
+
+@pytest.mark.parametrize("prompt", ["é", "e\u0301", "猫", "🐈", "42", "!?", "a\u2800b"])
+def test_any_letter_digit_punctuation_or_symbol_is_visible(prompt: str) -> None:
+    assert parse({"prompt": prompt}).prompt == prompt
+
+
+def test_an_extra_image_entry_longer_than_an_s3_key_is_refused_briefly() -> None:
+    message = error_of(json.dumps({"prompt": "p", "extra_images": ["\U0001f600" * 16000]}, ensure_ascii=False).encode())
+    assert '"extra_images.0" must be' in message and "at most 1024 bytes" in message and len(message) < 1000
+
+
+def test_a_long_tag_name_is_refused_and_the_message_stays_short() -> None:
+    message = error_of({"prompt": "x", "tags": {"k" * 60000: "v"}})
+    assert "tag names of at most 128 characters" in message and len(message) < 1000
+    assert len(error_of({"prompt": "x", "tags": {"k" * 60000: 5}})) < 1000
+
+
+@pytest.mark.parametrize("name", ["a\x85b", "a\u2028b", "a\u202egpj.exe", "\u200b", "\u3164", ".mp4", " .mp4"])
+def test_output_names_with_invisible_or_control_characters_or_nothing_before_mp4_are_refused(name: str) -> None:
+    assert '"output_name" must be' in error_of({"prompt": "p", "output_name": name})
+
+
+def test_a_blank_voice_id_is_refused() -> None:
+    assert '"voice_id" must be' in error_of({"prompt": "p", "voice_id": " "})
+
+
+def test_a_utf32_sidecar_is_named_as_such() -> None:
+    assert "UTF-32" in error_of("a cat".encode("utf-32"), "incoming/cat.txt")

@@ -31,7 +31,7 @@ MAX_ASPECT = 4  # 1:4 to 4:1
 
 FIRST_READ_BYTES = 256 * 1024  # holds the header of nearly every image
 HEADER_LIMIT_BYTES = 4 * 1024 * 1024  # one further read may reach this far (big ICC profiles, XMP, PNG text chunks)
-TAIL_BYTES = 16
+TAIL_BYTES = 4096  # the end marker, and room for padding or a short vendor trailer after it
 SNIFF_BYTES = 16  # enough to tell JPEG, PNG and WebP apart
 MAX_JPEG_SEGMENTS = 2000
 MAX_PNG_CHUNKS = 2000
@@ -67,12 +67,23 @@ class _HeaderNotFound(Exception):
     """The bytes end, or the read limit is reached, before the header says what it must."""
 
 
+class _Refused(Exception):
+    """A readable header describing an image the provider is not sent: the text completes "<key> ..."."""
+
+
+def _exact(data: bytes, length: int) -> bytes:
+    """`data` if S3 gave as many bytes as asked: fewer means the object changed since it was listed."""
+    if len(data) < length:
+        raise _HeaderNotFound("the file changed while it was read (it is shorter than listed); upload it again")
+    return data
+
+
 class _Window:
     """The object's bytes as far as its header needs them: the first read, then at most one more."""
 
     def __init__(self, read: Reader, size: int) -> None:
         self._read, self._size = read, size
-        self._start, self._data = 0, read(0, min(size, FIRST_READ_BYTES))
+        self._start, self._data = 0, _exact(read(0, min(size, FIRST_READ_BYTES)), min(size, FIRST_READ_BYTES))
         self._reads = 1
 
     @property
@@ -86,7 +97,8 @@ class _Window:
         if not (self._start <= offset and end <= self._start + len(self._data)):
             if self._reads >= 2 or end > HEADER_LIMIT_BYTES:
                 raise _HeaderNotFound(f"no image header within the first {HEADER_LIMIT_BYTES} bytes")
-            self._start, self._data = offset, self._read(offset, min(self._size, HEADER_LIMIT_BYTES) - offset)
+            wanted = min(self._size, HEADER_LIMIT_BYTES) - offset
+            self._start, self._data = offset, _exact(self._read(offset, wanted), wanted)
             self._reads += 1
         return self._data[offset - self._start : end - self._start]
 
@@ -99,8 +111,15 @@ def _u32be(data: bytes) -> int:
     return int.from_bytes(data[:4], "big")
 
 
-# Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC are other tables.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Start-of-frame markers: the Huffman-coded ones every decoder reads (baseline, extended, progressive), and the
+# rest by name (C4, C8 and CC are other segments).
+_JPEG_SOF_READABLE = {0xC0, 0xC1, 0xC2}
+_JPEG_SOF_OTHER = {
+    0xC3: "lossless JPEG",
+    **dict.fromkeys((0xC5, 0xC6, 0xC7), "hierarchical JPEG"),
+    **dict.fromkeys((0xC9, 0xCA, 0xCB), "arithmetic-coded JPEG"),
+    **dict.fromkeys((0xCD, 0xCE, 0xCF), "hierarchical arithmetic-coded JPEG"),
+}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
@@ -118,8 +137,16 @@ def _jpeg(window: _Window) -> ImageHeader:
             continue
         if marker in (0xD9, 0xDA):
             raise _HeaderNotFound("the JPEG's image data starts before its frame header")
-        if marker in _JPEG_SOF:
+        if marker in _JPEG_SOF_OTHER:
+            raise _Refused(
+                f"is a {_JPEG_SOF_OTHER[marker]} (frame marker 0x{marker:02X}), which few decoders read; export it as a standard JPEG"
+            )
+        if marker in _JPEG_SOF_READABLE:
             frame = window.at(position + 4, 5)  # precision, height, width
+            if frame[0] != 8:
+                raise _Refused(f"is a {frame[0]}-bit JPEG; export it as a standard 8-bit JPEG")
+            if _u16be(frame[1:3]) == 0:
+                raise _Refused("declares its height after the image data (a DNL marker), which few decoders read; export it again")
             return ImageHeader("jpeg", width=_u16be(frame[3:5]), height=_u16be(frame[1:3]))
         length = _u16be(window.at(position + 2, 2))
         if length < 2:
@@ -181,6 +208,8 @@ def _read_header(key: str, window: _Window) -> ImageHeader:
         )
     try:
         return _PARSERS[kind](window)
+    except _Refused as exc:
+        raise UnsupportedImage(f"{key} {exc}") from None
     except _HeaderNotFound as exc:
         raise UnsupportedImage(f"{key} is not a readable {kind.upper()} image: {exc}; export it again as JPEG, PNG or WebP") from None
 
@@ -209,18 +238,32 @@ def check_image(key: str, size: int, read: Reader) -> ImageHeader:
         raise UnsupportedImage(f"{key} is empty (0 bytes); upload a JPEG, PNG or WebP image")
     if size > MAX_IMAGE_BYTES:
         raise ImageTooLarge(f"{key} is {size} bytes; the provider accepts images up to {MAX_IMAGE_BYTES} bytes (50 MB)")
-    window = _Window(read, size)
+    try:
+        window = _Window(read, size)
+    except _HeaderNotFound as exc:
+        raise UnsupportedImage(f"{key}: {exc}") from None
     header = _read_header(key, window)
     _check_shape(key, header)
     _check_complete(key, size, header.kind, window, read)
     return header
 
 
+# Phones append a video (Google and Samsung motion photos) or a trailer (Samsung's SEFH...SEFT) after a JPEG's end.
+_MOTION_PHOTO_XMP = (b"MotionPhoto", b"MicroVideo")
+
+
 def _check_complete(key: str, size: int, kind: ImageType, window: _Window, read: Reader) -> None:
+    """Whether the file holds its image's end: an upload cut short is refused; data after the end is fine."""
     if kind == "webp":
-        complete = int.from_bytes(window.first[4:8], "little") + 8 == size  # the RIFF size
+        complete = int.from_bytes(window.first[4:8], "little") + 8 <= size  # the RIFF size
     else:
-        tail = read(max(0, size - TAIL_BYTES), min(size, TAIL_BYTES))
-        complete = tail.rstrip(b"\x00").endswith(b"\xff\xd9") if kind == "jpeg" else tail.endswith(b"IEND\xaeB`\x82")
+        try:
+            tail = _exact(read(max(0, size - TAIL_BYTES), min(size, TAIL_BYTES)), min(size, TAIL_BYTES))
+        except _HeaderNotFound as exc:
+            raise UnsupportedImage(f"{key}: {exc}") from None
+        if kind == "png":
+            complete = b"IEND\xaeB`\x82" in tail
+        else:  # in entropy-coded data 0xFF is always followed by 0x00 or a restart marker: FF D9 is the end marker
+            complete = b"\xff\xd9" in tail or tail.endswith(b"SEFT") or any(mark in window.first for mark in _MOTION_PHOTO_XMP)
     if not complete:
         raise UnsupportedImage(f"{key} looks truncated: the {kind.upper()} data ends before the image does; upload it again")

@@ -13,7 +13,7 @@ from img2video.sidecar import MODEL, sendable
 NOTICE_VERSION = "1"
 
 
-MAX_ERROR_MESSAGE_CHARS = 4000  # whatever an error says, the notice stays far below SNS's 256 KiB
+MAX_ERROR_MESSAGE_CHARS = 2000  # whatever an error says, the notice stays far below SNS's 256 KiB
 
 
 class NoticeError(BaseModel):
@@ -168,7 +168,8 @@ def sns_publish_arguments(notice: Notice, topic_arn: str) -> dict[str, Any]:
         "TopicArn": topic_arn,
         "Subject": subject(notice),
         "MessageStructure": "json",
-        "Message": json.dumps({"default": message, "email": email_text(notice)}),
+        # UTF-8 as it is (not \\u-escaped, which would triple an emoji's bytes): the worst notice fits SNS's 256 KiB
+        "Message": json.dumps({"default": message, "email": email_text(notice)}, ensure_ascii=False),
         "MessageAttributes": {
             "event": {"DataType": "String", "StringValue": notice.event},
             "resolution": {"DataType": "String", "StringValue": str(resolution)},

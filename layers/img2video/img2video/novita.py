@@ -146,8 +146,8 @@ def provider_reason(body: str) -> str:
     return reason.strip().upper() if isinstance(reason, str) else ""
 
 
-def provider_message(body: str) -> str:
-    """The provider's own words from an error body, whatever its shape, kept short."""
+def provider_message(body: str, secrets: tuple[str, ...] = ()) -> str:
+    """The provider's own words from an error body, whatever its shape, masked, then kept short (never cut inside a key)."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -159,7 +159,7 @@ def provider_message(body: str) -> str:
         text = "; ".join(parts) if parts else body
     else:
         text = body
-    text = " ".join(text.split())
+    text = scrub(" ".join(text.split()), *secrets)
     return text[:MAX_MESSAGE_CHARS] + ("..." if len(text) > MAX_MESSAGE_CHARS else "")
 
 
@@ -213,7 +213,7 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None, 
     """
     body = scrub(body, *secrets)
     # scrubbed again once decoded: a form the pattern missed in the raw JSON is plain text by now
-    message = scrub(provider_message(body), *secrets) or f"HTTP {status}"
+    message = provider_message(body, secrets) or f"HTTP {status}"
     kind = REASON_ERRORS.get(provider_reason(body)) or _error_by_status(status, message)
     text = f"{_WHAT_HAPPENED[kind]} (HTTP {status}): {message}"
     if kind is ProviderThrottled:
@@ -244,17 +244,23 @@ def scrub_values(value: Any, *secrets: str) -> Any:
 
 @lru_cache(maxsize=8)  # a key or two per container, and the one it replaced
 def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """Each character of the secret in any spelling a provider's text may carry it, mixed freely:
+    itself; a JSON \\uXXXX escape however often escaped (its backslash perhaps URL-encoded); %XX per UTF-8 byte,
+    URL-encoded once or more (its % perhaps JSON-escaped); an HTML character reference (&#115; or &#x73;)."""
+
     def either_case(hex_digits: str) -> str:
         return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in hex_digits)
 
+    backslashes = r"(?:\\|%5[cC])+"
+    percent = rf"(?:%|{backslashes}u0025|&#0*37;|&#[xX]0*25;)"
+
     def spellings(char: str) -> str:
-        forms = [re.escape(char)]
-        if ord(char) < 0x10000:  # \uXXXX, however many times the text was JSON-encoded
-            forms.append(rf"\\+u{either_case(f'{ord(char):04x}')}")
+        forms = [re.escape(char), rf"&#0*{ord(char)};", rf"&#[xX]0*{either_case(f'{ord(char):x}')};"]
+        if ord(char) < 0x10000:
+            forms.append(rf"{backslashes}u{either_case(f'{ord(char):04x}')}")
         if char == "/":
-            forms.append(r"\\+/")
-        # %XX per UTF-8 byte, also double-encoded (%25XX)
-        forms.append("".join(f"%(?:25)*{either_case(f'{byte:02x}')}" for byte in char.encode()))
+            forms.append(rf"{backslashes}/")
+        forms.append("".join(f"{percent}(?:25)*{either_case(f'{byte:02x}')}" for byte in char.encode()))
         return f"(?:{'|'.join(forms)})"
 
     return re.compile("".join(spellings(char) for char in secret))

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Resolution = Literal["540p", "720p", "1080p"]
 MovementAmplitude = Literal["auto", "small", "medium", "high"]
@@ -51,6 +51,12 @@ class Settings(BaseModel):
     submit_window_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
     max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
+
+    @field_validator("input_prefix", "output_prefix")
+    @classmethod
+    def _a_folder(cls, prefix: str) -> str:
+        """A prefix is a folder: "incoming" means "incoming/", so "incoming2/x.jpg" is never inside it."""
+        return prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
 
 
 def _from_env() -> dict[str, str]:

@@ -10,7 +10,7 @@ import unicodedata
 from collections import Counter
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from img2video.errors import InvalidSidecar
 from img2video.settings import MovementAmplitude, Resolution, Settings
@@ -20,6 +20,8 @@ MAX_SIDECAR_BYTES = 64 * 1024
 MAX_PROMPT_CHARS = 2000
 MAX_EXTRA_IMAGES = 10
 MAX_TAGS = 20
+MAX_TAG_NAME_CHARS = 128
+MAX_KEY_BYTES = 1024  # S3's limit for any key, so for an extra image's
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,120}$")
 
@@ -34,11 +36,20 @@ FIELD_RULES: dict[str, str] = {
     "audio": "a JSON boolean, true or false",
     "watermark": "a JSON boolean, true or false",
     "off_peak": "a JSON boolean, true or false",
-    "voice_id": "a non-empty string",
-    "extra_images": f"a list of at most {MAX_EXTRA_IMAGES} image keys relative to the sidecar's folder",
-    "output_name": 'a file name without "/", "\\", ".." or control characters, at most 120 characters',
-    "tags": f'an object of at most {MAX_TAGS} string values, e.g. {{"project": "cats"}}',
+    "voice_id": "a non-blank string",
+    "extra_images": (f"a list of at most {MAX_EXTRA_IMAGES} image keys of at most {MAX_KEY_BYTES} bytes, relative to the sidecar's folder"),
+    "output_name": 'a file name without "/", "\\", "..", control or formatting characters, with visible text, at most 120 characters',
+    "tags": (
+        f"an object of at most {MAX_TAGS} string values of at most 256 characters, with tag names of at most "
+        f'{MAX_TAG_NAME_CHARS} characters, e.g. {{"project": "cats"}}'
+    ),
 }
+
+
+def _key_sized(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ValueError("longer than an S3 key")
+    return value
 
 
 class Sidecar(BaseModel):
@@ -55,10 +66,13 @@ class Sidecar(BaseModel):
     audio: StrictBool = False
     watermark: StrictBool | None = None
     off_peak: StrictBool = False
-    voice_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
-    extra_images: Annotated[list[StrictStr], Field(max_length=MAX_EXTRA_IMAGES)] = []
+    voice_id: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
+    extra_images: Annotated[list[Annotated[StrictStr, AfterValidator(_key_sized)]], Field(max_length=MAX_EXTRA_IMAGES)] = []
     output_name: Annotated[StrictStr, Field(pattern=_SAFE_NAME.pattern)] | None = None
-    tags: Annotated[dict[StrictStr, Annotated[StrictStr, Field(max_length=256)]], Field(max_length=MAX_TAGS)] = {}
+    tags: Annotated[
+        dict[Annotated[StrictStr, Field(max_length=MAX_TAG_NAME_CHARS)], Annotated[StrictStr, Field(max_length=256)]],
+        Field(max_length=MAX_TAGS),
+    ] = {}
 
 
 class VideoRequest(BaseModel):
@@ -101,6 +115,10 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(error: Any, data: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     field = loc[0] if loc else "sidecar"
@@ -110,7 +128,7 @@ def _describe(error: Any, data: dict[str, Any]) -> str:
         return f"unknown field {_show(field)}{suggestion}"
     if error["type"] == "missing":
         return f'"{field}" is required: {FIELD_RULES[field]}'
-    where = sendable(".".join(loc))
+    where = _shorten(sendable(".".join(loc)))
     return f'"{where}" must be {FIELD_RULES.get(field, "valid")}; got {_show(error.get("input", data.get(field)))}'
 
 
@@ -125,6 +143,8 @@ _DEPTH_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 def _decode(raw: bytes, key: str) -> str:
     if len(raw) > MAX_SIDECAR_BYTES:
         raise InvalidSidecar(f"{key} is {len(raw)} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES} bytes (64 KiB)")
+    if raw.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise InvalidSidecar(f"{key} is UTF-32 text (it starts with a UTF-32 byte order mark); save it as UTF-8")
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Notepad's "Unicode": read it as the user meant
         try:
             return raw.decode("utf-16")
@@ -180,6 +200,8 @@ def _load_json(text: str, key: str, problems: list[str]) -> Any:
         return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise InvalidSidecar(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # a number of thousands of digits: Python refuses to convert it
+        raise InvalidSidecar(f"{key} is not valid JSON for a sidecar: {_shorten(str(exc), 120)}") from None
 
 
 # --- what the text must hold -----------------------------------------------------------------------
@@ -195,6 +217,7 @@ def _unicode_problems(value: Any, where: str = "") -> list[str]:
         if found is None:
             return []
         escape = sendable(found.group())
+        where = _shorten(sendable(where))
         return [f'"{where}" holds invalid Unicode: a lone surrogate {escape} at position {found.start()} (half of an emoji?)']
     if isinstance(value, dict):
         problems = []
@@ -219,6 +242,18 @@ def _without_bad_names(value: Any) -> Any:
     return value
 
 
+# Letters that render as nothing: Hangul fillers and the Braille blank (categories Lo and So).
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def has_visible_text(text: str) -> bool:
+    """At least one letter, digit, punctuation mark or symbol that renders as something.
+
+    Spaces, format and control characters, variation selectors and combining marks alone are not text.
+    """
+    return any(unicodedata.category(char)[0] in "LNPS" and char not in _BLANK_LOOKING for char in text)
+
+
 def _prompt_problems(prompt: str) -> list[str]:
     """A prompt must hold visible text: no control characters, not only spaces and invisible format characters."""
     for position, char in enumerate(prompt):
@@ -229,7 +264,7 @@ def _prompt_problems(prompt: str) -> list[str]:
             ]
     if not prompt.strip():
         return [f'"prompt" must be {FIELD_RULES["prompt"]}; it is empty']
-    if not any(unicodedata.category(char)[0] not in "ZC" and not char.isspace() for char in prompt):
+    if not has_visible_text(prompt):
         invisible = " ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in prompt if not char.isspace()))
         return [f'"prompt" has no visible text, only invisible characters ({invisible}); it must be {FIELD_RULES["prompt"]}']
     length = len(prompt.strip())
@@ -294,7 +329,11 @@ def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str
 
 
 def _output_name_problems(output_name: str | None) -> list[str]:
-    if output_name is not None and (output_name.strip() in ("", ".", "..") or ".." in output_name):
+    if output_name is None:
+        return []
+    stem = output_name[:-4] if output_name.lower().endswith(".mp4") else output_name
+    hidden = any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in output_name)
+    if hidden or ".." in output_name or not has_visible_text(stem) or stem.strip() in ("", "."):
         return [f'"output_name" must be {FIELD_RULES["output_name"]}; got {_show(output_name)}']
     return []
 

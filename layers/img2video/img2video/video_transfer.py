@@ -31,7 +31,11 @@ Resolver = Callable[[str], list[str]]
 # Special-purpose IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052, RFC 8215)
 # and the deprecated IPv4-compatible form. The address they reach is judged by that IPv4 address.
 _IPV4_TRANSLATED = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("::/96"))
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+# Special-purpose ranges some Python versions' ipaddress still calls global: carrier-grade NAT (RFC 6598),
+# IETF protocol assignments (RFC 6890), IPv6 site-local (deprecated, RFC 3879) and documentation (RFC 9637).
+_ALSO_SPECIAL = tuple(
+    ipaddress.ip_network(network) for network in ("100.64.0.0/10", "192.0.0.0/24", "fec0::/10", "3fff::/20", "2001:db8::/32")
+)
 
 
 def _resolve(host: str) -> list[str]:
@@ -62,7 +66,7 @@ def is_public_address(address: str) -> bool:
         or ip.is_multicast
         or ip.is_reserved
         or ip.is_unspecified
-        or ip in _SHARED_ADDRESS_SPACE
+        or any(ip in network for network in _ALSO_SPECIAL)
     )
     return not special
 
