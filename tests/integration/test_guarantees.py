@@ -59,7 +59,7 @@ BAD_INPUTS: dict[str, tuple[str | None, bytes, bytes, str, str]] = {
     "seed-negative": ("x.json", _json(prompt="p", seed=-5), JPEG, "INVALID_SIDECAR", "got -5"),
     "tags-list": ("x.json", _json(prompt="p", tags=["a"]), JPEG, "INVALID_SIDECAR", '"tags" must be an object'),
     "tags-number-value": ("x.json", _json(prompt="p", tags={"n": 1}), JPEG, "INVALID_SIDECAR", '"tags.n"'),
-    "voice-empty": ("x.json", _json(prompt="p", voice_id=""), JPEG, "INVALID_SIDECAR", '"voice_id" must be a non-empty string'),
+    "voice-empty": ("x.json", _json(prompt="p", voice_id=""), JPEG, "INVALID_SIDECAR", '"voice_id" must be a non-blank string'),
     "oversized-json": ("x.json", b'{"prompt": "' + b"z" * 70000 + b'"}', JPEG, "INVALID_SIDECAR", "at most 65536 bytes"),
     "oversized-txt": ("x.txt", b"z" * 70000, JPEG, "INVALID_SIDECAR", "at most 65536 bytes"),
     "txt-bad-utf8": ("x.txt", b"caf\xe9 au lait", JPEG, "INVALID_SIDECAR", "is not valid UTF-8 text: byte 0xe9 at position 3"),

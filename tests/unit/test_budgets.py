@@ -74,6 +74,7 @@ NOTICE = [
 SUBMIT_URL = [
     Call("states:DescribeExecution", "submit._execution_running", 1, AWS),
     Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
+    Call("s3:HeadObject IfMatch of the image (not replaced since it was accepted)", "submit.image_reference", 1, AWS),
     SECRET,
     Call("POST the task (presigned image URLs are signed locally, no call)", "NovitaClient.submit", 1, NOVITA_POST),
     Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),

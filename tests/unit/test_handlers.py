@@ -37,7 +37,7 @@ from img2video_local.stack import provision
 from img2video_local.template import REGION, Template
 from moto import mock_aws
 
-from tests.conftest import API_KEY, NOVITA, Aws, jpeg_bytes, png_bytes, s3_event, sqs_event
+from tests.conftest import API_KEY, NOVITA, Aws, bomb_png, jpeg_bytes, png_bytes, s3_event, sqs_event
 
 SUBMIT_URL = f"{NOVITA}/v3/async/vidu-q2-turbo-img2video"
 RESULT_URL = f"{NOVITA}/v3/async/task-result"
@@ -583,6 +583,19 @@ def test_off_peak_images_travel_inline_not_as_expiring_urls(aws: Aws, answers: A
     assert b"X-Amz-" not in call.request.body
     assert [o.task_id for o in answers.outputs] == ["t-night"]
     assert answers.outputs[0].deadline == pytest.approx(time.time() + 2880 * 60, abs=30)  # off-peak: up to 48 hours
+
+
+@pytest.mark.parametrize("off_peak", [False, True], ids=["presigned-url", "inline"])
+@responses.activate
+def test_an_image_replaced_after_acceptance_is_not_paid_for(aws: Aws, answers: Answers, off_peak: bool) -> None:
+    """Accepted, then overwritten (say with a 30000x30000 bomb) before its submit: the checked bytes are gone."""
+    responses.post(SUBMIT_URL, json={"task_id": "never"})
+    execution, job = accepted_job(aws, {"prompt": "p", "off_peak": off_peak}, key="incoming/swap.jpg")
+    put(aws, "incoming/swap.jpg", bomb_png(30000, 30000))
+    submit(aws, submit_body(execution, job))
+    assert novita_calls(SUBMIT_URL) == []
+    [(error, cause)] = answers.failures
+    assert error == "UnsupportedImage" and "was replaced after it was accepted" in cause["errorMessage"]
 
 
 @responses.activate
@@ -1349,3 +1362,14 @@ def test_a_throttled_submit_whose_record_could_not_be_removed_is_not_held_off(aw
     responses.upsert(responses.POST, SUBMIT_URL, json={"task_id": "t-not-held"})
     assert submit(aws, again) == {"batchItemFailures": []}
     assert [o.task_id for o in answers.outputs] == ["t-not-held"]
+
+
+def test_an_extra_image_whose_key_would_pass_s3s_limit_is_refused_not_looked_up(aws: Aws) -> None:
+    """S3 answers a HEAD of a key over 1,024 bytes with 400 (KeyTooLongError), not 404: never ask it."""
+    folder = "incoming/" + "f" * 800 + "/"
+    put(aws, folder + "cat.json", json.dumps({"prompt": "p", "extra_images": ["d" * 300 + ".jpg"]}))
+    put(aws, folder + "cat.jpg", jpeg_bytes())
+    accept(aws, folder + "cat.jpg")
+    [notice] = aws.notices()
+    assert notice["error"]["code"] == "INVALID_SIDECAR" and "its key at most 1024 bytes" in notice["error"]["message"]
+    assert executions(aws) == []

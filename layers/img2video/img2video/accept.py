@@ -29,7 +29,7 @@ from img2video.notices import NoticeError, failure_notice
 from img2video.observability import logger, metrics
 from img2video.publish import publish_notice, tag_source
 from img2video.settings import Settings, get_settings
-from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
+from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_KEY_BYTES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.transient import backoff_seconds, describe, is_transient
 
 MESSAGE_MARKER = "img2video"
@@ -114,10 +114,10 @@ def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Set
     keys = []
     for relative in request_extra:
         resolved = resolve_relative(folder, relative, settings.input_prefix)
-        if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES):
+        if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
             raise InvalidSidecar(
                 f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} must name a .jpg, .jpeg, .png or .webp '
-                f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder})"
+                f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder}), its key at most {MAX_KEY_BYTES} bytes"
             )
         head = _head(settings.input_bucket, resolved)
         if head is None:

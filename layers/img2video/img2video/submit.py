@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from img2video.clients import AWS_CALL_WORST_SECONDS, client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError
+from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Job, PollRecord, Submitted
 from img2video.novita import NovitaClient, worst_case_seconds
@@ -22,10 +23,11 @@ from img2video.transient import backoff_seconds, describe, is_transient
 from img2video.wait_policy import policy_for
 
 # From the start of a message to its answer, at worst: the execution check, the idempotency record (2),
-# two key reads, up to eleven inline images (3 S3 calls each), the record's update, the answer and a re-send,
+# two key reads, the image's ETag check, up to eleven inline images (4 S3 calls each: its size, its type, its bytes
+# for each of two POST attempts), the record's update, the answer and a re-send,
 # plus both POST attempts (a refused key is re-read and tried once more). One message per invocation, so this
 # is the whole invocation: tests/unit/test_budgets.py checks it fits the function's timeout.
-SUBMIT_WORST_SECONDS = (8 + 3 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+SUBMIT_WORST_SECONDS = (9 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -45,22 +47,41 @@ class SubmitRequest(BaseModel):
 # --- the image as Novita receives it ---------------------------------------------------------------
 
 
-def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings) -> str | InlineImage:
-    """A presigned SigV4 URL, or the image inline: an off_peak task may start after any URL has expired."""
+def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings, etag: str = "") -> str | InlineImage:
+    """A presigned SigV4 URL, or the image inline: an off_peak task may start after any URL has expired.
+
+    With `etag` (the bytes checked at acceptance), an image replaced since is refused before anything is paid;
+    read inline, every read is conditional on it.
+    """
     transport = settings.image_transport
     if transport == "auto":
         transport = "data" if off_peak else "url"
+    s3 = client("s3")
+    pinned = {"IfMatch": f'"{etag.strip(chr(34))}"'} if etag else {}
+    head = _unchanged(lambda: s3.head_object(Bucket=bucket, Key=key, **pinned), key) if etag or transport != "url" else {}
     if transport == "url":
         url: str = presigner().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.presign_expiry_seconds
         )
         return url
-    s3 = client("s3")
-    head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}")["Body"].read()
-    kind = sniff_image_type(head) or "jpeg"  # validated at acceptance; the fallback is never used
-    size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    first = _unchanged(lambda: s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}", **pinned)["Body"].read(), key)
+    kind = sniff_image_type(first) or "jpeg"  # validated at acceptance; the fallback is never used
     # streamed into the request body chunk by chunk: memory stays flat whatever the image size
-    return InlineImage(mime=f"image/{kind}", size=size, open=lambda: s3.get_object(Bucket=bucket, Key=key)["Body"])
+    return InlineImage(
+        mime=f"image/{kind}", size=int(head["ContentLength"]), open=lambda: s3.get_object(Bucket=bucket, Key=key, **pinned)["Body"]
+    )
+
+
+def _unchanged(call: Callable[[], Any], key: str) -> Any:
+    """The call's answer; an object whose ETag no longer matches (412) was replaced after it was accepted."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            raise UnsupportedImage(
+                f"{key} was replaced after it was accepted, so the image checked is gone; its new upload is checked as its own job"
+            ) from None
+        raise
 
 
 # --- the paid part: exactly once per job ---------------------------------------------------------
@@ -72,7 +93,8 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
     @once_per("job_id", purpose="img2video-submit", argument="job")
     def _submit(job: dict[str, Any]) -> dict[str, Any]:
         parsed = Job.model_validate(job)
-        images = [image_reference(parsed.source.bucket, parsed.source.key, parsed.request.off_peak, settings)]
+        source = parsed.source
+        images = [image_reference(source.bucket, source.key, parsed.request.off_peak, settings, etag=source.etag)]
         images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
         novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
         task_id = novita.submit(parsed.request.provider_body(images))  # type: ignore[arg-type]  # InlineImage is streamed
