@@ -23,7 +23,7 @@ from img2video_local.aws_faults import AwsFaults
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
 from img2video_local.eventbridge import ExecutionStatusEvents
-from img2video_local.lambda_server import LocalFunctions, start_invoke_server
+from img2video_local.lambda_server import LocalFunctions, not_a_lambda, start_invoke_server
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 
@@ -230,7 +230,8 @@ class LocalPipeline:
     # -- what users do ---------------------------------------------------------------------------
     def upload(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
-        self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data, **extra)
+        with not_a_lambda():  # a user's upload happens outside AWS Lambda: no invocation is charged for its memory
+            self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data, **extra)
         self._progress(key, "uploaded", {})
 
     def wait_for_notices(self, source_keys: set[str], timeout: float) -> list[Received]:

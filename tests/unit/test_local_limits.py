@@ -194,6 +194,40 @@ def test_a_handler_within_its_limits_returns_and_its_peak_is_recorded(functions:
     assert RUNTIME_BASELINE_MIB + 10 <= functions.peak_memory_mib["HogFunction"] < 128
 
 
+def test_a_users_upload_during_an_invocation_is_not_charged_to_it(functions: LocalFunctions) -> None:
+    """The guarantees suite uploads a 50 MB image while Accept runs: on AWS that memory is on the user's machine."""
+    from img2video_local.lambda_server import not_a_lambda
+
+    def upload_big_file() -> None:
+        time.sleep(0.05)
+        with not_a_lambda():
+            kept.append(bytearray(200 << 20))  # what moto keeps of a large object, and more
+
+    kept: list[bytearray] = []
+    uploader = threading.Thread(target=upload_big_file)
+    uploader.start()
+    assert functions.invoke("HogFunction", {"mib": 10, "pause": 0.02}) == 10  # 0.2 s, the upload in the middle
+    uploader.join()
+    assert functions.peak_memory_mib["HogFunction"] < 128
+    kept.clear()
+
+
+def test_memory_allocated_beside_an_invocation_outside_that_window_is_still_charged(functions: LocalFunctions) -> None:
+    """Local mode stays strict: only what is declared a user's upload is excused."""
+
+    def allocate() -> None:
+        time.sleep(0.05)
+        kept.append(bytearray(200 << 20))
+
+    kept: list[bytearray] = []
+    other = threading.Thread(target=allocate)
+    other.start()
+    with pytest.raises(LambdaError, match="signal: killed"):
+        functions.invoke("HogFunction", {"mib": 10, "pause": 0.02})
+    other.join()
+    kept.clear()
+
+
 # -- what the caller gets back ------------------------------------------------------------------------
 
 
