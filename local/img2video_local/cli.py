@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from img2video_local.emulator import EmulatorConfig, Faults, FaultSpecError
@@ -148,18 +149,34 @@ def run_local(
             downloads = {r.notice["job_id"]: pipeline.download(r, out_dir) for r in received}
         live.update(view.render())
 
+    notices_file = out_dir / "notices.jsonl"
+    notices_file.parent.mkdir(parents=True, exist_ok=True)
+    notices_file.write_text("".join(json.dumps(r.notice, ensure_ascii=False) + "\n" for r in received), encoding="utf-8")
     for r in received:
         if as_json:
             sys.stdout.write(json.dumps(r.notice, ensure_ascii=False) + "\n")
-        else:
-            stdout.print_json(json.dumps(r.notice, ensure_ascii=False))
-            for path in downloads.get(r.notice["job_id"], []):
-                stdout.print(f"wrote {path}")
+        else:  # one line per job: the table above stays on screen; the whole notices are in notices.jsonl
+            stdout.print(_one_line(r.notice, downloads.get(r.notice["job_id"], [])), highlight=False)
     missing = set(plan.images) - {r.notice["source"]["key"] for r in received}
     for key in sorted(missing):
         stderr.print(f"[red]no notice for {key} within {timeout:.0f} s[/red]")
-    ok = not missing and all(r.notice["event"] == "video.succeeded" for r in received)
+    succeeded = sum(1 for r in received if r.notice["event"] == "video.succeeded")
+    if not as_json:
+        summary = f"{succeeded} succeeded, {len(received) - succeeded} failed"
+        summary += f", {len(missing)} without a notice" if missing else ""
+        stdout.print(f"{summary}. Every notice, as JSON: {notices_file}", highlight=False)
+    ok = not missing and succeeded == len(received)
     return 0 if ok else 1
+
+
+def _one_line(notice: dict[str, Any], paths: list[Path]) -> str:
+    source = notice["source"]["key"]
+    if notice["event"] == "video.succeeded":
+        video = next((path for path in paths if path.suffix == ".mp4"), None)
+        size = notice["video"]["size_bytes"]
+        return f"[green]ok[/green]      {source} -> {video or notice['video']['key']} ({size:,} bytes)"
+    error = notice.get("error") or {}
+    return f"[red]failed[/red]  {source}: {error.get('code', 'INTERNAL')}: {rich_escape(error.get('message', ''))}"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -81,4 +81,8 @@ def test_demo_writes_a_playable_mp4(tmp_path: Path, capsys: pytest.CaptureFixtur
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and min(stream.width, stream.height) == 720
-    assert "video.succeeded" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    # one line per job and a closing count, so the progress table above stays on screen; the notices are in a file
+    assert stdout.splitlines()[-1].startswith("1 succeeded, 0 failed.") and len(stdout.splitlines()) == 2
+    [notice] = [json.loads(line) for line in (tmp_path / "notices.jsonl").read_text().splitlines()]
+    assert notice["event"] == "video.succeeded"
