@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 # `make build` only: the SAM CLI in its own venv (it pins dependencies that clash with .venv's).
 SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
@@ -16,14 +17,20 @@ NO_PYTHON313 := make build: needs Python 3.13 (sam build runs pip under the func
 
 .PHONY: demo test lint typecheck unit template integration bench chaos burst build python313 clean
 
-$(STAMP): requirements-dev.txt pyproject.toml
+# `make demo` installs only what local mode needs; the tests, linters and type checker come with the first `make test`.
+# PYTHONWARNINGS=ignore keeps setuptools' build-time advice about editable installs off the screen.
+$(LOCAL_STAMP): requirements-local.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-local.txt
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(LOCAL_STAMP)
+
+$(STAMP): $(LOCAL_STAMP) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
+demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
 	$(BIN)/img2video demo
 
 test: lint typecheck $(STAMP)  ## ruff, cfn-lint, mypy + the whole pytest suite (unit, template, integration)

@@ -148,6 +148,7 @@ def run_local(
             received = pipeline.wait_for_notices(set(plan.images), timeout)
             downloads = {r.notice["job_id"]: pipeline.download(r, out_dir) for r in received}
         live.update(view.render())
+    stderr.line()  # the table's last line ends here, before anything is written to stdout
 
     notices_file = out_dir / "notices.jsonl"
     notices_file.parent.mkdir(parents=True, exist_ok=True)
