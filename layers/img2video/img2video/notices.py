@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from img2video.sidecar import MODEL, sendable
+from img2video.sidecar import MODEL
+from img2video.text import map_text, sendable, shorten
 
 NOTICE_VERSION = "1"
 
@@ -24,7 +25,7 @@ class NoticeError(BaseModel):
     @field_validator("message")
     @classmethod
     def _short_enough(cls, message: str) -> str:
-        return message if len(message) <= MAX_ERROR_MESSAGE_CHARS else message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+        return shorten(message, MAX_ERROR_MESSAGE_CHARS)
 
 
 class NoticeVideo(BaseModel):
@@ -56,19 +57,7 @@ class Notice(BaseModel):
     @classmethod
     def _always_sendable(cls, data: Any) -> Any:
         """A notice must always serialise: any text that cannot be UTF-8 (a lone surrogate) is written as its escape."""
-        return _sendable_values(data)
-
-
-def _sendable_values(value: Any) -> Any:
-    if isinstance(value, str):
-        return sendable(value)
-    if isinstance(value, dict):
-        return {_sendable_values(name): _sendable_values(inner) for name, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [_sendable_values(inner) for inner in value]
-    if isinstance(value, BaseModel):
-        return _sendable_values(value.model_dump())
-    return value
+        return map_text(data, sendable)
 
 
 def success_notice(

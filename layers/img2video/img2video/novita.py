@@ -27,6 +27,7 @@ from img2video.errors import (
 )
 from img2video.observability import logger, mask_in_logs
 from img2video.request_body import json_body
+from img2video.text import map_text
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
 RESULT_PATH = "/v3/async/task-result"
@@ -233,13 +234,7 @@ def scrub(text: str, *secrets: str) -> str:
 
 def scrub_values(value: Any, *secrets: str) -> Any:
     """A decoded JSON value with `scrub` applied to every string in it, names included."""
-    if isinstance(value, str):
-        return scrub(value, *secrets)
-    if isinstance(value, dict):
-        return {scrub(str(name), *secrets): scrub_values(inner, *secrets) for name, inner in value.items()}
-    if isinstance(value, list):
-        return [scrub_values(inner, *secrets) for inner in value]
-    return value
+    return map_text(value, lambda text: scrub(text, *secrets))
 
 
 @lru_cache(maxsize=8)  # a key or two per container, and the one it replaced

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 from img2video.errors import InvalidSidecar
 from img2video.settings import MovementAmplitude, Resolution, Settings
+from img2video.text import sendable, shorten
 
 MODEL = "vidu-q2-turbo-img2video"
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -104,19 +105,9 @@ class VideoRequest(BaseModel):
         return self.model_dump(exclude={"tags"}, exclude_none=True, mode="json")
 
 
-def sendable(text: str) -> str:
-    """`text` as it can be sent anywhere: a lone surrogate (not encodable as UTF-8) written as its escape."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _show(value: Any, limit: int = 60) -> str:
+def _show(value: Any) -> str:
     """A value as the user wrote it in JSON, shortened, and always sendable."""
-    text = sendable(json.dumps(value, ensure_ascii=False))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(sendable(json.dumps(value, ensure_ascii=False)))
 
 
 def _describe(error: Any, data: dict[str, Any]) -> str:
@@ -128,7 +119,7 @@ def _describe(error: Any, data: dict[str, Any]) -> str:
         return f"unknown field {_show(field)}{suggestion}"
     if error["type"] == "missing":
         return f'"{field}" is required: {FIELD_RULES[field]}'
-    where = _shorten(sendable(".".join(loc)))
+    where = shorten(sendable(".".join(loc)))
     return f'"{where}" must be {FIELD_RULES.get(field, "valid")}; got {_show(error.get("input", data.get(field)))}'
 
 
@@ -201,7 +192,7 @@ def _load_json(text: str, key: str, problems: list[str]) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidSidecar(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # a number of thousands of digits: Python refuses to convert it
-        raise InvalidSidecar(f"{key} is not valid JSON for a sidecar: {_shorten(str(exc), 120)}") from None
+        raise InvalidSidecar(f"{key} is not valid JSON for a sidecar: {shorten(str(exc), 120)}") from None
 
 
 # --- what the text must hold -----------------------------------------------------------------------
@@ -217,7 +208,7 @@ def _unicode_problems(value: Any, where: str = "") -> list[str]:
         if found is None:
             return []
         escape = sendable(found.group())
-        where = _shorten(sendable(where))
+        where = shorten(sendable(where))
         return [f'"{where}" holds invalid Unicode: a lone surrogate {escape} at position {found.start()} (half of an emoji?)']
     if isinstance(value, dict):
         problems = []
