@@ -16,6 +16,7 @@ from img2video.images import check_image
 from img2video.jobs import Job, SourceObject, job_id
 from img2video.keys import (
     IMAGE_SUFFIXES,
+    MAX_KEY_BYTES,
     InputKey,
     decode_event_key,
     image_key_problem,
@@ -29,7 +30,7 @@ from img2video.notices import NoticeError, failure_notice
 from img2video.observability import logger, metrics
 from img2video.publish import publish_notice, tag_source
 from img2video.settings import Settings, get_settings
-from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_KEY_BYTES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
+from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.transient import backoff_seconds, describe, is_transient
 
 MESSAGE_MARKER = "img2video"

@@ -84,10 +84,10 @@ def image_key_problem(key: str, prefix: str) -> str | None:
 
 def output_key_problem(video_key: str, manifest_key: str) -> str | None:
     """Why the job's outputs could not be written (checked before anything is paid); None if they can."""
-    longest = max((video_key, manifest_key), key=lambda k: len(k.encode()))
-    if len(longest.encode()) > MAX_KEY_BYTES:
+    size, longest = max((len(key.encode()), key) for key in (video_key, manifest_key))
+    if size > MAX_KEY_BYTES:
         return (
-            f"the output key {longest[:60]}... would be {len(longest.encode())} bytes of UTF-8; S3 keys are at most "
+            f"the output key {longest[:60]}... would be {size} bytes of UTF-8; S3 keys are at most "
             f"{MAX_KEY_BYTES}: use a shorter file name or output_name, or fewer folders"
         )
     return None

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Resolution = Literal["540p", "720p", "1080p"]
 MovementAmplitude = Literal["auto", "small", "medium", "high"]
+# The stack's MaxVideoBytes default: a 1080p 10 s video is tens of MB; 1 GiB leaves room for any encoding.
+DEFAULT_MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 
 
 class Settings(BaseModel):
@@ -50,7 +52,7 @@ class Settings(BaseModel):
     # How long a job may wait for Novita to accept it (throttling, outages) before it fails with PROVIDER_FAILED.
     submit_window_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
-    max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = DEFAULT_MAX_VIDEO_BYTES
 
     @field_validator("input_prefix", "output_prefix")
     @classmethod

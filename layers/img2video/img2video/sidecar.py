@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from img2video.errors import InvalidSidecar
+from img2video.keys import MAX_KEY_BYTES  # S3's limit for any key, so for an extra image's
 from img2video.settings import MovementAmplitude, Resolution, Settings
 from img2video.text import sendable, shorten
 
@@ -22,7 +23,6 @@ MAX_PROMPT_CHARS = 2000
 MAX_EXTRA_IMAGES = 10
 MAX_TAGS = 20
 MAX_TAG_NAME_CHARS = 128
-MAX_KEY_BYTES = 1024  # S3's limit for any key, so for an extra image's
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,120}$")
 
@@ -322,11 +322,16 @@ def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str
 def _output_name_problems(output_name: str | None) -> list[str]:
     if output_name is None:
         return []
-    stem = output_name[:-4] if output_name.lower().endswith(".mp4") else output_name
+    stem = _without_mp4(output_name)
     hidden = any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in output_name)
     if hidden or ".." in output_name or not has_visible_text(stem) or stem.strip() in ("", "."):
         return [f'"output_name" must be {FIELD_RULES["output_name"]}; got {_show(output_name)}']
     return []
+
+
+def _without_mp4(output_name: str) -> str:
+    """The name the video gets `.mp4` added to: a user's own `.mp4` suffix (any case) is not doubled."""
+    return output_name[:-4] if output_name.lower().endswith(".mp4") else output_name
 
 
 def default_request(settings: Settings) -> VideoRequest:
@@ -339,9 +344,7 @@ def default_request(settings: Settings) -> VideoRequest:
 
 def _to_request(sidecar: Sidecar, settings: Settings) -> VideoRequest:
     prompt = sidecar.prompt.strip()
-    output_name = sidecar.output_name
-    if output_name and output_name.lower().endswith(".mp4"):
-        output_name = output_name[:-4]
+    output_name = _without_mp4(sidecar.output_name) if sidecar.output_name else None
     return VideoRequest(
         prompt=prompt,
         duration=sidecar.duration if sidecar.duration is not None else settings.default_duration,

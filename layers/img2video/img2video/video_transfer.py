@@ -18,13 +18,12 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from img2video.clients import transfer_client
 from img2video.errors import DownloadFailed, DownloadInterrupted
 from img2video.observability import logger
+from img2video.settings import DEFAULT_MAX_VIDEO_BYTES
 
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be ≥ 5 MiB but the last; 8 MiB keeps memory flat
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 3
 TIMEOUT = (5.0, 60.0)
-# The stack's MaxVideoBytes default: a 1080p 10 s video is tens of MB; 1 GiB leaves room for any encoding.
-DEFAULT_MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 
 Resolver = Callable[[str], list[str]]
 
@@ -53,9 +52,14 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return [address for address in found if address is not None]
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as getaddrinfo gives it; a zone id (fe80::1%eth0) names a link, so the address is judged without it."""
+    return ipaddress.ip_address(address.split("%", 1)[0])
+
+
 def is_public_address(address: str) -> bool:
     """True only for an ordinary globally routable unicast address, judged also by any IPv4 address it embeds."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone id (fe80::1%eth0) names a link: judged as link-local
+    ip = _ip(address)
     if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)):
         return all(is_public_address(str(inner)) for inner in embedded)  # it reaches what it embeds
     special = (
@@ -100,7 +104,7 @@ def check_video_url(url: str, allow_loopback_http: bool, resolve: Resolver | Non
     addresses = (resolve or _resolve)(host)
     if not addresses:
         raise DownloadInterrupted(f"the video host {host} resolved to no address")
-    if allow_loopback_http and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses):
+    if allow_loopback_http and all(_ip(a).is_loopback for a in addresses):
         return Target(prepared, host, addresses[0])
     if parts.scheme != "https":
         raise DownloadFailed(f"refused to download the video over {parts.scheme}: only https is allowed")
