@@ -365,3 +365,12 @@ def test_a_jpeg_that_declares_its_height_later_is_refused_by_name() -> None:
     sof = PHOTO.index(b"\xff\xc0")
     data = PHOTO[: sof + 5] + b"\x00\x00" + PHOTO[sof + 7 :]
     assert "declares its height after the image data" in refusal(data)
+
+
+def test_a_motion_photo_whose_header_needs_a_second_read_is_still_complete() -> None:
+    """The first read's bytes (where the motion-photo XMP is) are kept after the header needed a second read."""
+    xmp = b"http://ns.google.com/photos/1.0/camera/ MotionPhoto"
+    photo = encoded(Image.new("RGB", (400, 300), "teal"), "JPEG", icc_profile=b"\x00" * 400_000)  # SOF past 256 KiB
+    data = photo[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + photo[2:] + b"\x00\x00\x00\x18ftypmp42" + b"m" * 5000
+    reads = Reads(data)
+    assert check_image("incoming/x.jpg", len(data), reads) == ImageHeader("jpeg", 400, 300) and reads.calls == 3

@@ -71,24 +71,22 @@ class _Refused(Exception):
     """A readable header describing an image the provider is not sent: the text completes "<key> ..."."""
 
 
-def _exact(data: bytes, length: int) -> bytes:
-    """`data` if S3 gave as many bytes as asked: fewer means the object changed since it was listed."""
+def _read_exactly(read: Reader, offset: int, length: int) -> bytes:
+    """Those bytes of the object; fewer than asked means it changed (was overwritten) since it was listed."""
+    data = read(offset, length)
     if len(data) < length:
         raise _HeaderNotFound("the file changed while it was read (it is shorter than listed); upload it again")
     return data
 
 
 class _Window:
-    """The object's bytes as far as its header needs them: the first read, then at most one more."""
+    """The object's bytes as far as its header needs them: the first read (kept as `first`), then at most one more."""
 
     def __init__(self, read: Reader, size: int) -> None:
         self._read, self._size = read, size
-        self._start, self._data = 0, _exact(read(0, min(size, FIRST_READ_BYTES)), min(size, FIRST_READ_BYTES))
+        self.first = _read_exactly(read, 0, min(size, FIRST_READ_BYTES))
+        self._start, self._data = 0, self.first
         self._reads = 1
-
-    @property
-    def first(self) -> bytes:
-        return self._data if self._start == 0 else b""
 
     def at(self, offset: int, length: int) -> bytes:
         end = offset + length
@@ -98,7 +96,7 @@ class _Window:
             if self._reads >= 2 or end > HEADER_LIMIT_BYTES:
                 raise _HeaderNotFound(f"no image header within the first {HEADER_LIMIT_BYTES} bytes")
             wanted = min(self._size, HEADER_LIMIT_BYTES) - offset
-            self._start, self._data = offset, _exact(self._read(offset, wanted), wanted)
+            self._start, self._data = offset, _read_exactly(self._read, offset, wanted)
             self._reads += 1
         return self._data[offset - self._start : end - self._start]
 
@@ -258,7 +256,7 @@ def _check_complete(key: str, size: int, kind: ImageType, window: _Window, read:
         complete = int.from_bytes(window.first[4:8], "little") + 8 <= size  # the RIFF size
     else:
         try:
-            tail = _exact(read(max(0, size - TAIL_BYTES), min(size, TAIL_BYTES)), min(size, TAIL_BYTES))
+            tail = _read_exactly(read, max(0, size - TAIL_BYTES), min(size, TAIL_BYTES))
         except _HeaderNotFound as exc:
             raise UnsupportedImage(f"{key}: {exc}") from None
         if kind == "png":
