@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import strategies as st
 from img2video.clients import reset
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
@@ -91,23 +92,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
 
 
 def jpeg_bytes(width: int = 160, height: int = 128, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return image_bytes(width, height, "JPEG", color=color)
 
 
 def png_bytes(width: int = 160, height: int = 128) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_bytes(width, height, "PNG", color=(10, 200, 30))
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -125,18 +114,27 @@ def bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
 
 
-def image_bytes(width: int, height: int, fmt: str = "PNG", frames: int = 1) -> bytes:
-    """An image of any size and format; `frames` > 1 makes an animated PNG or WebP."""
+def image_bytes(width: int, height: int, fmt: str = "PNG", frames: int = 1, color: tuple[int, int, int] | str = "red") -> bytes:
+    """An image of any size and format, one color; `frames` > 1 makes an animated PNG or WebP, a color per frame."""
     import io
 
     from PIL import Image
 
-    colors = ["red", "green", "blue", "white"]
+    colors: list[tuple[int, int, int] | str] = [color, "green", "blue", "white"]
     images = [Image.new("RGB", (width, height), colors[i % 4]) for i in range(frames)]
     buffer = io.BytesIO()
     options = {"save_all": True, "append_images": images[1:], "duration": 100, "loop": 0} if frames > 1 else {}
     images[0].save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+# Any code point for hypothesis, lone surrogates included, and often the ones that broke the pipeline before.
+ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(["\ud83d", "\udfff", "\u200b", "\ufeff", "\x00", "\x01", "\u202e", '"'])
+
+
+def any_text(max_size: int) -> st.SearchStrategy[str]:
+    """Text from ANY_CHAR (st.text() never draws a lone surrogate)."""
+    return st.lists(ANY_CHAR, max_size=max_size).map("".join)
 
 
 def s3_event(bucket: str, key: str, event_time: str = "2026-11-24T12:00:00.000Z") -> dict[str, Any]:

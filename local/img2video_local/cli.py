@@ -152,11 +152,12 @@ def run_local(
 
     notices_file = out_dir / "notices.jsonl"
     notices_file.parent.mkdir(parents=True, exist_ok=True)
-    notices_file.write_text("".join(json.dumps(r.notice, ensure_ascii=False) + "\n" for r in received), encoding="utf-8")
-    for r in received:
-        if as_json:
-            sys.stdout.write(json.dumps(r.notice, ensure_ascii=False) + "\n")
-        else:  # one line per job: the table above stays on screen; the whole notices are in notices.jsonl
+    as_lines = "".join(json.dumps(r.notice, ensure_ascii=False) + "\n" for r in received)
+    notices_file.write_text(as_lines, encoding="utf-8")
+    if as_json:
+        sys.stdout.write(as_lines)
+    else:  # one line per job: the table above stays on screen; the whole notices are in notices.jsonl
+        for r in received:
             stdout.print(_one_line(r.notice, downloads.get(r.notice["job_id"], [])), highlight=False)
     missing = set(plan.images) - {r.notice["source"]["key"] for r in received}
     for key in sorted(missing):

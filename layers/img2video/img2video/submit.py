@@ -57,7 +57,7 @@ def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings, e
     if transport == "auto":
         transport = "data" if off_peak else "url"
     s3 = client("s3")
-    pinned = {"IfMatch": f'"{etag.strip(chr(34))}"'} if etag else {}
+    pinned = {"IfMatch": '"' + etag.strip('"') + '"'} if etag else {}
     head = _unchanged(lambda: s3.head_object(Bucket=bucket, Key=key, **pinned), key) if etag or transport != "url" else {}
     if transport == "url":
         url: str = presigner().generate_presigned_url(
