@@ -49,7 +49,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)  ## polling, store and submit memory, import time (each prints a table)
+bench: $(STAMP)  ## polling, store and submit memory, the image check, import time (each prints a table)
 	$(BIN)/python bench/polling.py
 	$(BIN)/python bench/store_memory.py
 	$(BIN)/python bench/submit_memory.py

@@ -27,7 +27,7 @@ def main() -> None:
     layer = str(ROOT / "layers" / "img2video")
     print(f"{'handler':<10} {'import ms (median of 5)':>24} {'min ms':>8} {'max ms':>8}")
     print("-" * 54)
-    for name in ("submit", "poll", "store", "notify"):
+    for name in sorted(path.name for path in (ROOT / "functions").iterdir() if (path / "app.py").exists()):
         path = str(ROOT / "functions" / name / "app.py")
         runs = []
         for _ in range(5):

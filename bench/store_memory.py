@@ -63,7 +63,7 @@ def main() -> None:
     print("-" * 57)
     for size in (8, 32, 128, 512):
         stub = _DiscardingS3()
-        video_transfer.client = lambda service, stub=stub: stub  # type: ignore[assignment]
+        video_transfer.transfer_client = lambda stub=stub: stub  # type: ignore[assignment]
         tracemalloc.start()
         started = time.perf_counter()
         stored = video_transfer.stream_video_to_s3(f"{base}/{size}.mp4", "b", "k", {}, allow_loopback_http=True)
