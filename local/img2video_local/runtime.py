@@ -94,6 +94,7 @@ class LocalPipeline:
         for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
             self._set_env({name: None})
         _skip_moto_backend_lock_when_known()
+        serialize_dynamodb_requests()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -364,6 +365,26 @@ class LocalPipeline:
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
             self.on_progress(key, stage, details)
+
+
+def serialize_dynamodb_requests() -> None:
+    """DynamoDB applies each request atomically: a condition is checked and the write made with nothing in between,
+    and a transaction is all or nothing. moto runs requests on the callers' threads without a lock, so two handlers
+    could both pass `attempts = :previous` (or the daily limit's `n < :limit`). One lock per request restores
+    what AWS guarantees; local mode must not be looser than AWS."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "img2video_atomic", False):
+        return
+    lock = threading.RLock()
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    call_action.img2video_atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 def _skip_moto_backend_lock_when_known() -> None:

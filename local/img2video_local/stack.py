@@ -44,7 +44,11 @@ def provision(template: Template, api_key: str) -> LocalStack:
             BillingMode=props["BillingMode"],
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
+            **({"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}),
         )
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            _client("dynamodb").update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
         ids[logical] = name
         arns[logical] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 

@@ -248,6 +248,7 @@ def test_catch_error_with_lambda_cause_is_described() -> None:
 def _success() -> Notice:
     return success_notice(
         job_id="été-1234567890",
+        attempt=1,
         task_id="t1",
         source={"bucket": "in", "key": "incoming/a/été.jpg"},
         video=NoticeVideo(bucket="out", key="videos/a/été.mp4", size_bytes=1234, sha256="ab" * 32, url="https://signed"),
@@ -276,6 +277,7 @@ def test_subject_is_ascii_and_readable() -> None:
     assert subject(_success()) == "Video ready: ete.mp4"
     failed = failure_notice(
         job_id="j",
+        attempt=1,
         source={"bucket": "b", "key": "incoming/" + "猫" * 300 + ".jpg"},
         error=NoticeError(code="INVALID_SIDECAR", message="m", stage="submit"),
     )
@@ -286,6 +288,7 @@ def test_subject_is_ascii_and_readable() -> None:
 def test_failure_email_says_why() -> None:
     failed = failure_notice(
         job_id="j",
+        attempt=1,
         source={"bucket": "b", "key": "incoming/x.jpg"},
         error=NoticeError(code="MISSING_SIDECAR", message="upload x.json", stage="submit"),
     )
@@ -305,6 +308,7 @@ def test_the_largest_notice_a_user_can_cause_fits_in_one_sns_message() -> None:
     }
     notice = failure_notice(
         job_id="x" * 80,
+        attempt=10**9,
         source={"bucket": "b" * 63, "key": emoji * 256},
         error=NoticeError(code="INVALID_SIDECAR", message=emoji * 100_000, stage="submit"),
         request=request,

@@ -121,7 +121,9 @@ def test_every_sample_is_the_same_job_and_its_id_is_the_one_accept_computes() ->
     [image] = triggers_from_body(bodies("accept_s3_put_image.json")[0])
     assert (job.source.bucket, job.source.key) == (image.bucket, image.key)
     assert job.sidecar is not None
-    assert job.job_id == job_id(image.bucket, image.key, job.source.etag, job.sidecar.key, job.sidecar.etag, "my cat")
+    [sidecar] = triggers_from_body(bodies("accept_s3_put_sidecar.json")[0])
+    marker = f"{int(image.first_seen)}:{int(sidecar.first_seen)}"  # both objects' LastModified: their upload times
+    assert job.job_id == job_id(image.bucket, image.key, job.source.etag, job.sidecar.key, job.sidecar.etag, "my cat", marker)
     s3 = json.loads(bodies("accept_s3_put_image.json")[0])["Records"][0]["s3"]["object"]
     assert s3["eTag"] == job.source.etag
 

@@ -156,7 +156,13 @@ def test_a_prefix_without_its_slash_is_still_a_folder() -> None:
     from img2video.settings import Settings
 
     settings = Settings(
-        input_bucket="b", output_bucket="o", topic_arn="t", idempotency_table="i", novita_secret_id="s", input_prefix="incoming"
+        input_bucket="b",
+        output_bucket="o",
+        topic_arn="t",
+        idempotency_table="i",
+        jobs_table="j",
+        novita_secret_id="s",
+        input_prefix="incoming",
     )
     assert settings.input_prefix == "incoming/"
     assert resolve_relative("incoming/a/", "../../incoming2/x.jpg", settings.input_prefix) is None

@@ -19,6 +19,7 @@ SETTINGS = Settings(
     output_bucket="out",
     topic_arn="arn:t",
     idempotency_table="t",
+    jobs_table="j",
     novita_secret_id="s",
     default_resolution="540p",
     default_duration=4,

@@ -14,6 +14,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
 from img2video.images import check_image
 from img2video.jobs import Job, SourceObject, job_id
+from img2video.jobs_table import open_attempt
 from img2video.keys import (
     IMAGE_SUFFIXES,
     MAX_KEY_BYTES,
@@ -87,6 +88,12 @@ def _head(bucket: str, key: str) -> dict[str, Any] | None:
 
 def _etag(head: dict[str, Any]) -> str:
     return str(head.get("ETag", "")).strip('"')
+
+
+def _upload_marker(*heads: dict[str, Any]) -> str:
+    """What changes on every PUT, identical bytes or not: each object's LastModified (whole seconds, as every S3 API
+    reports it), so the same upload seen through any event gives one job, and a new upload a new one."""
+    return ":".join(str(int(head["LastModified"].timestamp())) if "LastModified" in head else "" for head in heads)
 
 
 def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
@@ -178,8 +185,18 @@ class PendingJob:
 
     job_id: str
     source: SourceObject
+    sidecar_key: str = ""
+    uploaded_at: str = ""
     request: dict[str, Any] | None = None
     tags: dict[str, str] | None = None
+
+    def open(self) -> int:
+        """The job's item in the jobs table, and its attempt number (the same one on every repeat)."""
+        return open_attempt(self.job_id, self.source.key, self.sidecar_key, self.uploaded_at)
+
+
+def _uploaded_at(head: dict[str, Any], trigger: Trigger) -> str:
+    return iso(head["LastModified"].timestamp()) if "LastModified" in head else iso(trigger.first_seen)
 
 
 def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
@@ -240,8 +257,18 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
     )
     source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
     pending = PendingJob(
-        job_id=job_id(trigger.bucket, image.key, source.etag, pair.sidecar_key, _etag(pair.sidecar_head), image.stem),
+        job_id=job_id(
+            trigger.bucket,
+            image.key,
+            source.etag,
+            pair.sidecar_key,
+            _etag(pair.sidecar_head),
+            image.stem,
+            _upload_marker(image_head, pair.sidecar_head),
+        ),
         source=source,
+        sidecar_key=pair.sidecar_key,
+        uploaded_at=_uploaded_at(image_head, trigger),
     )
     logger.append_keys(job_id=pending.job_id)
     try:
@@ -283,8 +310,9 @@ def _reject_key(trigger: Trigger, problem: str) -> str:
         return "ignored"
     stem = trigger.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     pending = PendingJob(
-        job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem),
+        job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem, _upload_marker(head)),
         source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=_etag(head)),
+        uploaded_at=_uploaded_at(head, trigger),
     )
     _fail(pending, "UNSUPPORTED_IMAGE", problem)
     return "failed:UNSUPPORTED_IMAGE"
@@ -314,13 +342,14 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         raise (InvalidSidecar if request.output_name else UnsupportedImage)(f"{image.key}: {problem}")
     job = Job(
         job_id=pending.job_id,
+        attempt=pending.open(),
         source=pending.source,
         sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=_etag(sidecar_head)) if sidecar_key else None,
         request=request,
         extra_image_keys=tuple(extra_keys),
         video_key=video_key,
         manifest_key=manifest_key,
-        uploaded_at=iso(image_head["LastModified"].timestamp()) if "LastModified" in image_head else iso(trigger.first_seen),
+        uploaded_at=pending.uploaded_at,
     )
     start_execution(job, settings)
     tag_source(trigger.bucket, image.key, "queued", job.job_id)
@@ -342,6 +371,7 @@ def _fail(pending: PendingJob, code: str, message: str) -> None:
     logger.warning("Job refused at acceptance", extra={"code": code, "reason": message})
     notice = failure_notice(
         job_id=pending.job_id,
+        attempt=pending.open(),
         source={"bucket": pending.source.bucket, "key": pending.source.key},
         error=NoticeError(code=code, message=message, stage="submit"),
         request=pending.request,

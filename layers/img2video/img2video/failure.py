@@ -49,6 +49,7 @@ def notice_for_failed_state(state: ExecutionState) -> Notice:
     submitted = state.submitted
     return failure_notice(
         job_id=job.job_id,
+        attempt=job.attempt,
         task_id=state.task_id,
         source={"bucket": job.source.bucket, "key": job.source.key},
         error=NoticeError(code=code, message=message, stage=state.stage),
@@ -77,6 +78,7 @@ def notice_for_ended_execution(job: Job, detail: dict[str, Any]) -> Notice:
         message = f"the job's execution failed before its notice was sent: {message}"
     return failure_notice(
         job_id=job.job_id,
+        attempt=job.attempt,
         source={"bucket": job.source.bucket, "key": job.source.key},
         error=NoticeError(code=code, message=message, stage="notify"),
         request=job.request.for_notice(),

@@ -11,12 +11,15 @@ from img2video.keys import readable_slug
 from img2video.sidecar import VideoRequest
 
 
-def job_id(bucket: str, image_key: str, image_etag: str, sidecar_key: str, sidecar_etag: str, stem: str) -> str:
-    """Same objects → same id, so re-delivered events converge; a changed sidecar → a new job.
+def job_id(bucket: str, image_key: str, image_etag: str, sidecar_key: str, sidecar_etag: str, stem: str, upload_marker: str = "") -> str:
+    """Same uploads → same id, so re-delivered events and the image/sidecar pair converge; any new upload → a new job.
 
-    The result is a valid Step Functions execution name (≤ 80 chars of [A-Za-z0-9-_]).
+    `upload_marker` is what changes on every PUT even with identical bytes (the objects' LastModified): a user
+    who uploads the same files again after a failure starts a new attempt, with a new execution name (Step
+    Functions refuses a closed execution's name for 90 days). The result is a valid execution name
+    (≤ 80 chars of [A-Za-z0-9-_]).
     """
-    material = "\n".join((bucket, image_key, image_etag.strip('"'), sidecar_key, sidecar_etag.strip('"')))
+    material = "\n".join((bucket, image_key, image_etag.strip('"'), sidecar_key, sidecar_etag.strip('"'), upload_marker))
     digest = hashlib.sha256(material.encode("utf-8")).hexdigest()[:10]
     return f"{readable_slug(stem).replace('.', '-')}-{digest}"
 
@@ -33,6 +36,7 @@ class Job(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job_id: str
+    attempt: int = 1  # 1 for an image's first job, then one more for each new upload of it or its sidecar
     source: SourceObject
     sidecar: SourceObject | None = None
     request: VideoRequest
@@ -42,7 +46,7 @@ class Job(BaseModel):
     uploaded_at: str = ""
 
     def notice_fields(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "source": {"bucket": self.source.bucket, "key": self.source.key}}
+        return {"job_id": self.job_id, "attempt": self.attempt, "source": {"bucket": self.source.bucket, "key": self.source.key}}
 
 
 class PollRecord(BaseModel):

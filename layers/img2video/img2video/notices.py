@@ -45,6 +45,7 @@ class Notice(BaseModel):
     event: Literal["video.succeeded", "video.failed"]
     notice_id: str
     job_id: str
+    attempt: int = 1
     task_id: str | None = None
     source: dict[str, str]
     video: NoticeVideo | None = None
@@ -63,6 +64,7 @@ class Notice(BaseModel):
 def success_notice(
     *,
     job_id: str,
+    attempt: int,
     task_id: str,
     source: dict[str, str],
     video: NoticeVideo,
@@ -74,6 +76,7 @@ def success_notice(
         event="video.succeeded",
         notice_id=f"{job_id}:succeeded",
         job_id=job_id,
+        attempt=attempt,
         task_id=task_id,
         source=source,
         video=video,
@@ -86,6 +89,7 @@ def success_notice(
 def failure_notice(
     *,
     job_id: str,
+    attempt: int,
     source: dict[str, str],
     error: NoticeError,
     task_id: str | None = None,
@@ -97,6 +101,7 @@ def failure_notice(
         event="video.failed",
         notice_id=f"{job_id}:failed",
         job_id=job_id,
+        attempt=attempt,
         task_id=task_id,
         source=source,
         request=request,
@@ -145,7 +150,7 @@ def email_text(notice: Notice) -> str:
         ]
     if notice.request:
         lines += ["", f"Prompt: {notice.request.get('prompt', '')}"]
-    lines += ["", f"Job: {notice.job_id}" + (f"  Task: {notice.task_id}" if notice.task_id else "")]
+    lines += ["", f"Job: {notice.job_id} (attempt {notice.attempt})" + (f"  Task: {notice.task_id}" if notice.task_id else "")]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
+from img2video.jobs_table import record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
@@ -44,6 +45,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
 
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
+        record_quietly(state.job.job_id, "storing", polls=polls, progress_percent=100, finished_at=iso(now()))
         return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=iso(now()))
     if status is TaskStatus.FAILED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
@@ -52,6 +54,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
         logger.warning("Unknown task status; treating it as running", extra={"status": task.status})
 
     _give_up_if_late(remaining, polls, state, f"last status {task.status or 'unknown'}, {task.progress_percent or 0:.0f}% done")
+    record_quietly(state.job.job_id, "running", polls=polls, progress_percent=task.progress_percent or 0, task_id=task_id)
     wait = policy.next_wait(
         previous_wait=state.poll.wait_seconds,
         eta=task.eta,

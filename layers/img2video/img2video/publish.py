@@ -9,8 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from img2video.clients import client, once_per, presigner
+from img2video.clock import iso, now
 from img2video.failure import notice_for_ended_execution, notice_for_failed_state
 from img2video.jobs import ExecutionState, Job
+from img2video.jobs_table import JobState as TableState
+from img2video.jobs_table import record_quietly
 from img2video.notices import Notice, NoticeVideo, sns_publish_arguments, success_notice
 from img2video.observability import NAMESPACE, logger, metrics
 from img2video.settings import get_settings
@@ -27,10 +30,27 @@ def publish_notice(candidate: Notice) -> Notice:
     backstop can only publish that same notice again (if its publish did not complete), never another.
     """
     decided = _decide(candidate)
+    _record_outcome(decided)  # the jobs table has the final state before any subscriber hears of it
     _publish_once(decided)
     state: JobState = "succeeded" if decided.error is None else "failed"
     tag_source(decided.source["bucket"], decided.source["key"], state, decided.job_id)
     return decided
+
+
+def _record_outcome(notice: Notice) -> None:
+    error = notice.error
+    outcome: TableState = "succeeded" if error is None else "cancelled" if error.code == "CANCELLED" else "failed"
+    record_quietly(
+        notice.job_id,
+        outcome,
+        notice_id=notice.notice_id,
+        task_id=notice.task_id,
+        error_code=error.code if error else None,
+        error_message=error.message if error else None,
+        error_stage=error.stage if error else None,
+        video_key=notice.video.key if notice.video else None,
+        ended_at=iso(now()),
+    )
 
 
 def _decide(candidate: Notice) -> Notice:
@@ -88,6 +108,7 @@ def stored_notice(job: Job) -> Notice | None:
     )
     return success_notice(
         job_id=job.job_id,
+        attempt=job.attempt,
         task_id=str(manifest.get("task_id") or ""),
         source={"bucket": job.source.bucket, "key": job.source.key},
         video=NoticeVideo(bucket=video["bucket"], key=video["key"], size_bytes=int(video["size_bytes"]), sha256=video["sha256"], url=url),

@@ -26,6 +26,7 @@ class Settings(BaseModel):
     upload_queue_url: str = ""
     submit_queue_url: str = ""
     idempotency_table: Annotated[str, Field(min_length=1)]
+    jobs_table: Annotated[str, Field(min_length=1)]
     novita_secret_id: Annotated[str, Field(min_length=1)]
     novita_base_url: str = "https://api.novita.ai"
 

@@ -13,6 +13,7 @@ from img2video.clients import client, transfer_client
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
 from img2video.jobs import ExecutionState, Stored
+from img2video.jobs_table import record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
@@ -64,6 +65,7 @@ def store_video(state: ExecutionState) -> Stored:
         generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
+    record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(
         video_key=job.video_key,
         manifest_key=job.manifest_key,
@@ -110,6 +112,7 @@ def _manifest(state: ExecutionState, stored: StoredVideo, provider_seed: Any) ->
     submitted = state.submitted
     return {
         "job_id": job.job_id,
+        "attempt": job.attempt,
         "task_id": state.task_id,
         "model": job.request.model,
         "request": {

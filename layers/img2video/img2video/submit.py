@@ -15,6 +15,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Job, PollRecord, Submitted
+from img2video.jobs_table import record_quietly
 from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
@@ -140,6 +141,7 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
                 request, "SubmitFailed", f"the job could not be submitted after {receive_count} attempts ({type(exc).__name__})"
             )
         raise
+    record_quietly(request.job.job_id, "submitted", task_id=submitted.task_id, submitted_at=submitted.submitted_at)
     return _answer(request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=submitted.model_dump_json()), "submitted")
 
 

@@ -1,0 +1,166 @@
+"""The jobs table: one item per job, written by every step, so "what is running", "what failed since
+yesterday" and "what happened to incoming/a/cat.jpg" are one query each (DESIGN section 6).
+
+Items never go back: each write names the state it records, and a state further along (a finished job, a
+later poll) is never overwritten by a late or repeated step. Besides the jobs, the table holds one small
+counter item per source key (how many attempts it has had) and one per daily-limit window.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+
+from img2video.clients import client
+from img2video.clock import iso, now
+from img2video.observability import logger, metrics
+from img2video.settings import get_settings
+
+JobState = Literal["accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled"]
+STATES: tuple[JobState, ...] = ("accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled")
+_RANK: dict[str, int] = {"accepted": 0, "held": 1, "submitted": 2, "running": 3, "storing": 4, "succeeded": 9, "failed": 9, "cancelled": 9}
+TERMINAL_RANK = 9
+BY_STATE_INDEX = "by-state"  # state, updated_at: what is running, what failed since a time
+BY_SOURCE_INDEX = "by-source"  # source_key, created_at: every attempt of one image, newest first
+JOB_TTL_SECONDS = 90 * 24 * 3600
+_ATTEMPTS_PREFIX = "#attempts#"  # counter items; a job id never starts with "#"
+_OPEN_ATTEMPT_TRIES = 8
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": str(int(value)) if float(value).is_integer() else repr(float(value))}
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return _n(value)
+    return _s(str(value))
+
+
+def _table() -> str:
+    return get_settings().jobs_table
+
+
+def get_job(job_id: str) -> dict[str, Any] | None:
+    """The job's item as plain Python values (strongly consistent), or None."""
+    item = client("dynamodb").get_item(TableName=_table(), Key={"job_id": _s(job_id)}, ConsistentRead=True).get("Item")
+    return plain(item) if item else None
+
+
+def plain(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item's typed attributes as plain values (the few types this table uses)."""
+    out: dict[str, Any] = {}
+    for name, typed in item.items():
+        ((kind, raw),) = typed.items()
+        out[name] = float(raw) if kind == "N" and not raw.lstrip("-").isdigit() else int(raw) if kind == "N" else raw
+    return out
+
+
+def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str) -> int:
+    """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
+
+    One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
+    so two uploads racing for the same key still get different numbers and a re-delivered event none.
+    """
+    dynamodb = client("dynamodb")
+    counter_key = {"job_id": _s(_ATTEMPTS_PREFIX + source_key)}
+    for _ in range(_OPEN_ATTEMPT_TRIES):
+        existing = get_job(job_id)
+        if existing and "attempt" in existing:
+            return int(existing["attempt"])
+        counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
+        previous = int(counter["attempts"]["N"]) if counter else 0
+        stamp = iso(now())
+        item = {
+            "job_id": _s(job_id),
+            "attempt": _n(previous + 1),
+            "source_key": _s(source_key),
+            "state": _s("accepted"),
+            "rank": _n(_RANK["accepted"]),
+            "created_at": _s(stamp),
+            "updated_at": _s(stamp),
+            "accepted_at": _s(stamp),
+            "expires_at": _n(now() + JOB_TTL_SECONDS),
+        }
+        if sidecar_key:
+            item["sidecar_key"] = _s(sidecar_key)
+        if uploaded_at:
+            item["uploaded_at"] = _s(uploaded_at)
+        counter_condition = "attempts = :previous" if counter else "attribute_not_exists(job_id)"
+        try:
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": _table(), "Item": item, "ConditionExpression": "attribute_not_exists(job_id)"}},
+                    {
+                        "Update": {
+                            "TableName": _table(),
+                            "Key": counter_key,
+                            "UpdateExpression": "SET attempts = :next, expires_at = :expires",
+                            "ConditionExpression": counter_condition,
+                            "ExpressionAttributeValues": {
+                                ":next": _n(previous + 1),
+                                ":expires": _n(now() + JOB_TTL_SECONDS),
+                                **({":previous": _n(previous)} if counter else {}),
+                            },
+                        }
+                    },
+                ]
+            )
+            return previous + 1
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            # the job was opened meanwhile (read again above) or another attempt took the number: try again
+    raise RuntimeError(f"could not number the attempt of {job_id} after {_OPEN_ATTEMPT_TRIES} tries")
+
+
+def record(job_id: str, state: JobState, **fields: Any) -> bool:
+    """Write the job's state and fields, unless the item is already further along; False when it was.
+
+    Fields whose value is None are left as they are. A step's write is progress, not the job's outcome:
+    callers that can go on without it use `record_quietly`.
+    """
+    rank = _RANK[state]
+    names = {"#state": "state", "#rank": "rank"}
+    values: dict[str, Any] = {":state": _s(state), ":rank": _n(rank), ":now": _s(iso(now())), ":expires": _n(now() + JOB_TTL_SECONDS)}
+    sets = ["#state = :state", "#rank = :rank", "updated_at = :now", "expires_at = :expires"]
+    for index, (name, value) in enumerate(sorted(fields.items())):
+        if value is None:
+            continue
+        names[f"#f{index}"], values[f":f{index}"] = name, _value(value)
+        sets.append(f"#f{index} = :f{index}")
+    if rank == TERMINAL_RANK:  # a finished job keeps its outcome; the same outcome may be written again
+        condition = "attribute_not_exists(#rank) OR #rank < :rank OR #state = :state"
+    else:
+        condition = "attribute_not_exists(#rank) OR #rank <= :rank"
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key={"job_id": _s(job_id)},
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def record_quietly(job_id: str, state: JobState, **fields: Any) -> None:
+    """`record`, for a step whose work must not depend on the table: a failed write is logged, never raised."""
+    try:
+        record(job_id, state, **fields)
+    except Exception as exc:  # the table is the user's view of the job; the job itself goes on
+        logger.warning("Could not record the job's state", extra={"state": state, "error": type(exc).__name__})
+        metrics.add_metric(name="JobsTableWriteFailed", unit=MetricUnit.Count, value=1)

@@ -1,0 +1,75 @@
+"""The jobs table: attempts numbered once per upload, states that never go back."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+from img2video import jobs_table
+from img2video_local.runtime import serialize_dynamodb_requests
+from img2video_local.template import REGION
+
+from tests.conftest import Aws
+
+
+def _open(job: str, key: str = "incoming/a/cat.jpg") -> int:
+    return jobs_table.open_attempt(job, key, key.replace(".jpg", ".json"), "2026-11-24T12:00:00.000Z")
+
+
+def test_each_new_upload_of_a_key_is_the_next_attempt_and_a_repeat_keeps_its_number(aws: Aws) -> None:
+    assert _open("cat-1") == 1
+    assert _open("cat-1") == 1  # the same upload seen again (a re-delivered event, the sidecar's event)
+    assert _open("cat-2") == 2
+    assert _open("dog-1", "incoming/a/dog.jpg") == 1
+    item = jobs_table.get_job("cat-2")
+    assert item is not None and (item["state"], item["source_key"], item["attempt"]) == ("accepted", "incoming/a/cat.jpg", 2)
+    assert item["expires_at"] > item["rank"]  # a TTL is set (epoch seconds)
+
+
+def test_uploads_racing_for_one_key_get_different_attempt_numbers(aws: Aws) -> None:
+    serialize_dynamodb_requests()  # as local mode runs it: each DynamoDB request atomic, as on AWS
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        numbers = list(pool.map(lambda i: _open(f"cat-{i}"), range(12)))
+    assert sorted(numbers) == list(range(1, 13))
+
+
+def test_a_state_never_goes_back(aws: Aws) -> None:
+    _open("cat-1")
+    assert jobs_table.record("cat-1", "running", polls=3, progress_percent=40)
+    assert not jobs_table.record("cat-1", "submitted", task_id="late")  # a late, repeated submit step
+    assert jobs_table.record("cat-1", "running", polls=4, progress_percent=70)
+    assert jobs_table.record("cat-1", "failed", error_code="PROVIDER_FAILED")
+    assert not jobs_table.record("cat-1", "running", polls=5)
+    assert not jobs_table.record("cat-1", "succeeded")  # one outcome per job, like its notice
+    assert jobs_table.record("cat-1", "failed", error_code="PROVIDER_FAILED")  # the same outcome again is fine
+    item = jobs_table.get_job("cat-1")
+    assert item is not None and (item["state"], item["polls"], item["progress_percent"], item["error_code"]) == (
+        "failed",
+        4,
+        70,
+        "PROVIDER_FAILED",
+    )
+    assert "task_id" not in item
+
+
+def test_by_state_and_by_source_are_queries(aws: Aws) -> None:
+    for index in range(3):
+        _open(f"cat-{index}")
+    jobs_table.record("cat-0", "failed", error_code="INVALID_SIDECAR")
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    table = aws.stack.id("JobsTable")
+    failed = dynamodb.query(
+        TableName=table,
+        IndexName=jobs_table.BY_STATE_INDEX,
+        KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":s": {"S": "failed"}},
+    )["Items"]
+    assert [item["job_id"]["S"] for item in failed] == ["cat-0"]
+    attempts = dynamodb.query(
+        TableName=table,
+        IndexName=jobs_table.BY_SOURCE_INDEX,
+        KeyConditionExpression="source_key = :k",
+        ExpressionAttributeValues={":k": {"S": "incoming/a/cat.jpg"}},
+    )["Items"]
+    assert sorted(int(item["attempt"]["N"]) for item in attempts) == [1, 2, 3]  # the counter item is in neither index
