@@ -120,6 +120,7 @@ class EmulatorConfig:
     generation_seconds: float = 3.0
     queue_seconds: float = 0.5
     concurrency: int = 0  # 0: unlimited; otherwise unfinished tasks beyond this get 429
+    balance: int | None = None  # tasks the account can still pay for (None: unlimited); then 400 BILLING_BALANCE_NOT_ENOUGH
     video_ttl_seconds: int = 3600
     fps: int = 24
     render_workers: int = 2
@@ -360,6 +361,16 @@ class NovitaEmulator:
             raise ImageRefused(refusal)
         return _fetch_image(reference)
 
+    def charge(self) -> bool:
+        """Pay for one task from the balance, if there is one; False when it has run out."""
+        with self._lock:
+            if self.config.balance is None:
+                return True
+            if self.config.balance <= 0:
+                return False
+            self.config.balance -= 1
+            return True
+
     def create_task(self, body: dict[str, Any], *, answer_delayed: bool = False) -> Task:
         faults = self.config.faults
         fate = "fail" if self.chance(faults.fail) else "hang" if self.chance(faults.hang) else "succeed"
@@ -536,6 +547,9 @@ class _Handler(BaseHTTPRequestHandler):
         if busy:
             emulator.count("throttled")
             self._error(429, "TOO_MANY_CONCURRENT_TASKS", f"at most {limit} tasks may run at once", {"Retry-After": emulator.retry_after()})
+            return
+        if not emulator.charge():
+            self._error(400, "BILLING_BALANCE_NOT_ENOUGH", "your account balance is not enough for this task; top up to continue")
             return
         answer_delayed = emulator.chance(emulator.config.faults.slow_after)
         task = emulator.create_task(body, answer_delayed=answer_delayed)

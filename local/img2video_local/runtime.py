@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import json
 import logging
@@ -95,6 +96,7 @@ class LocalPipeline:
             self._set_env({name: None})
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
+        keep_task_failure_causes()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -385,6 +387,30 @@ def serialize_dynamodb_requests() -> None:
 
     call_action.img2video_atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def keep_task_failure_causes() -> None:
+    """SendTaskFailure's `cause` reaches the state's Catch on AWS; moto's API layer drops it (its interpreter keeps
+    it), so a Submit failure's message (an insufficient balance, the daily limit) would reach the notice as a bare
+    error name. Pass it on, as AWS does."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse.send_task_failure, "img2video_keeps_cause", False):
+        return
+
+    def send_task_failure(self: Any) -> Any:
+        from moto.core.responses import EmptyResult
+
+        backend: Any = self.stepfunction_backend
+        token, error = self._get_param("taskToken"), self._get_param("error")
+        if "cause" in inspect.signature(backend.send_task_failure).parameters:  # the interpreter's backend
+            backend.send_task_failure(token, error=error, cause=self._get_param("cause"))
+        else:
+            backend.send_task_failure(token, error=error)
+        return EmptyResult()
+
+    send_task_failure.img2video_keeps_cause = True  # type: ignore[attr-defined]
+    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
 
 
 def _skip_moto_backend_lock_when_known() -> None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
+import boto3
 import pytest
+from img2video.jobs_table import plain
+from img2video_local.runtime import LocalPipeline
+from img2video_local.template import REGION
 
 from tests.conftest import jpeg_bytes
 from tests.integration.test_pipeline import only, pipeline, run_jobs, sidecar, wait_until
@@ -12,16 +19,58 @@ pytestmark = pytest.mark.integration
 
 def test_uploading_the_same_files_again_after_a_failure_is_a_new_attempt_with_its_own_notice() -> None:
     image, prompt = jpeg_bytes(), sidecar()
-    with pipeline(faults="fail=1") as local:
+    with pipeline(balance=0) as local:
         first = only(run_jobs(local, [("incoming/r/cat.json", prompt), ("incoming/r/cat.jpg", image)], {"incoming/r/cat.jpg"}))
         assert first["event"] == "video.failed" and first["attempt"] == 1
-        local.emulator.config.faults.fail = 0  # the user fixed the cause (say, topped up the balance)
+        # the provider's own words reach the user (SendTaskFailure's cause, which local mode once dropped)
+        assert first["error"]["code"] == "INSUFFICIENT_BALANCE" and "top up" in first["error"]["message"]
+        local.emulator.config.balance = 5  # the user topped up
         local.upload("incoming/r/cat.jpg", image)  # the very same bytes: the same ETag
         local.upload("incoming/r/cat.json", prompt)
         second = wait_until(lambda: [r.notice for r in local.notices if r.notice["event"] == "video.succeeded"], 60)
         assert len(second) == 1, "a re-upload after a failure was silently ignored"
         assert second[0]["job_id"] != first["job_id"] and second[0]["attempt"] == 2
         local.wait_for_notices({"never"}, 2)  # the image's and the sidecar's events converge on one new job
-        assert len(local.notices) == 2 and len(local.emulator.submissions) == 2
+        assert len(local.notices) == 2 and len(local.emulator.submissions) == 1
         manifest = local.s3.get_object(Bucket=local.output_bucket, Key="videos/r/cat.json")["Body"].read()
         assert b'"attempt": 2' in manifest
+
+
+def _jobs(local: LocalPipeline) -> list[dict[str, Any]]:
+    """Every job's item in the jobs table (a scan is fine in a test; the CLI queries its indexes)."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    items = dynamodb.scan(TableName=local.stack.id("JobsTable"), ConsistentRead=True)["Items"]
+    return [plain(item) for item in items if not item["job_id"]["S"].startswith("#")]
+
+
+def test_the_daily_limit_holds_jobs_until_a_window_has_room_and_never_goes_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "8")  # a "day" of 8 s, so windows open within the test
+    images = {f"incoming/q/{index}.jpg" for index in range(6)}
+    uploads = [(key.replace(".jpg", ".txt"), b"the tide comes in") for key in images] + [(key, jpeg_bytes()) for key in images]
+    with pipeline(parameters={"MaxSubmissionsPerDay": "2", "SubmitConcurrency": "5"}) as local:
+        received = run_jobs(local, uploads, images, timeout=120)
+        assert [r.notice["event"] for r in received] == ["video.succeeded"] * 6
+        jobs = _jobs(local)
+        per_window = Counter(job["quota_window"] for job in jobs)
+        assert max(per_window.values()) == 2 and len(per_window) >= 3, per_window  # never more than the limit in a window
+        assert len(local.emulator.submissions) == 6  # each held job was paid once, when its window came
+        held = [job for job in jobs if "held_until" in job]
+        assert len(held) >= 3 and all(job["state"] == "succeeded" for job in jobs)
+
+
+def test_a_job_the_daily_limit_would_hold_past_its_submit_window_fails_clearly_and_unpaid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "100000")  # the next window opens long after the job's 60 s
+    with pipeline(parameters={"MaxSubmissionsPerDay": "1", "SubmitWindowSeconds": "60"}) as local:
+        uploads = [
+            ("incoming/l/a.txt", b"p"),
+            ("incoming/l/a.jpg", jpeg_bytes()),
+            ("incoming/l/b.txt", b"p"),
+            ("incoming/l/b.jpg", jpeg_bytes()),
+        ]
+        received = run_jobs(local, uploads, {"incoming/l/a.jpg", "incoming/l/b.jpg"})
+        [failed] = [r.notice for r in received if r.notice["event"] == "video.failed"]
+        assert failed["error"]["code"] == "DAILY_LIMIT" and failed["error"]["stage"] == "submit"
+        assert "daily limit of 1 Novita submissions (MaxSubmissionsPerDay)" in failed["error"]["message"]
+        assert "nothing was paid" in failed["error"]["message"]
+        assert len(local.emulator.submissions) == 1
+        assert {job["job_id"]: job["state"] for job in _jobs(local)}[failed["job_id"]] == "failed"

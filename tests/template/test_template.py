@@ -217,7 +217,8 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     tables = {name: _dynamodb_grants(cfn, f"{name}FunctionRole") for name in ("Accept", "Submit", "Poll", "Store", "Publish")}
     items = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
     assert tables["Accept"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}}
-    assert tables["Submit"] == tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
+    assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
+    assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
     assert tables["Poll"] == tables["Store"] == {"JobsTable": {"dynamodb:UpdateItem"}}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import botocore.client
 import pytest
-from img2video import accept, clients, novita, video_transfer
+from img2video import accept, clients, jobs_table, novita, video_transfer
 from img2video.sidecar import MAX_EXTRA_IMAGES
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
@@ -62,9 +62,12 @@ def table(calls: list[Call]) -> str:
 # was there and the failed put did not return it) or DeleteItem (the function raised): two calls whichever way.
 IDEMPOTENT = 2
 SECRET = Call("secretsmanager:GetSecretValue, and again after Novita refused the key", "novita.load_api_key via _fresh_key", 2, AWS)
-# publish.publish_notice: the decision, the publish, the image's tag
+# jobs_table.record_quietly: one conditional UpdateItem of the job's item, in every step
+RECORD = Call("dynamodb:UpdateItem of the job's state", "jobs_table.record_quietly", 1, AWS)
+# publish.publish_notice: the decision, the final state, the publish, the image's tag
 NOTICE = [
     Call("dynamodb: the notice decided once per job id", "publish._decide (once_per)", IDEMPOTENT, AWS),
+    RECORD,
     Call("dynamodb: the notice published once per notice id", "publish._publish_once (once_per)", IDEMPOTENT, AWS),
     Call("sns:Publish", "publish._publish_once", 1, AWS),
     Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS),
@@ -72,11 +75,13 @@ NOTICE = [
 
 # -- Submit (one SubmitQueue message per invocation) ----------------------------------------------------------
 SUBMIT_URL = [
-    Call("states:DescribeExecution", "submit._execution_running", 1, AWS),
+    Call("states:DescribeExecution", "submit._running_since", 1, AWS),
+    Call("dynamodb: the daily limit's claim (TransactWriteItems, then GetItem when refused)", "jobs_table.claim_submission", 2, AWS),
     Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
     Call("s3:HeadObject IfMatch of the image (not replaced since it was accepted)", "submit.image_reference", 1, AWS),
     SECRET,
     Call("POST the task (presigned image URLs are signed locally, no call)", "NovitaClient.submit", 1, NOVITA_POST),
+    RECORD,
     Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),
 ]
 
@@ -94,6 +99,7 @@ def inline_images(images: int) -> list[Call]:
 POLL = [
     SECRET,
     Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
+    RECORD,
 ]
 
 
@@ -109,6 +115,7 @@ def store_fresh(parts: int) -> list[Call]:
         Call("s3:UploadPart per 8 MiB", "video_transfer.stream_video_to_s3", parts, TRANSFER),
         Call("s3:CompleteMultipartUpload, and AbortMultipartUpload if it failed", "video_transfer.stream_video_to_s3/_abort", 2, TRANSFER),
         Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+        RECORD,
     ]
 
 
@@ -117,6 +124,7 @@ STORE_RESUMED = [
     Call("s3:GetObject of the manifest (404)", "store._already_stored", 1, AWS),
     Call("s3:GetObject of the stored video, hashed", "store._already_stored (transfer client)", 1, TRANSFER),
     Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+    RECORD,
 ]
 # -- Publish -----------------------------------------------------------------------------------------------
 PUBLISH_STATE = [Call("s3:GetObject of the manifest", "publish.stored_notice", 1, AWS), *NOTICE]
@@ -139,17 +147,20 @@ def accept_path(*tail: Call, extra_images: int = 0) -> list[Call]:
 
 
 START = Call("states:StartExecution", "accept.start_execution", 1, AWS)
+# the job's item and attempt number: GetItem (counter), TransactWriteItems, GetItem (job) when it was refused
+OPEN = Call("dynamodb: the job's item and attempt number", "jobs_table.open_attempt", jobs_table.OPEN_ATTEMPT_CALLS, AWS)
 TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS)
 ACCEPT_PATHS = {
-    "accepted": accept_path(START, TAG),
+    "accepted": accept_path(OPEN, START, TAG),
     "awaiting its sidecar": [
         Call("s3:ListObjectsV2, NFC and NFD prefixes", "accept._siblings", 2, AWS),
         Call("sqs:SendMessage (the re-check)", "accept.requeue", 1, AWS),
         TAG,
     ],
-    "refused (a bad image after a good sidecar)": accept_path(*NOTICE),
-    "INTERNAL on the last delivery (StartExecution failed)": accept_path(START, *NOTICE),
-    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(START, TAG, extra_images=MAX_EXTRA_IMAGES),
+    "refused (a bad image after a good sidecar)": accept_path(OPEN, *NOTICE),
+    "INTERNAL on the last delivery (StartExecution failed)": accept_path(OPEN, START, *NOTICE),
+    f"INTERNAL with {MAX_EXTRA_IMAGES} extra images": accept_path(OPEN, START, *NOTICE, extra_images=MAX_EXTRA_IMAGES),
+    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(OPEN, START, TAG, extra_images=MAX_EXTRA_IMAGES),
 }
 
 

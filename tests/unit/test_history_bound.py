@@ -11,10 +11,21 @@ from img2video.wait_policy import MAX_POLLS, WaitPolicy
 EVENTS_PER_POLL = 9
 EVENTS_PER_RETRIED_POLL = EVENTS_PER_POLL + 6 * 4
 EVENTS_OUTSIDE_POLLS = 60  # submit, store (with its retries), notice, start and end
+# The daily limit holds a job at most once per window that opens within its submit window (SubmitWindowSeconds,
+# at most 7 days, windows of one day): each hold is the submit task (6), the Choice (2) and the Wait (2).
+EVENTS_PER_HOLD = 10
+MAX_HOLDS = 7 * 86400 // 86400 + 1
 
 
 def test_even_if_every_poll_spent_every_retry_the_history_stays_under_25000_events() -> None:
-    assert MAX_POLLS * EVENTS_PER_RETRIED_POLL + EVENTS_OUTSIDE_POLLS < 25_000
+    assert MAX_POLLS * EVENTS_PER_RETRIED_POLL + MAX_HOLDS * EVENTS_PER_HOLD + EVENTS_OUTSIDE_POLLS < 25_000
+
+
+def test_the_submit_window_bounds_the_holds() -> None:
+    from img2video_local.template import load_template
+
+    window = load_template()["Parameters"]["SubmitWindowSeconds"]
+    assert window["MaxValue"] <= (MAX_HOLDS - 1) * 86400
 
 
 @settings(max_examples=200, deadline=None)

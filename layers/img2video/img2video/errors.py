@@ -82,6 +82,12 @@ class Cancelled(PipelineError):
     code = "CANCELLED"
 
 
+class DailyLimitReached(PipelineError):
+    """MaxSubmissionsPerDay held the job until no window with room opens within its submit window."""
+
+    code = "DAILY_LIMIT"
+
+
 class AwsTransient(PipelineError):
     """An AWS call failed in a way that a later try may not (throttling, 5xx, a lost connection)."""
 
@@ -105,6 +111,7 @@ ALL_ERROR_CODES = (
     "PROVIDER_TIMEOUT",
     "DOWNLOAD_FAILED",
     "CANCELLED",
+    "DAILY_LIMIT",
     "INTERNAL",
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from img2video.keys import readable_slug
 from img2video.sidecar import VideoRequest
@@ -70,6 +70,13 @@ class Submitted(BaseModel):
     first_poll: PollRecord
 
 
+class Held(BaseModel):
+    """Submit's other answer: the daily limit is reached; the execution waits (for free) until `until`, then asks again."""
+
+    until: str  # RFC 3339 in whole seconds, as a Wait state's TimestampPath wants it
+    limit: int
+
+
 class Stored(BaseModel):
     """Where StoreVideo put the video and its manifest."""
 
@@ -103,6 +110,12 @@ class ExecutionState(BaseModel):
     stored: Stored | None = None
     stage: Stage = "poll"
     error: StepError | None = None
+
+    @field_validator("submitted", mode="before")
+    @classmethod
+    def _held_is_not_submitted(cls, value: Any) -> Any:
+        """A job that failed while held by the daily limit carries Submit's "held" answer: nothing was submitted."""
+        return None if isinstance(value, dict) and "held" in value else value
 
     @property
     def task_id(self) -> str | None:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from img2video.clients import client
 from img2video.clock import iso, now
+from img2video.errors import AwsTransient
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
 
@@ -26,7 +27,6 @@ BY_STATE_INDEX = "by-state"  # state, updated_at: what is running, what failed s
 BY_SOURCE_INDEX = "by-source"  # source_key, created_at: every attempt of one image, newest first
 JOB_TTL_SECONDS = 90 * 24 * 3600
 _ATTEMPTS_PREFIX = "#attempts#"  # counter items; a job id never starts with "#"
-_OPEN_ATTEMPT_TRIES = 8
 
 
 def _s(value: str) -> dict[str, str]:
@@ -68,58 +68,59 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
     """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
 
     One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
-    so two uploads racing for the same key still get different numbers and a re-delivered event none.
+    so two uploads racing for the same key never get the same number and a re-delivered event never a new one.
+    At most three calls: the one that loses a race is told to look again later (AwsTransient).
     """
     dynamodb = client("dynamodb")
     counter_key = {"job_id": _s(_ATTEMPTS_PREFIX + source_key)}
-    for _ in range(_OPEN_ATTEMPT_TRIES):
-        existing = get_job(job_id)
-        if existing and "attempt" in existing:
-            return int(existing["attempt"])
-        counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
-        previous = int(counter["attempts"]["N"]) if counter else 0
-        stamp = iso(now())
-        item = {
-            "job_id": _s(job_id),
-            "attempt": _n(previous + 1),
-            "source_key": _s(source_key),
-            "state": _s("accepted"),
-            "rank": _n(_RANK["accepted"]),
-            "created_at": _s(stamp),
-            "updated_at": _s(stamp),
-            "accepted_at": _s(stamp),
-            "expires_at": _n(now() + JOB_TTL_SECONDS),
-        }
-        if sidecar_key:
-            item["sidecar_key"] = _s(sidecar_key)
-        if uploaded_at:
-            item["uploaded_at"] = _s(uploaded_at)
-        counter_condition = "attempts = :previous" if counter else "attribute_not_exists(job_id)"
-        try:
-            dynamodb.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": _table(), "Item": item, "ConditionExpression": "attribute_not_exists(job_id)"}},
-                    {
-                        "Update": {
-                            "TableName": _table(),
-                            "Key": counter_key,
-                            "UpdateExpression": "SET attempts = :next, expires_at = :expires",
-                            "ConditionExpression": counter_condition,
-                            "ExpressionAttributeValues": {
-                                ":next": _n(previous + 1),
-                                ":expires": _n(now() + JOB_TTL_SECONDS),
-                                **({":previous": _n(previous)} if counter else {}),
-                            },
-                        }
-                    },
-                ]
-            )
-            return previous + 1
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            # the job was opened meanwhile (read again above) or another attempt took the number: try again
-    raise RuntimeError(f"could not number the attempt of {job_id} after {_OPEN_ATTEMPT_TRIES} tries")
+    counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
+    previous = int(counter["attempts"]["N"]) if counter else 0
+    stamp = iso(now())
+    item = {
+        "job_id": _s(job_id),
+        "attempt": _n(previous + 1),
+        "source_key": _s(source_key),
+        "state": _s("accepted"),
+        "rank": _n(_RANK["accepted"]),
+        "created_at": _s(stamp),
+        "updated_at": _s(stamp),
+        "accepted_at": _s(stamp),
+        "expires_at": _n(now() + JOB_TTL_SECONDS),
+    }
+    if sidecar_key:
+        item["sidecar_key"] = _s(sidecar_key)
+    if uploaded_at:
+        item["uploaded_at"] = _s(uploaded_at)
+    try:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": _table(), "Item": item, "ConditionExpression": "attribute_not_exists(job_id)"}},
+                {
+                    "Update": {
+                        "TableName": _table(),
+                        "Key": counter_key,
+                        "UpdateExpression": "SET attempts = :next, expires_at = :expires",
+                        "ConditionExpression": "attempts = :previous" if counter else "attribute_not_exists(job_id)",
+                        "ExpressionAttributeValues": {
+                            ":next": _n(previous + 1),
+                            ":expires": _n(now() + JOB_TTL_SECONDS),
+                            **({":previous": _n(previous)} if counter else {}),
+                        },
+                    }
+                },
+            ]
+        )
+        return previous + 1
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "TransactionCanceledException":
+            raise
+    existing = get_job(job_id)
+    if existing and "attempt" in existing:
+        return int(existing["attempt"])  # this upload was seen before: its number stays
+    raise AwsTransient(f"another upload of {source_key} took attempt number {previous + 1} at the same moment")
+
+
+OPEN_ATTEMPT_CALLS = 3  # the counter, the transaction, and the job's item when the transaction was refused
 
 
 def record(job_id: str, state: JobState, **fields: Any) -> bool:
@@ -164,3 +165,49 @@ def record_quietly(job_id: str, state: JobState, **fields: Any) -> None:
     except Exception as exc:  # the table is the user's view of the job; the job itself goes on
         logger.warning("Could not record the job's state", extra={"state": state, "error": type(exc).__name__})
         metrics.add_metric(name="JobsTableWriteFailed", unit=MetricUnit.Count, value=1)
+
+
+_QUOTA_PREFIX = "#quota#"  # one counter item per daily-limit window
+
+
+def claim_submission(job_id: str, limit: int, window_seconds: int) -> float | None:
+    """Count the job against the current window's limit, once per job: None when it may be submitted now,
+    otherwise the epoch second at which the next window opens.
+
+    The job's claim and the window's count move in one transaction, conditional on the count being under the
+    limit, so concurrent Submit functions can never take the window past it, and a retried submit (the same job
+    counted already) goes on without counting again.
+    """
+    window = int(now() // window_seconds)
+    dynamodb = client("dynamodb")
+    try:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": _table(),
+                        "Key": {"job_id": _s(job_id)},
+                        "UpdateExpression": "SET quota_window = :window",
+                        "ConditionExpression": "attribute_not_exists(quota_window)",
+                        "ExpressionAttributeValues": {":window": _n(window)},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": _table(),
+                        "Key": {"job_id": _s(f"{_QUOTA_PREFIX}{window}")},
+                        "UpdateExpression": "ADD submissions :one SET expires_at = :expires",
+                        "ConditionExpression": "attribute_not_exists(submissions) OR submissions < :limit",
+                        "ExpressionAttributeValues": {":one": _n(1), ":limit": _n(limit), ":expires": _n(now() + JOB_TTL_SECONDS)},
+                    }
+                },
+            ]
+        )
+        return None
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "TransactionCanceledException":
+            raise
+    item = get_job(job_id)
+    if item and "quota_window" in item:
+        return None  # counted by an earlier try of this same submit
+    return float((window + 1) * window_seconds)

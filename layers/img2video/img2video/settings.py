@@ -52,6 +52,10 @@ class Settings(BaseModel):
     submit_retry_max_seconds: Annotated[int, Field(ge=1, le=900)] = 900
     # How long a job may wait for Novita to accept it (throttling, outages) before it fails with PROVIDER_FAILED.
     submit_window_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    # MaxSubmissionsPerDay: paid submits per window (0 = no limit); jobs beyond it are held until a window has room.
+    max_submissions_per_day: Annotated[int, Field(ge=0)] = 0
+    # The limit's window: a UTC day. Only local tests shorten it, to see a window open within seconds.
+    quota_window_seconds: Annotated[int, Field(ge=1)] = 86400
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
     max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = DEFAULT_MAX_VIDEO_BYTES
 

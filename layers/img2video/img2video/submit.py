@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +16,8 @@ from img2video.clients import AWS_CALL_WORST_SECONDS, client, once_per, presigne
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
-from img2video.jobs import Job, PollRecord, Submitted
-from img2video.jobs_table import record_quietly
+from img2video.jobs import Held, Job, PollRecord, Submitted
+from img2video.jobs_table import claim_submission, record_quietly
 from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
@@ -23,12 +25,12 @@ from img2video.settings import Settings, get_settings
 from img2video.transient import backoff_seconds, describe, is_transient
 from img2video.wait_policy import policy_for
 
-# From the start of a message to its answer, at worst: the execution check, the idempotency record (2),
+# From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the idempotency record (2),
 # two key reads, the image's ETag check, up to eleven inline images (4 S3 calls each: its size, its type, its bytes
-# for each of two POST attempts), the record's update, the answer and a re-send,
+# for each of two POST attempts), the record's update, the jobs table's, the answer and a re-send,
 # plus both POST attempts (a refused key is re-read and tried once more). One message per invocation, so this
 # is the whole invocation: tests/unit/test_budgets.py checks it fits the function's timeout.
-SUBMIT_WORST_SECONDS = (9 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+SUBMIT_WORST_SECONDS = (12 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -122,11 +124,16 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
 def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
     """Pay for the job once, if its execution still waits for it; answer the execution either way."""
     settings = get_settings()
-    if not _execution_running(request.execution):
+    started = _running_since(request.execution)
+    if started is None:
         logger.info("Execution is no longer running; nothing is submitted", extra={"execution": request.execution})
         metrics.add_metric(name="SubmitSkippedNotRunning", unit=MetricUnit.Count, value=1)
         return "skipped"
     try:
+        if settings.max_submissions_per_day:
+            opens = claim_submission(request.job.job_id, settings.max_submissions_per_day, settings.quota_window_seconds)
+            if opens is not None:
+                return _hold(request, opens, started, settings)
         submitted = submitted_output(request.job, submit_task(request.job, settings), settings)
     except PipelineError as exc:
         if exc.transient:
@@ -145,14 +152,39 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
     return _answer(request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=submitted.model_dump_json()), "submitted")
 
 
-def _execution_running(execution_arn: str) -> bool:
+def _running_since(execution_arn: str) -> float | None:
+    """When the job's execution started (epoch seconds), or None when it is no longer running (cancelled, ended)."""
     try:
-        status: str = client("stepfunctions").describe_execution(executionArn=execution_arn)["status"]
+        described = client("stepfunctions").describe_execution(executionArn=execution_arn)
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
-            return False
+            return None
         raise
-    return status == "RUNNING"
+    if described["status"] != "RUNNING":
+        return None
+    started = described.get("startDate")
+    return started.timestamp() if hasattr(started, "timestamp") else now()
+
+
+def _hold(request: SubmitRequest, opens: float, started: float, settings: Settings) -> str:
+    """The daily limit is reached: wait in the execution until the next window, unless that is past the job's submit window."""
+    limit, window = settings.max_submissions_per_day, settings.submit_window_seconds
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(opens)))
+    metrics.add_metric(name="SubmitHeldByDailyLimit", unit=MetricUnit.Count, value=1)
+    if opens >= started + window:
+        return _answer_failure(
+            request,
+            "DailyLimitReached",
+            f"the daily limit of {limit} Novita submissions (MaxSubmissionsPerDay) was reached and the next window opens at "
+            f"{until}, after this job's {window} s to be submitted (SubmitWindowSeconds) run out; nothing was paid. "
+            "Upload the image again once the window has opened, or raise the limit.",
+        )
+    logger.info("Daily limit reached; holding the job until the next window", extra={"until": until, "limit": limit})
+    record_quietly(request.job.job_id, "held", held_until=until)
+    held = Held(until=until, limit=limit)
+    return _answer(
+        request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=json.dumps({"held": held.model_dump()})), "held"
+    )
 
 
 def _answer(request: SubmitRequest, send: Any, outcome: str) -> str:
