@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from rich.live import Live
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
+from img2video_local.commands import CommandError, Stack, local_state_path
 from img2video_local.emulator import EmulatorConfig, Faults, FaultSpecError
+from img2video_local.stack_cli import COMMANDS, add_commands
+from img2video_local.stack_cli import run as run_stack_command
 
 SAMPLES = Path(__file__).parent / "samples"
 DEFAULT_OUT = Path("img2video-out")
@@ -183,9 +187,14 @@ def _one_line(notice: dict[str, Any], paths: list[Path]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="img2video", description="Run the img2video pipeline offline: moto for AWS, an emulator for Novita."
+        prog="img2video",
+        description="Drop images, follow, retry, cancel and fetch jobs of a deployed stack (--stack NAME) or of the embedded "
+        "one (img2video local ...); or run the whole pipeline offline (demo, local run).",
     )
+    parser.add_argument("--stack", help="the deployed stack's CloudFormation name (your usual AWS credentials and region)")
+    parser.add_argument("--region", help="the deployed stack's region (default: your AWS configuration's)")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_commands(commands)
     demo = commands.add_parser("demo", help="animate the bundled sample image and write the MP4 under ./img2video-out/")
     demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
     demo.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
@@ -199,6 +208,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--faults", default="", help='emulator faults, e.g. "429=0.3,5xx=0.1,fail=0.1,dup=0.5" (see README)')
     run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all notices (default 300)")
     run.add_argument("--generation-seconds", type=float, default=3.0, help="how long the emulator takes per video (default 3)")
+    up = local_commands.add_parser("up", help="keep a local stack running on loopback for the commands below and the AWS CLI")
+    up.add_argument("--port", type=int, default=4599, help="loopback port of its AWS endpoint (default 4599; 0 picks one)")
+    up.add_argument("--faults", default="", help="emulator faults, as for local run")
+    up.add_argument("--generation-seconds", type=float, default=3.0, help="how long the emulator takes per video (default 3)")
+    add_commands(local_commands)
     return parser
 
 
@@ -208,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = "incoming/"
     try:
+        if args.command in COMMANDS:
+            if not args.stack:
+                raise UsageError(f"{args.command} needs --stack NAME (a deployed stack), or use `img2video local {args.command}`")
+            return run_stack_command(Stack.deployed(args.stack, args.region), args)
+        if args.command == "local" and args.local_command in COMMANDS:
+            args.command = args.local_command
+            return run_stack_command(Stack.embedded(), args)
+        if args.command == "local" and args.local_command == "up":
+            return _local_up(args)
         if args.command == "demo":
             plan = plan_uploads([SAMPLES / "sunset.jpg"], f"{prefix}demo/", None)
             return run_local(plan, args.out, args.json, Faults(), timeout=120)
@@ -218,6 +241,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"img2video: error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        if exc.exit_code == 2:
+            parser.print_usage(sys.stderr)
+        print(f"img2video: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    """Run until Ctrl-C: the embedded stack, served on loopback, its coordinates in the local state file."""
+    from img2video_local.runtime import LocalPipeline
+    from img2video_local.up import describe, serving
+
+    config = EmulatorConfig(generation_seconds=args.generation_seconds, faults=Faults.parse(args.faults))
+    stop = threading.Event()
+    with (
+        LocalPipeline(emulator_config=config, log_file=DEFAULT_OUT / "img2video-local.log") as pipeline,
+        serving(pipeline, args.port) as stack,
+    ):
+        state_file = local_state_path()
+        stack.save(state_file)
+        print(describe(stack, pipeline.stack.id("NoticesTopic")), file=sys.stderr, flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            state_file.unlink(missing_ok=True)
+    return 0
 
 
 if __name__ == "__main__":

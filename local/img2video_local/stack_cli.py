@@ -1,0 +1,230 @@
+"""The stack commands of the `img2video` CLI: the same for a deployed stack (`--stack NAME`) and the embedded one
+(`img2video local ...`, served by `img2video local up`). stdout carries results (with --json, one JSON object per
+line and nothing else); tables and progress go to stderr. Exit codes: 0, 1 (a job failed or was not found), 2 (usage)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from img2video_local import commands
+from img2video_local.commands import STATES, TERMINAL, CommandError, Stack
+
+SIDECAR_OPTIONS = ("duration", "resolution", "movement_amplitude", "seed", "voice_id", "output_name")
+SIDECAR_FLAGS = ("bgm", "audio", "watermark", "off_peak")
+COLUMNS = ("job_id", "attempt", "state", "source_key", "progress_percent", "polls", "error_code", "updated_at")
+
+
+def add_commands(subparsers: Any) -> None:
+    """drop, status, jobs, watch, retry, cancel, fetch: added to the top level (with --stack) and under `local`."""
+    drop = subparsers.add_parser("drop", help="upload images with their sidecars (the pipeline starts a job for each)")
+    drop.add_argument("files", nargs="+", type=Path, metavar="FILE", help="an image; a .json/.txt sidecar beside it goes too")
+    drop.add_argument("--prompt", help="write a sidecar with this prompt for images that have none")
+    for name in SIDECAR_OPTIONS:
+        drop.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f'sidecar field "{name}" (with --prompt)')
+    for name in SIDECAR_FLAGS:
+        drop.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f'sidecar field "{name}": true')
+    drop.add_argument("--folder", default="", help="the folder under the input prefix (default: the top)")
+    drop.add_argument("--wait", action="store_true", help="then watch the new jobs until their notices")
+    drop.add_argument("--timeout", type=float, default=900, help="with --wait: seconds to wait (default 900)")
+    status = subparsers.add_parser("status", help="one job, or every attempt of an image key")
+    status.add_argument("job", metavar="JOB|KEY")
+    jobs = subparsers.add_parser("jobs", help="jobs by state (queries, never scans)")
+    jobs.add_argument("--state", choices=STATES, action="append", help="only this state (repeatable; default: all)")
+    jobs.add_argument("--since", help="updated since: 30m, 2h, 1d, or an ISO date/time (UTC)")
+    watch = subparsers.add_parser("watch", help="a live table until the given jobs (default: all unfinished) have their notices")
+    watch.add_argument("job_ids", nargs="*", metavar="JOB")
+    watch.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    retry = subparsers.add_parser("retry", help="a new attempt: the image uploaded again, as it is")
+    retry.add_argument("job", nargs="?", metavar="JOB")
+    retry.add_argument("--failed", action="store_true", help="every image whose latest attempt failed")
+    retry.add_argument("--since", help="with --failed: failed since 30m, 2h, 1d, or an ISO date/time")
+    cancel = subparsers.add_parser("cancel", help="stop a job; its one notice says CANCELLED (never paid if not yet submitted)")
+    cancel.add_argument("job", metavar="JOB")
+    fetch = subparsers.add_parser("fetch", help="download a job's video and manifest and print a fresh link")
+    fetch.add_argument("job", metavar="JOB|KEY")
+    fetch.add_argument("--out", type=Path, default=Path("img2video-out"), help="folder (default ./img2video-out)")
+    for parser in (drop, status, jobs, watch, retry, cancel, fetch):
+        parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout, nothing else")
+
+
+COMMANDS = ("drop", "status", "jobs", "watch", "retry", "cancel", "fetch")
+
+
+def run(stack: Stack, args: argparse.Namespace) -> int:
+    out = Output(args.json)
+    handler = globals()[f"_{args.command}"]
+    code: int = handler(stack, args, out)
+    return code
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.stdout = Console(soft_wrap=True, highlight=False)
+        self.stderr = Console(stderr=True, highlight=False)
+
+    def result(self, data: dict[str, Any], text: str) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        else:
+            self.stdout.print(text, markup=False)
+
+    def table(self, jobs: list[dict[str, Any]], title: str) -> None:
+        if self.as_json:
+            for job in jobs:
+                self.result(job, "")
+            return
+        self.stderr.print(job_table(jobs, title))
+
+
+def job_table(jobs: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column.replace("_percent", " %"))
+    for job in jobs:
+        style = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(str(job.get("state")), "")
+        table.add_row(*(str(job.get(column, "")) for column in COLUMNS), style=style)
+    return table
+
+
+def _summary(job: dict[str, Any]) -> str:
+    text = f"{job['job_id']}  attempt {job.get('attempt', '?')}  {job.get('state')}  {job.get('source_key', '')}"
+    if job.get("state") == "running":
+        text += f"  {job.get('progress_percent', 0)}% after {job.get('polls', 0)} polls"
+    if job.get("error_code"):
+        text += f"  {job['error_code']}: {job.get('error_message', '')}"
+    if job.get("video_key"):
+        text += f"  video {job['video_key']}"
+    return text
+
+
+def _failed(jobs: list[dict[str, Any]]) -> bool:
+    return any(job.get("state") in ("failed", "cancelled", "unknown") for job in jobs)
+
+
+# -- the commands --------------------------------------------------------------------------------------------
+
+
+def _drop(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    from img2video_local.cli import UsageError, plan_uploads
+
+    folder = args.folder.strip("/")
+    prefix = stack.input_prefix + (f"{folder}/" if folder else "")
+    fields = {name: getattr(args, name) for name in SIDECAR_OPTIONS if getattr(args, name) is not None}
+    fields.update({name: True for name in SIDECAR_FLAGS if getattr(args, name)})
+    if fields and args.prompt is None:
+        raise CommandError("sidecar fields need --prompt too (a sidecar's prompt is required)", exit_code=2)
+    for name in ("duration", "seed"):
+        if name in fields:
+            try:
+                fields[name] = int(fields[name])
+            except ValueError:
+                raise CommandError(f"--{name} must be an integer; got {fields[name]!r}", exit_code=2) from None
+    try:
+        plan = plan_uploads(args.files, prefix, None)
+    except UsageError as exc:
+        raise CommandError(str(exc), exit_code=2) from None
+    keys = {upload.key for upload in plan.uploads}
+    if args.prompt is not None:
+        for image in plan.images:
+            stem = image.rsplit(".", 1)[0]
+            if not any(f"{stem}{suffix}" in keys for suffix in SIDECAR_SUFFIXES):
+                sidecar = json.dumps({"prompt": args.prompt, **fields}, ensure_ascii=False).encode("utf-8")
+                plan.uploads.insert(0, type(plan.uploads[0])(f"{stem}.json", data=sidecar))
+    since = commands.now_iso()
+    commands.drop(stack, [(upload.key, upload.read()) for upload in plan.uploads])
+    for upload in plan.uploads:
+        kind = "image" if upload.key.lower().endswith(IMAGE_SUFFIXES) else "sidecar"
+        out.result({"dropped": upload.key, "kind": kind, "bucket": stack.input_bucket}, f"dropped s3://{stack.input_bucket}/{upload.key}")
+    if not args.wait:
+        return 0
+    job_ids = commands.jobs_of_keys(stack, plan.images, since, args.timeout)
+    return _watch_jobs(stack, job_ids, args.timeout, out)
+
+
+def _status(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    jobs = commands.find_jobs(stack, args.job)
+    if not jobs:
+        raise CommandError(f"no job or image {args.job} in the jobs table")
+    for job in jobs:
+        out.result(job, _summary(job))
+    return 1 if _failed(jobs[:1]) else 0
+
+
+def _jobs(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    states = tuple(args.state or STATES)
+    jobs = commands.jobs_in(stack, states, commands.parse_since(args.since))
+    out.table(jobs, f"{len(jobs)} jobs" + (f" ({', '.join(states)})" if args.state else ""))
+    return 0
+
+
+def _watch(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    job_ids = args.job_ids or [str(job["job_id"]) for job in commands.jobs_in(stack, tuple(s for s in STATES if s not in TERMINAL))]
+    if not job_ids:
+        out.stderr.print("no unfinished jobs")
+        return 0
+    return _watch_jobs(stack, job_ids, args.timeout, out)
+
+
+def _watch_jobs(stack: Stack, job_ids: list[str], timeout: float, out: Output) -> int:
+    with Live(job_table([], "waiting"), console=out.stderr, refresh_per_second=4, transient=out.as_json) as live:
+        jobs = commands.wait_for(stack, job_ids, timeout, lambda seen: live.update(job_table(seen, f"{len(seen)} jobs")))
+    for job in jobs:
+        out.result(job, _summary(job))
+    unfinished = [job for job in jobs if job.get("state") not in TERMINAL]
+    if unfinished:
+        out.stderr.print(f"{len(unfinished)} jobs still running after {timeout:.0f} s")
+        return 1
+    return 1 if _failed(jobs) else 0
+
+
+def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    if bool(args.job) == bool(args.failed):
+        raise CommandError("give a JOB or --failed", exit_code=2)
+    if args.job:
+        job = commands.get_job(stack, args.job)
+        if job is None:
+            raise CommandError(f"no job {args.job} in the jobs table")
+        if job.get("state") not in TERMINAL:
+            raise CommandError(f"job {args.job} is still {job.get('state')}; cancel it first or wait for its notice")
+        targets = [job]
+    else:
+        latest: dict[str, dict[str, Any]] = {}
+        for job in commands.jobs_in(stack, ("failed", "cancelled"), commands.parse_since(args.since)):
+            latest.setdefault(str(job["source_key"]), job)
+        # only images whose newest attempt failed: one that succeeded (or runs) since is not retried again
+        targets = [job for key, job in latest.items() if commands.attempts_of(stack, key)[0]["job_id"] == job["job_id"]]
+    for job in targets:
+        key = commands.retry(stack, job)
+        out.result({"retried": key, "previous_job_id": job["job_id"]}, f"retrying {key} (after job {job['job_id']})")
+    if not targets:
+        out.stderr.print("nothing to retry")
+    return 0
+
+
+def _cancel(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    message = commands.cancel(stack, args.job)
+    out.result({"cancelled": args.job}, message)
+    return 0
+
+
+def _fetch(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    jobs = commands.find_jobs(stack, args.job)
+    succeeded = [job for job in jobs if job.get("state") == "succeeded"]
+    if not succeeded:
+        raise CommandError(f"{args.job} has no stored video" + (f" (latest: {jobs[0].get('state')})" if jobs else ""))
+    paths, link = commands.fetch(stack, succeeded[0], args.out)
+    out.result(
+        {"job_id": succeeded[0]["job_id"], "files": [str(path) for path in paths], "url": link},
+        "\n".join([*(str(path) for path in paths), link]),
+    )
+    return 0

@@ -1,0 +1,148 @@
+"""Every stack command of the CLI against the embedded stack, through its loopback endpoint, as against AWS."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from img2video_local.cli import main
+from img2video_local.commands import LOCAL_STATE_ENV, Stack
+from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.runtime import LocalPipeline
+from img2video_local.up import serving
+
+from tests.conftest import API_KEY, jpeg_bytes
+from tests.integration.test_pipeline import FAST, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalPipeline, Stack]]:
+    """What `img2video local up` runs: the embedded stack, served on loopback, its coordinates in the state file."""
+    monkeypatch.setenv(LOCAL_STATE_ENV, str(tmp_path / "local-stack.json"))
+    config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
+    with LocalPipeline(emulator_config=config) as pipeline, serving(pipeline) as stack:
+        stack.save(tmp_path / "local-stack.json")
+        yield pipeline, stack
+
+
+class _CommandsStdout(io.StringIO):
+    """The command's stdout. The handlers run in this same process, on other threads, and print their metrics (EMF
+    lines) to stdout as Lambda does; with `local up` they are another process, so they are not the command's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def write(self, text: str) -> int:
+        return super().write(text) if threading.get_ident() == self._thread else len(text)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run `img2video local ARGV --json`: the exit code and the JSON lines on stdout (nothing else may be there)."""
+    capsys.readouterr()
+    stdout = _CommandsStdout()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["local", *argv, "--json"])
+    return code, [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+def photo(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(jpeg_bytes())
+    return path
+
+
+def test_drop_watch_status_jobs_and_fetch_a_video(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, stack = up
+    image = photo(tmp_path, "beach.jpg")
+    code, lines = cli(
+        capsys, "drop", str(image), "--prompt", "waves roll in", "--resolution", "540p", "--duration", "2", "--wait", "--timeout", "60"
+    )
+    assert code == 0, lines
+    assert [line["dropped"] for line in lines[:2]] == ["incoming/beach.json", "incoming/beach.jpg"]
+    assert len(lines) == 3, lines
+    job = lines[2]
+    assert job["state"] == "succeeded" and job["attempt"] == 1 and job["video_key"] == "videos/beach.mp4"
+    sidecar = json.loads(pipeline.s3.get_object(Bucket=stack.input_bucket, Key="incoming/beach.json")["Body"].read())
+    assert sidecar == {"prompt": "waves roll in", "resolution": "540p", "duration": 2}
+
+    code, by_key = cli(capsys, "status", "incoming/beach.jpg")
+    assert code == 0 and [found["job_id"] for found in by_key] == [job["job_id"]]
+    code, listed = cli(capsys, "jobs", "--state", "succeeded", "--since", "1h")
+    assert code == 0 and [found["job_id"] for found in listed] == [job["job_id"]]
+    assert cli(capsys, "jobs", "--state", "failed")[1] == []
+
+    code, [fetched] = cli(capsys, "fetch", job["job_id"], "--out", str(tmp_path / "out"))
+    assert code == 0 and [Path(path).name for path in fetched["files"]] == ["beach.mp4", "beach.json"]
+    assert Path(fetched["files"][0]).read_bytes()[4:8] == b"ftyp"  # an MP4
+    assert fetched["url"].startswith(stack.endpoint_url or "") and "X-Amz-Signature=" in fetched["url"]
+
+
+def test_retry_after_a_failure_is_a_new_attempt_and_retry_failed_skips_what_succeeded_since(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, _ = up
+    pipeline.emulator.config.balance = 0
+    images = [str(photo(tmp_path, name)) for name in ("a.jpg", "b.jpg")]
+    code, lines = cli(capsys, "drop", *images, "--prompt", "p", "--wait", "--timeout", "60")
+    assert code == 1 and {line["error_code"] for line in lines[4:]} == {"INSUFFICIENT_BALANCE"}
+    first_a = next(line for line in lines[4:] if line["source_key"] == "incoming/a.jpg")
+    pipeline.emulator.config.balance = 10  # topped up
+    code, [retried] = cli(capsys, "retry", first_a["job_id"])
+    assert code == 0 and retried == {"retried": "incoming/a.jpg", "previous_job_id": first_a["job_id"]}
+    attempts = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/a.jpg")[1] if j["state"] == "succeeded"], 60)
+    assert attempts and attempts[0]["attempt"] == 2 and attempts[0]["job_id"] != first_a["job_id"]
+    code, again = cli(capsys, "retry", "--failed")
+    assert code == 0 and [line["retried"] for line in again] == ["incoming/b.jpg"]  # a.jpg's latest attempt succeeded
+    assert wait_until(lambda: [j for j in cli(capsys, "status", "incoming/b.jpg")[1] if j["state"] == "succeeded"], 60)
+    assert len(pipeline.emulator.submissions) == 2  # one paid task per successful attempt, nothing for the refused ones
+
+
+def test_cancel_ends_a_running_job_with_one_cancelled_notice(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, _ = up
+    pipeline.emulator.config.faults = Faults.parse("hang=1")
+    cli(capsys, "drop", str(photo(tmp_path, "slow.jpg")), "--prompt", "p")
+    [running] = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/slow.jpg")[1] if j["state"] == "running"], 60)
+    assert cli(capsys, "cancel", running["job_id"])[0] == 0
+    code, [ended] = cli(capsys, "watch", running["job_id"], "--timeout", "60")
+    assert code == 1 and ended["state"] == "cancelled" and ended["error_code"] == "CANCELLED"
+    notices = pipeline.wait_for_notices({"incoming/slow.jpg"}, 10)
+    assert [(r.notice["event"], r.notice["error"]["code"]) for r in notices] == [("video.failed", "CANCELLED")]
+    assert cli(capsys, "cancel", running["job_id"])[0] == 1  # already ended: said so, nothing changes
+
+
+def test_a_job_cancelled_while_held_by_the_daily_limit_is_never_paid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOCAL_STATE_ENV, str(tmp_path / "local-stack.json"))
+    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "3600")
+    config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
+    with LocalPipeline(parameters={"MaxSubmissionsPerDay": "1"}, emulator_config=config) as pipeline, serving(pipeline) as stack:
+        stack.save(tmp_path / "local-stack.json")
+        cli(capsys, "drop", str(photo(tmp_path, "first.jpg")), "--prompt", "p", "--wait", "--timeout", "60")
+        cli(capsys, "drop", str(photo(tmp_path, "second.jpg")), "--prompt", "p")
+        [held] = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/second.jpg")[1] if j["state"] == "held"], 60)
+        assert cli(capsys, "cancel", held["job_id"])[0] == 0
+        code, [ended] = cli(capsys, "watch", held["job_id"], "--timeout", "60")
+        assert ended["state"] == "cancelled" and len(pipeline.emulator.submissions) == 1
+
+
+def test_usage_errors_exit_2_and_unknown_jobs_exit_1(up: tuple[LocalPipeline, Stack], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "x"]) == 2  # a deployed stack's command needs --stack
+    assert "needs --stack NAME" in capsys.readouterr().err
+    assert cli(capsys, "jobs", "--since", "last tuesday")[0] == 2
+    assert cli(capsys, "retry")[0] == 2
+    assert cli(capsys, "status", "nobody-0000000000")[0] == 1
+    assert cli(capsys, "fetch", "incoming/none.jpg")[0] == 1
