@@ -136,7 +136,7 @@ def test_a_job_cancelled_while_held_by_the_daily_limit_is_never_paid(
         [held] = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/second.jpg")[1] if j["state"] == "held"], 60)
         assert cli(capsys, "cancel", held["job_id"])[0] == 0
         code, [ended] = cli(capsys, "watch", held["job_id"], "--timeout", "60")
-        assert ended["state"] == "cancelled" and len(pipeline.emulator.submissions) == 1
+        assert code == 1 and ended["state"] == "cancelled" and len(pipeline.emulator.submissions) == 1
 
 
 def test_usage_errors_exit_2_and_unknown_jobs_exit_1(up: tuple[LocalPipeline, Stack], capsys: pytest.CaptureFixture[str]) -> None:
