@@ -23,6 +23,10 @@ sys.path.insert(0, ".")
 from tests.conftest import jpeg_bytes
 
 
+# Calls local mode itself makes from a handler's thread (to enforce SNS's and SQS's message-size limits): not the handler's.
+LOCAL_CHECKS = {"sns:GetTopicAttributes", "sqs:GetQueueAttributes"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10)
@@ -32,9 +36,9 @@ def main() -> int:
     original = BaseClient._make_api_call
 
     def counted(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        function = current_function()
-        if function:
-            calls[(function, f"{self.meta.service_model.service_name}:{operation}")] += 1
+        function, name = current_function(), f"{self.meta.service_model.service_name}:{operation}"
+        if function and name not in LOCAL_CHECKS:
+            calls[(function, name)] += 1
         return original(self, operation, params)
 
     BaseClient._make_api_call = counted  # type: ignore[method-assign]
