@@ -16,12 +16,9 @@ from typing import Any
 
 from botocore.client import BaseClient
 from img2video_local.aws_faults import current_function
+from img2video_local.cli import SAMPLES
 from img2video_local.emulator import EmulatorConfig
 from img2video_local.runtime import LocalPipeline
-
-sys.path.insert(0, ".")
-from tests.conftest import jpeg_bytes
-
 
 # Calls local mode itself makes from a handler's thread (to enforce SNS's and SQS's message-size limits): not the handler's.
 LOCAL_CHECKS = {"sns:GetTopicAttributes", "sqs:GetQueueAttributes"}
@@ -43,10 +40,11 @@ def main() -> int:
 
     BaseClient._make_api_call = counted  # type: ignore[method-assign]
     images = {f"incoming/bench/{index}.jpg" for index in range(args.jobs)}
+    image = (SAMPLES / "sunset.jpg").read_bytes()
     with LocalPipeline(emulator_config=EmulatorConfig(generation_seconds=3)) as local:
         for key in sorted(images):
             local.upload(key.replace(".jpg", ".txt"), b"the tide comes in")
-            local.upload(key, jpeg_bytes())
+            local.upload(key, image)
         received = local.wait_for_notices(images, 300)
         machine = local.stack.id("VideoJobStateMachine")
         transitions = polls = 0
