@@ -217,15 +217,20 @@ def retry(stack: Stack, job: dict[str, Any]) -> str:
         if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
             raise CommandError(f"{key} is no longer in the input bucket; upload it again to retry") from None
         raise
+    # S3 copies an object onto itself only when something is "replaced": every header it had, given again as it was
+    kept = {name: head[name] for name in _COPIED_HEADERS if head.get(name)}
     s3.copy_object(
         Bucket=stack.input_bucket,
         Key=key,
         CopySource={"Bucket": stack.input_bucket, "Key": key},
-        MetadataDirective="REPLACE",  # S3 copies an object onto itself only when something is replaced: the same values
+        MetadataDirective="REPLACE",
         Metadata=head.get("Metadata", {}),
-        ContentType=head.get("ContentType", "binary/octet-stream"),
+        **kept,
     )
     return key
+
+
+_COPIED_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl", "Expires")
 
 
 def fetch(stack: Stack, job: dict[str, Any], out_dir: Path, link_seconds: int = 3600) -> tuple[list[Path], str]:
@@ -256,22 +261,26 @@ def wait_for(stack: Stack, job_ids: list[str], timeout: float, on_update: Any = 
         time.sleep(1)
 
 
-def jobs_of_keys(stack: Stack, keys: list[str], since: str, timeout: float) -> list[str]:
-    """The job ids Accept gave to these image keys' uploads since `since` (waiting for it to have done so)."""
+def uploaded_at(stack: Stack, key: str) -> str:
+    """The image's LastModified as S3 reports it (S3's clock, not this machine's), in whole seconds."""
+    modified = stack.client("s3").head_object(Bucket=stack.input_bucket, Key=key)["LastModified"]
+    return str(modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def jobs_of_keys(stack: Stack, keys: list[str], timeout: float) -> list[str]:
+    """The job ids Accept gave to these images' current uploads (matched by the image's LastModified, which the job
+    records as `uploaded_at`), waiting for Accept to have made them."""
+    uploads = {key: uploaded_at(stack, key) for key in keys}
     deadline = time.monotonic() + timeout
     while True:
         found = {}
         for key in keys:
-            latest = [job for job in attempts_of(stack, key) if str(job.get("created_at", "")) >= since]
+            latest = [job for job in attempts_of(stack, key) if str(job.get("uploaded_at", ""))[:19] == uploads[key]]
             if latest:
                 found[key] = str(latest[0]["job_id"])
         if len(found) == len(keys) or time.monotonic() >= deadline:
             return [found[key] for key in keys if key in found]
         time.sleep(0.5)
-
-
-def now_iso() -> str:
-    return _iso(datetime.now(UTC))
 
 
 __all__ = ["STATES", "TERMINAL", "CommandError", "Stack"]

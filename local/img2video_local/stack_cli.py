@@ -140,14 +140,13 @@ def _drop(stack: Stack, args: argparse.Namespace, out: Output) -> int:
             if not any(f"{stem}{suffix}" in keys for suffix in SIDECAR_SUFFIXES):
                 sidecar = json.dumps({"prompt": args.prompt, **fields}, ensure_ascii=False).encode("utf-8")
                 plan.uploads.insert(0, type(plan.uploads[0])(f"{stem}.json", data=sidecar))
-    since = commands.now_iso()
     commands.drop(stack, [(upload.key, upload.read()) for upload in plan.uploads])
     for upload in plan.uploads:
         kind = "image" if upload.key.lower().endswith(IMAGE_SUFFIXES) else "sidecar"
         out.result({"dropped": upload.key, "kind": kind, "bucket": stack.input_bucket}, f"dropped s3://{stack.input_bucket}/{upload.key}")
     if not args.wait:
         return 0
-    job_ids = commands.jobs_of_keys(stack, plan.images, since, args.timeout)
+    job_ids = commands.jobs_of_keys(stack, plan.images, args.timeout)
     return _watch_jobs(stack, job_ids, args.timeout, out)
 
 
