@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -122,6 +123,11 @@ class ProgressView:
         return table
 
 
+NOVITA_URL = "https://api.novita.ai"
+# Only tests set this: where "--provider novita" sends its requests (the emulator, checking the same contract).
+PROVIDER_URL_ENV = "IMG2VIDEO_NOVITA_URL"
+
+
 def run_local(
     plan: Plan,
     out_dir: Path,
@@ -130,6 +136,7 @@ def run_local(
     timeout: float,
     emulator: EmulatorConfig | None = None,
     parameters: dict[str, str] | None = None,
+    provider_key: str | None = None,
 ) -> int:
     from img2video_local.runtime import LocalPipeline
 
@@ -145,7 +152,12 @@ def run_local(
             live.update(view.render())
 
         with LocalPipeline(
-            parameters=parameters or {}, emulator_config=config, on_progress=on_progress, log_file=out_dir / "img2video-local.log"
+            parameters=parameters or {},
+            emulator_config=config,
+            on_progress=on_progress,
+            log_file=out_dir / "img2video-local.log",
+            provider_url=(os.environ.get(PROVIDER_URL_ENV) or NOVITA_URL) if provider_key else None,
+            provider_api_key=provider_key,
         ) as pipeline:
             for upload in plan.uploads:
                 pipeline.upload(upload.key, upload.read())
@@ -206,8 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
     run.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
     run.add_argument("--faults", default="", help='emulator faults, e.g. "429=0.3,5xx=0.1,fail=0.1,dup=0.5" (see README)')
-    run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all notices (default 300)")
+    run.add_argument("--timeout", type=float, help="seconds to wait for all notices (default 300; 3600 with --provider novita)")
     run.add_argument("--generation-seconds", type=float, default=3.0, help="how long the emulator takes per video (default 3)")
+    run.add_argument(
+        "--provider",
+        choices=("emulator", "novita"),
+        default="emulator",
+        help="novita: the real model, with your key from NOVITA_API_KEY (paid; images are sent inline; no AWS needed)",
+    )
     up = local_commands.add_parser("up", help="keep a local stack running on loopback for the commands below and the AWS CLI")
     up.add_argument("--port", type=int, default=4599, help="loopback port of its AWS endpoint (default 4599; 0 picks one)")
     up.add_argument("--faults", default="", help="emulator faults, as for local run")
@@ -235,8 +253,20 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_uploads([SAMPLES / "sunset.jpg"], f"{prefix}demo/", None)
             return run_local(plan, args.out, args.json, Faults(), timeout=120)
         faults = Faults.parse(args.faults)
+        key = None
+        if args.provider == "novita":
+            key = os.environ.get("NOVITA_API_KEY", "").strip()
+            if not key:
+                raise UsageError(
+                    "--provider novita sends your images to Novita's real API and needs your API key: "
+                    "export NOVITA_API_KEY=... (from https://novita.ai/settings/key-management); each video is billed to it"
+                )
+            if args.faults:
+                raise UsageError("--faults are the emulator's; they cannot be injected into Novita's real API")
         plan = plan_uploads(args.paths, prefix, args.prompt)
-        return run_local(plan, args.out, args.json, faults, args.timeout, EmulatorConfig(generation_seconds=args.generation_seconds))
+        emulator = EmulatorConfig(generation_seconds=args.generation_seconds)
+        timeout = args.timeout or (3600.0 if key else 300.0)  # a real video takes minutes
+        return run_local(plan, args.out, args.json, faults, timeout, emulator, provider_key=key)
     except (UsageError, FaultSpecError) as exc:
         parser.print_usage(sys.stderr)
         print(f"img2video: error: {exc}", file=sys.stderr)

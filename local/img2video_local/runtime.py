@@ -69,6 +69,10 @@ class LocalPipeline:
     # Shrinks every function timeout and the state machine's Retry backoff in proportion (the emulator's
     # durations have a time_scale of their own, in its config).
     time_scale: float = 1.0
+    # The real model instead of the emulator: Novita's API (or whatever stands in for it) and the user's own key.
+    # Images go inline (Novita cannot fetch from this machine) and the template's own poll and wait parameters apply.
+    provider_url: str | None = None
+    provider_api_key: str | None = None
 
     def __post_init__(self) -> None:
         self.emulator = NovitaEmulator(self.emulator_config)
@@ -108,8 +112,12 @@ class LocalPipeline:
 
     def _start(self) -> None:
         base_url = self.emulator.start()
-        template = Template.load({**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url})
-        self.stack: LocalStack = provision(template, self.emulator_config.api_key)
+        if self.provider_url:
+            overrides = {"ImageTransport": "data", **self.parameters, "NovitaBaseUrl": self.provider_url}
+        else:
+            overrides = {**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url}
+        template = Template.load(overrides)
+        self.stack: LocalStack = provision(template, self.provider_api_key or self.emulator_config.api_key)
         self._set_env(
             {
                 **self.stack.environment,

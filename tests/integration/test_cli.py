@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from img2video_local.cli import main, plan_uploads
+from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 
 from tests.conftest import jpeg_bytes
 
@@ -86,3 +87,27 @@ def test_demo_writes_a_playable_mp4(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert stdout.splitlines()[-1].startswith("1 succeeded, 0 failed.") and len(stdout.splitlines()) == 2
     [notice] = [json.loads(line) for line in (tmp_path / "notices.jsonl").read_text().splitlines()]
     assert notice["event"] == "video.succeeded"
+
+
+def test_local_run_with_the_real_provider_needs_the_key_and_sends_images_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--provider novita`: the real API with the user's key and no AWS; here the emulator stands in for Novita."""
+    image = tmp_path / "pic.jpg"
+    image.write_bytes(jpeg_bytes())
+    monkeypatch.delenv("NOVITA_API_KEY", raising=False)
+    assert main(["local", "run", str(image), "--prompt", "p", "--provider", "novita"]) == 2
+    assert "needs your API key: export NOVITA_API_KEY" in capsys.readouterr().err
+
+    stand_in = NovitaEmulator(EmulatorConfig(api_key="sk-users-own-key", generation_seconds=1, fps=8))
+    monkeypatch.setenv("IMG2VIDEO_NOVITA_URL", stand_in.start())
+    monkeypatch.setenv("NOVITA_API_KEY", "sk-users-own-key")
+    try:
+        code = main(["local", "run", str(image), "--prompt", "p", "--provider", "novita", "--out", str(tmp_path / "out"), "--json"])
+    finally:
+        stand_in.stop()
+    [notice] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and notice["event"] == "video.succeeded", notice
+    [submitted] = stand_in.submissions
+    assert submitted["image"].startswith("data:")  # inline: Novita cannot fetch from this machine
+    assert (tmp_path / "out" / "pic.mp4").exists()
