@@ -101,6 +101,7 @@ class LocalPipeline:
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
         keep_task_failure_causes()
+        one_metrics_flush_at_a_time()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -395,6 +396,28 @@ def serialize_dynamodb_requests() -> None:
 
     call_action.img2video_atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def one_metrics_flush_at_a_time() -> None:
+    """Lambda runs one invocation per process at a time; local mode runs many at once in one process, where they share
+    Powertools' metric set. One invocation's flush could then find the set non-empty, see another flush empty it, and
+    raise "Must contain at least one metric" after its handler had succeeded (a stored video reported INTERNAL, seen in a
+    200-job chaos run). Adding, serializing and flushing metrics take one lock, so each flush is whole, as on AWS."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    if getattr(AmazonCloudWatchEMFProvider.flush_metrics, "img2video_locked", False):
+        return
+    lock = threading.RLock()
+    for name in ("add_metric", "add_dimension", "add_metadata", "serialize_metric_set", "flush_metrics", "clear_metrics"):
+        original = getattr(AmazonCloudWatchEMFProvider, name)
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        functools.update_wrapper(locked, original)
+        locked.img2video_locked = True  # type: ignore[attr-defined]
+        setattr(AmazonCloudWatchEMFProvider, name, locked)
 
 
 def keep_task_failure_causes() -> None:

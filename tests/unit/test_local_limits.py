@@ -7,6 +7,7 @@ import re
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,40 @@ def test_sqs_counts_bytes_and_attributes_against_the_queues_maximum(limits: None
     assert _code(lambda: sqs.send_message(QueueUrl=default, MessageBody="é" * 600_000)) == "InvalidParameterValue"  # 1.2 MB
     sqs.send_message(QueueUrl=small, MessageBody="a" * 261_000, MessageAttributes=attribute)
     sqs.send_message(QueueUrl=default, MessageBody="a" * 600_000)  # AWS's default maximum is 1 MiB since 2025
+
+
+def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
+    """Lambda runs one invocation per process at a time; local mode runs many in threads of one process, sharing
+    Powertools' metric set. A flush must never raise because another invocation's flush emptied the set meanwhile."""
+    import contextlib
+    import io
+    import sys
+
+    from aws_lambda_powertools import Metrics
+    from img2video_local.runtime import one_metrics_flush_at_a_time
+
+    one_metrics_flush_at_a_time()
+    metrics = Metrics(namespace="img2video-test", service="t")
+    errors: list[BaseException] = []
+
+    def invocation() -> None:
+        try:
+            for _ in range(300):
+                metrics.add_metric(name="Polled", unit="Count", value=1)
+                metrics.flush_metrics()
+        except BaseException as exc:
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within a few hundred flushes
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            threads = [threading.Thread(target=invocation) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors[:3]
