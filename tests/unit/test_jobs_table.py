@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from img2video import jobs_table
+from img2video.errors import AwsTransient
 from img2video_local.runtime import serialize_dynamodb_requests
 from img2video_local.template import REGION
 
@@ -28,9 +29,19 @@ def test_each_new_upload_of_a_key_is_the_next_attempt_and_a_repeat_keeps_its_num
 
 def test_uploads_racing_for_one_key_get_different_attempt_numbers(aws: Aws) -> None:
     serialize_dynamodb_requests()  # as local mode runs it: each DynamoDB request atomic, as on AWS
+    lost: list[str] = []
+
+    def upload(index: int) -> int:
+        while True:  # the one that loses a race is told to look again later, as Accept does
+            try:
+                return _open(f"cat-{index}")
+            except AwsTransient as exc:
+                lost.append(exc.message)
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        numbers = list(pool.map(lambda i: _open(f"cat-{i}"), range(12)))
+        numbers = list(pool.map(upload, range(12)))
     assert sorted(numbers) == list(range(1, 13))
+    assert all("took attempt number" in message for message in lost)
 
 
 def test_a_state_never_goes_back(aws: Aws) -> None:
@@ -73,3 +84,17 @@ def test_by_state_and_by_source_are_queries(aws: Aws) -> None:
         ExpressionAttributeValues={":k": {"S": "incoming/a/cat.jpg"}},
     )["Items"]
     assert sorted(int(item["attempt"]["N"]) for item in attempts) == [1, 2, 3]  # the counter item is in neither index
+
+
+def test_the_daily_limit_is_never_exceeded_by_concurrent_submits_and_a_job_counts_once(aws: Aws) -> None:
+    serialize_dynamodb_requests()
+    for index in range(20):
+        _open(f"job-{index}", f"incoming/{index}.jpg")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda i: jobs_table.claim_submission(f"job-{i}", 5, 86400), range(20)))
+    allowed = [index for index, opens in enumerate(answers) if opens is None]
+    assert len(allowed) == 5  # exactly the limit, however the 20 raced
+    held = {opens for opens in answers if opens is not None}
+    assert len(held) == 1 and next(iter(held)) % 86400 == 0  # held until the next UTC midnight
+    assert jobs_table.claim_submission(f"job-{allowed[0]}", 5, 86400) is None  # a retried submit is not counted again
+    assert all(jobs_table.claim_submission(f"job-{i}", 5, 86400) is not None for i in range(20) if i not in allowed)
