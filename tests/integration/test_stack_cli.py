@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import json
 import threading
@@ -146,3 +147,30 @@ def test_usage_errors_exit_2_and_unknown_jobs_exit_1(up: tuple[LocalPipeline, St
     assert cli(capsys, "retry")[0] == 2
     assert cli(capsys, "status", "nobody-0000000000")[0] == 1
     assert cli(capsys, "fetch", "incoming/none.jpg")[0] == 1
+
+
+def test_a_users_own_http_subscriber_gets_the_notice_from_the_local_stack(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, stack = up
+    received: list[dict[str, Any]] = []
+
+    class Subscriber(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/notices"
+        stack.client("sns").subscribe(TopicArn=pipeline.stack.id("NoticesTopic"), Protocol="http", Endpoint=endpoint)
+        cli(capsys, "drop", str(photo(tmp_path, "sub.jpg")), "--prompt", "p", "--wait", "--timeout", "60")
+        notices = wait_until(lambda: [json.loads(m["Message"]) for m in received if m.get("Type") == "Notification"], 10)
+        assert [(n["event"], n["source"]["key"]) for n in notices] == [("video.succeeded", "incoming/sub.jpg")]
+    finally:
+        server.shutdown()
