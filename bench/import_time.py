@@ -1,19 +1,23 @@
-"""Cold-start cost: how long each handler module takes to import, in a fresh interpreter each time.
+"""Cold-start cost: each handler's import against `import boto3` plus one client, in fresh interpreters, same run.
 
-Run: `.venv/bin/python bench/import_time.py` (median of 5 fresh interpreters per handler).
+Run: `.venv/bin/python bench/import_time.py [--runs 7]`. Each figure is the median of fresh interpreters, run in
+turns (baseline, then every handler, then again) so that a busy machine slows all of them alike. Handlers are
+imported as the stack runs them by default: tracing off (`Tracing=false`, so no X-Ray SDK); the last column imports
+them with tracing on (`Tracing=true`), for comparison. Target (issue 10): every handler within 1.3x the baseline.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = """
-import importlib.util, os, sys, time
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+HANDLER = """
+import importlib.util, sys, time
 sys.path.insert(0, {layer!r})
 started = time.perf_counter()
 spec = importlib.util.spec_from_file_location("app", {path!r})
@@ -21,20 +25,46 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 print(time.perf_counter() - started)
 """
+BASELINE = """
+import time
+started = time.perf_counter()
+import boto3
+boto3.client("s3")
+print(time.perf_counter() - started)
+"""
 
 
-def main() -> None:
+def timed(code: str, tracing: bool = False) -> float:
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "false" if tracing else "true"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.strip()) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
     layer = str(ROOT / "layers" / "img2video")
-    print(f"{'handler':<10} {'import ms (median of 5)':>24} {'min ms':>8} {'max ms':>8}")
-    print("-" * 54)
-    for name in sorted(path.name for path in (ROOT / "functions").iterdir() if (path / "app.py").exists()):
-        path = str(ROOT / "functions" / name / "app.py")
-        runs = []
-        for _ in range(5):
-            out = subprocess.run([sys.executable, "-c", CODE.format(layer=layer, path=path)], capture_output=True, text=True, check=True)
-            runs.append(float(out.stdout.strip()) * 1000)
-        print(f"{name:<10} {statistics.median(runs):>24.0f} {min(runs):>8.0f} {max(runs):>8.0f}")
+    handlers = sorted(path.name for path in (ROOT / "functions").iterdir() if (path / "app.py").exists())
+    codes = {name: HANDLER.format(layer=layer, path=str(ROOT / "functions" / name / "app.py")) for name in handlers}
+    samples: dict[str, list[float]] = {"baseline": [], **{name: [] for name in handlers}, **{f"{n}+xray": [] for n in handlers}}
+    for _ in range(args.runs):
+        samples["baseline"].append(timed(BASELINE))
+        for name in handlers:
+            samples[name].append(timed(codes[name]))
+            samples[f"{name}+xray"].append(timed(codes[name], tracing=True))
+    base = statistics.median(samples["baseline"])
+    print(f"import boto3 + one client: {base:.0f} ms (median of {args.runs})\n")
+    print(f"{'handler':<10} {'import ms':>10} {'x boto3':>8} {'<= 1.3x':>8} {'tracing on ms':>14} {'x boto3':>8}")
+    print("-" * 64)
+    worst = 0.0
+    for name in handlers:
+        median, traced = statistics.median(samples[name]), statistics.median(samples[f"{name}+xray"])
+        worst = max(worst, median / base)
+        fits = "yes" if median / base <= 1.3 else "NO"
+        print(f"{name:<10} {median:>10.0f} {median / base:>8.2f} {fits:>8} {traced:>14.0f} {traced / base:>8.2f}")
+    return 0 if worst <= 1.3 else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

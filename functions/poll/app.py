@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from img2video.clients import use_lambda_context
 from img2video.jobs import ExecutionState
@@ -17,6 +16,6 @@ from img2video.transient import as_step_errors
 @as_step_errors
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_lambda_context(context)
-    state = parse(event=event, model=ExecutionState)
+    state = ExecutionState.model_validate(event)
     logger.append_keys(job_id=state.job.job_id)
     return poll_task(state).model_dump(mode="json")

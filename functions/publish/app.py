@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from img2video.clients import use_lambda_context
 from img2video.jobs import ExecutionState
@@ -20,6 +19,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("source") == "aws.states":  # EventBridge: an execution ended FAILED, TIMED_OUT or ABORTED
         notice = publish_for_ended_execution(event.get("detail", {}))
         return {"notice_id": notice.notice_id if notice else None}
-    state = parse(event=event, model=ExecutionState)
+    state = ExecutionState.model_validate(event)
     logger.append_keys(job_id=state.job.job_id)
     return {"notice_id": publish_for_state(state).notice_id}

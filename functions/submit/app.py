@@ -4,7 +4,6 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from img2video.clients import use_lambda_context
 from img2video.observability import logger, metrics, tracer
@@ -15,7 +14,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def record_handler(record: SQSRecord) -> None:
-    request = parse(event=record.body, model=SubmitRequest)
+    request = SubmitRequest.model_validate_json(record.body)
     logger.append_keys(job_id=request.job.job_id)
     try:
         handle_submit(request, int(record.attributes.approximate_receive_count or 1))

@@ -107,6 +107,9 @@ class Template:
         if fn == "Fn::Sub":
             text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(extra.get(m.group(1)) or self._sub_var(m.group(1))), text)
+        if fn == "Fn::If":
+            condition, if_true, if_false = arg
+            return self.resolve(if_true if self.condition(condition) else if_false)
         if fn == "Fn::Join":
             return str(arg[0]).join(str(self.resolve(item)) for item in arg[1])
         if fn == "Fn::Select":
@@ -116,6 +119,21 @@ class Template:
         if fn.startswith("Fn::"):
             raise ValueError(f"local mode does not resolve {fn}")
         return {key: self.resolve(item) for key, item in value.items()}
+
+    def condition(self, name: str) -> bool:
+        """A template condition, for the subset the template uses (Equals, Not)."""
+        return self._truth(self.raw.get("Conditions", {})[name])
+
+    def _truth(self, expression: Any) -> bool:
+        ((fn, arg),) = expression.items()
+        if fn == "Fn::Equals":
+            left, right = (self.resolve(item) for item in arg)
+            return str(left) == str(right)
+        if fn == "Fn::Not":
+            return not self._truth(arg[0])
+        if fn == "Condition":
+            return self.condition(arg)
+        raise ValueError(f"local mode does not evaluate {fn}")
 
     def _sub_var(self, name: str) -> str:
         if "." in name:
