@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -26,11 +27,12 @@ def test_uploading_the_same_files_again_after_a_failure_is_a_new_attempt_with_it
         assert first["error"]["code"] == "INSUFFICIENT_BALANCE" and "top up" in first["error"]["message"]
         local.emulator.config.balance = 5  # the user topped up
         local.upload("incoming/r/cat.jpg", image)  # the very same bytes: the same ETag
+        time.sleep(1.5)  # long enough for Accept to see the image with its old sidecar first
         local.upload("incoming/r/cat.json", prompt)
         second = wait_until(lambda: [r.notice for r in local.notices if r.notice["event"] == "video.succeeded"], 60)
         assert len(second) == 1, "a re-upload after a failure was silently ignored"
         assert second[0]["job_id"] != first["job_id"] and second[0]["attempt"] == 2
-        local.wait_for_notices({"never"}, 2)  # the image's and the sidecar's events converge on one new job
+        local.wait_for_notices({"never"}, 2)  # re-uploading both files is one new attempt, not one per file
         assert len(local.notices) == 2 and len(local.emulator.submissions) == 1
         manifest = local.s3.get_object(Bucket=local.output_bucket, Key="videos/r/cat.json")["Body"].read()
         assert b'"attempt": 2' in manifest

@@ -220,7 +220,11 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     # is only ever updated by the steps (conditionally), and Accept alone creates items (the job and its attempt number)
     tables = {name: _dynamodb_grants(cfn, f"{name}FunctionRole") for name in ("Accept", "Submit", "Poll", "Store", "Publish")}
     items = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
-    assert tables["Accept"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}}
+    assert tables["Accept"] == {
+        "IdempotencyTable": items,
+        "JobsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "JobsTable/index": {"dynamodb:Query"},  # only the by-source index: an image's last job
+    }
     assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
     assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
     assert tables["Poll"] == tables["Store"] == {"JobsTable": {"dynamodb:UpdateItem"}}
@@ -235,7 +239,8 @@ def _dynamodb_grants(cfn: dict[str, Any], role: str) -> dict[str, set[str]]:
             continue
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in resources:
-            table = resource["Fn::GetAtt"][0]
+            # a table (Fn::GetAtt Table.Arn) or one of its indexes (Fn::Sub "${Table.Arn}/index/NAME")
+            table = resource["Fn::GetAtt"][0] if "Fn::GetAtt" in resource else resource["Fn::Sub"].split(".Arn}")[0].lstrip("${") + "/index"
             grants.setdefault(table, set()).update(actions)
     return grants
 

@@ -77,6 +77,7 @@ NOTICE = [
 SUBMIT_URL = [
     Call("states:DescribeExecution", "submit._running_since", 1, AWS),
     Call("dynamodb: the daily limit's claim (TransactWriteItems, then GetItem when refused)", "jobs_table.claim_submission", 2, AWS),
+    Call("dynamodb:GetItem of the generation times of the job's kind", "jobs_table.generation_times", 1, AWS),
     Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
     Call("s3:HeadObject IfMatch of the image (not replaced since it was accepted)", "submit.image_reference", 1, AWS),
     SECRET,
@@ -115,6 +116,9 @@ def store_fresh(parts: int) -> list[Call]:
         Call("s3:UploadPart per 8 MiB", "video_transfer.stream_video_to_s3", parts, TRANSFER),
         Call("s3:CompleteMultipartUpload, and AbortMultipartUpload if it failed", "video_transfer.stream_video_to_s3/_abort", 2, TRANSFER),
         Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+        Call(
+            "dynamodb:UpdateItem of the kind's generation times (twice for a kind's first job)", "jobs_table.record_generation_time", 2, AWS
+        ),
         RECORD,
     ]
 
@@ -147,20 +151,21 @@ def accept_path(*tail: Call, extra_images: int = 0) -> list[Call]:
 
 
 START = Call("states:StartExecution", "accept.start_execution", 1, AWS)
+LATEST = Call("dynamodb:Query of the image's last job (a pair uploaded again?)", "jobs_table.latest_attempt", 1, AWS)
 # the job's item and attempt number: GetItem (counter), TransactWriteItems, GetItem (job) when it was refused
 OPEN = Call("dynamodb: the job's item and attempt number", "jobs_table.open_attempt", jobs_table.OPEN_ATTEMPT_CALLS, AWS)
 TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS)
 ACCEPT_PATHS = {
-    "accepted": accept_path(OPEN, START, TAG),
+    "accepted": accept_path(LATEST, OPEN, START, TAG),
     "awaiting its sidecar": [
         Call("s3:ListObjectsV2, NFC and NFD prefixes", "accept._siblings", 2, AWS),
         Call("sqs:SendMessage (the re-check)", "accept.requeue", 1, AWS),
         TAG,
     ],
-    "refused (a bad image after a good sidecar)": accept_path(OPEN, *NOTICE),
-    "INTERNAL on the last delivery (StartExecution failed)": accept_path(OPEN, START, *NOTICE),
-    f"INTERNAL with {MAX_EXTRA_IMAGES} extra images": accept_path(OPEN, START, *NOTICE, extra_images=MAX_EXTRA_IMAGES),
-    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(OPEN, START, TAG, extra_images=MAX_EXTRA_IMAGES),
+    "refused (a bad image after a good sidecar)": accept_path(LATEST, OPEN, *NOTICE),
+    "INTERNAL on the last delivery (StartExecution failed)": accept_path(LATEST, OPEN, START, *NOTICE),
+    f"INTERNAL with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, START, *NOTICE, extra_images=MAX_EXTRA_IMAGES),
+    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, START, TAG, extra_images=MAX_EXTRA_IMAGES),
 }
 
 

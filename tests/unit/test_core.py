@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import random
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +19,7 @@ from img2video.images import MAX_IMAGE_BYTES, ImageHeader, check_image
 from img2video.jobs import StepError, job_id
 from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
 from img2video.novita import TaskResult, TaskStatus, classify_http_error, provider_message
-from img2video.wait_policy import WaitPolicy
+from img2video.wait_policy import Plan, WaitPolicy
 from PIL import Image, PngImagePlugin
 
 from tests.conftest import bomb_png, jpeg_bytes, png_bytes
@@ -42,19 +46,21 @@ def test_job_id_is_always_a_valid_execution_name(key: str, stem: str) -> None:
 POLICY = WaitPolicy(min_seconds=5, max_seconds=60)
 
 
-def test_eta_is_trusted_within_bounds() -> None:
-    assert POLICY.next_wait(previous_wait=5, eta=25) == 20  # a little early rather than late
-    assert POLICY.next_wait(previous_wait=5, eta=2) == 5
-    assert POLICY.next_wait(previous_wait=5, eta=600) == 60
+def test_an_estimate_skips_the_polls_that_cannot_see_the_task_done_and_ends_sooner_than_the_interval() -> None:
+    # the time left is taken to lie within [estimate / 1.5, estimate / 0.5]
+    assert POLICY.next_wait(previous_wait=5, eta=25) == 17  # cannot be done within 16.7 s: no poll before
+    assert POLICY.next_wait(previous_wait=5, eta=2) == 4  # done within 4 s for sure: sooner than the 5 s interval
+    assert POLICY.next_wait(previous_wait=5, eta=6) == 5  # could be done within 5 s or not: the interval
+    assert POLICY.next_wait(previous_wait=5, eta=600) == 60  # never longer than PollMaxSeconds
 
 
 def test_progress_extrapolates_remaining_time() -> None:
-    # 25% done after 20 s → about 60 s left
-    assert POLICY.next_wait(previous_wait=5, progress_percent=25, elapsed_seconds=20) == 60
-    assert POLICY.next_wait(previous_wait=5, progress_percent=80, elapsed_seconds=40) == 10
+    # 25 % done after 20 s: about 60 s left, at least 40 s
+    assert POLICY.next_wait(previous_wait=5, progress_percent=25, elapsed_seconds=20) == 40
+    assert POLICY.next_wait(previous_wait=5, progress_percent=80, elapsed_seconds=40) == 7
 
 
-def test_without_hints_the_wait_grows_geometrically_to_the_cap() -> None:
+def test_without_hints_or_history_the_wait_grows_geometrically_to_the_cap() -> None:
     waits, previous = [], None
     for _ in range(8):
         previous = POLICY.next_wait(previous_wait=previous)
@@ -62,9 +68,38 @@ def test_without_hints_the_wait_grows_geometrically_to_the_cap() -> None:
     assert waits[0] == 5 and waits == sorted(waits) and waits[-1] == 60
 
 
+def test_history_of_alike_jobs_plans_fewer_polls_than_the_interval_and_no_more_delay() -> None:
+    rng = random.Random(3)
+    history = [90 * math.exp(rng.gauss(0, 0.2)) for _ in range(128)]
+    plan = POLICY.plan(history)
+    assert plan is not None and plan.first > 30  # no job of this kind was ever done that soon: no poll before
+    assert POLICY.plan(history[:19]) is None  # too few to say
+    jobs = [90 * math.exp(rng.gauss(0, 0.2)) for _ in range(2000)]
+
+    def run(first: int, wait: Callable[[int], int]) -> tuple[float, float]:
+        results = []
+        for seconds in jobs:
+            t, polls = float(first), 1
+            while t < seconds:
+                t, polls = t + wait(polls), polls + 1
+            results.append((polls, t - seconds))
+        return statistics.mean(p for p, _ in results), statistics.mean(d for _, d in results)
+
+    fixed_polls, fixed_delay = run(5, lambda polls: 5)
+    polls, delay = run(POLICY.first_wait(plan), lambda polls: POLICY.next_wait(None, plan=plan, polls=polls))
+    assert polls < fixed_polls * 0.8 and delay <= fixed_delay
+
+
+def test_a_plan_keeps_its_average_spacing_in_whole_seconds() -> None:
+    plan = Plan(first=60, spacing=4.5)
+    waits = [plan.wait_after(n) for n in range(1, 11)]
+    assert set(waits) == {4, 5} and sum(waits) == 45
+
+
 @given(st.none() | st.integers(0, 10_000), st.none() | st.floats(-5, 1e6), st.none() | st.floats(-5, 200), st.none() | st.floats(0, 1e6))
-def test_wait_is_always_clamped(previous: int | None, eta: float | None, progress: float | None, elapsed: float | None) -> None:
-    assert 5 <= POLICY.next_wait(previous, eta, progress, elapsed) <= 60
+def test_wait_is_always_bounded(previous: int | None, eta: float | None, progress: float | None, elapsed: float | None) -> None:
+    # shorter than PollMinSeconds only to see a task that is done by then for sure
+    assert 1 <= POLICY.next_wait(previous, eta, progress, elapsed) <= 60
 
 
 # -- images ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import boto3
 from img2video import jobs_table
@@ -98,3 +99,39 @@ def test_the_daily_limit_is_never_exceeded_by_concurrent_submits_and_a_job_count
     assert len(held) == 1 and next(iter(held)) % 86400 == 0  # held until the next UTC midnight
     assert jobs_table.claim_submission(f"job-{allowed[0]}", 5, 86400) is None  # a retried submit is not counted again
     assert all(jobs_table.claim_submission(f"job-{i}", 5, 86400) is not None for i in range(20) if i not in allowed)
+
+
+def test_generation_times_are_kept_per_kind_in_a_bounded_ring(aws: Aws) -> None:
+    key = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
+    assert jobs_table.generation_times(key) == []  # no history yet: the policy polls as without one
+    for index in range(400):
+        jobs_table.record_generation_time(key, f"job-{index}", 60 + index % 7)
+    times = jobs_table.generation_times(key)
+    assert 100 <= len(times) <= jobs_table.HISTORY_SLOTS and set(times) <= {float(60 + i) for i in range(7)}
+    other = jobs_table.history_key("vidu-q2-turbo-img2video", "1080p", 5, False)
+    assert jobs_table.generation_times(other) == []  # another kind has its own
+
+
+def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(aws: Aws) -> None:
+    from img2video.settings import get_settings
+    from img2video.sidecar import VideoRequest
+    from img2video.submit import submitted_output
+
+    request = VideoRequest(prompt="p", duration=5, resolution="720p", movement_amplitude="auto")
+    for index in range(60):
+        jobs_table.record_generation_time(request.history_key(), f"earlier-{index}", 80 + index % 20)
+    job = jobs_table_job(request)
+    output = submitted_output(job, {"task_id": "t", "submitted_at": "2026-11-25T12:00:00.000Z"}, get_settings())
+    assert output.first_poll.wait_seconds is not None and output.first_poll.wait_seconds >= 60  # never done sooner than 80 s
+    assert output.first_poll.plan_first == output.first_poll.wait_seconds and output.first_poll.plan_spacing
+    fresh = jobs_table_job(VideoRequest(prompt="p", duration=2, resolution="540p", movement_amplitude="auto"))
+    unknown_kind = submitted_output(fresh, {"task_id": "t", "submitted_at": "2026-11-25T12:00:00.000Z"}, get_settings())
+    assert unknown_kind.first_poll.wait_seconds == 5  # a kind never seen: after PollMinSeconds, as always
+
+
+def jobs_table_job(request: Any) -> Any:
+    from img2video.jobs import Job, SourceObject
+
+    return Job(
+        job_id="j-1", source=SourceObject(bucket="b", key="incoming/x.jpg"), request=request, video_key="v.mp4", manifest_key="v.json"
+    )

@@ -14,7 +14,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
 from img2video.images import check_image
 from img2video.jobs import Job, SourceObject, job_id
-from img2video.jobs_table import open_attempt
+from img2video.jobs_table import latest_attempt, open_attempt
 from img2video.keys import (
     IMAGE_SUFFIXES,
     MAX_KEY_BYTES,
@@ -38,8 +38,8 @@ MESSAGE_MARKER = "img2video"
 # A passing AWS fault is looked at again, with backoff, this many times before the upload is reported as failed.
 ACCEPT_RETRIES = 8
 # The slowest one upload can be when every AWS call it makes times out on every attempt (see clients.py):
-# a refusal that ends in INTERNAL makes 18 calls, and each extra image 4 more (tests/unit/test_budgets.py).
-ACCEPT_RECORD_WORST_SECONDS = (18 + 4 * MAX_EXTRA_IMAGES) * AWS_CALL_WORST_SECONDS
+# a refusal that ends in INTERNAL makes 19 calls, and each extra image 4 more (tests/unit/test_budgets.py).
+ACCEPT_RECORD_WORST_SECONDS = (19 + 4 * MAX_EXTRA_IMAGES) * AWS_CALL_WORST_SECONDS
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,28 @@ def _head(bucket: str, key: str) -> dict[str, Any] | None:
 
 def _etag(head: dict[str, Any]) -> str:
     return str(head.get("ETag", "")).strip('"')
+
+
+# When one file of a pair is uploaded again and the other is the one the image's last job used, the user may be
+# re-uploading both: wait until the new one is SETTLE_SECONDS old, so that re-uploading both files makes one new
+# attempt, not one with the old partner and another with the new.
+SETTLE_SECONDS = 10
+
+
+def _partner_may_follow(image_key: str, image_head: dict[str, Any], sidecar_head: dict[str, Any]) -> float:
+    """Seconds to wait for the other file of a pair that is being uploaded again (0: start the job now)."""
+    if "LastModified" not in image_head or "LastModified" not in sidecar_head:
+        return 0
+    image_time, sidecar_time = image_head["LastModified"].timestamp(), sidecar_head["LastModified"].timestamp()
+    age = now() - max(image_time, sidecar_time)
+    if age >= SETTLE_SECONDS:
+        return 0
+    latest = latest_attempt(image_key)
+    if latest is None:
+        return 0
+    image_used = str(latest.get("uploaded_at", ""))[:19] == iso(image_time)[:19]
+    sidecar_used = str(latest.get("sidecar_uploaded_at", ""))[:19] == iso(sidecar_time)[:19]
+    return float(SETTLE_SECONDS - age + 1) if image_used != sidecar_used else 0
 
 
 def _upload_marker(*heads: dict[str, Any]) -> str:
@@ -187,6 +209,7 @@ class PendingJob:
     source: SourceObject
     sidecar_key: str = ""
     uploaded_at: str = ""
+    sidecar_uploaded_at: str = ""
     request: dict[str, Any] | None = None
     tags: dict[str, str] | None = None
     attempt: int | None = None
@@ -194,7 +217,7 @@ class PendingJob:
     def open(self) -> int:
         """The job's item in the jobs table, and its attempt number (the same one on every repeat)."""
         if self.attempt is None:
-            self.attempt = open_attempt(self.job_id, self.source.key, self.sidecar_key, self.uploaded_at)
+            self.attempt = open_attempt(self.job_id, self.source.key, self.sidecar_key, self.uploaded_at, self.sidecar_uploaded_at)
         return self.attempt
 
 
@@ -251,6 +274,11 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
         )
         tag_source(trigger.bucket, image.key, "queued", "")
         return "awaiting-sidecar"
+    if sidecar is not None:
+        settle = _partner_may_follow(image.key, image_head, siblings[sidecar.key][1])
+        if settle:  # one file of the pair was just uploaded again: its partner may be on its way too
+            requeue(replace(trigger, reason="await-partner"), settle, settings)
+            return "awaiting-partner"
 
     pair = Pair(
         image,
@@ -272,6 +300,7 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
         source=source,
         sidecar_key=pair.sidecar_key,
         uploaded_at=_uploaded_at(image_head, trigger),
+        sidecar_uploaded_at=_uploaded_at(pair.sidecar_head, trigger) if pair.sidecar_key else "",
     )
     logger.append_keys(job_id=pending.job_id)
     try:

@@ -59,6 +59,9 @@ class PollRecord(BaseModel):
     wait_seconds: int | None = None
     finished_at: str | None = None
     last_error: str | None = None  # a passing provider fault seen by the last poll, kept for the timeout message
+    # when to poll a job without hints, from earlier jobs of its kind (wait_policy.plan_from_history); None: no history
+    plan_first: int | None = None
+    plan_spacing: float | None = None
 
 
 class Submitted(BaseModel):

@@ -3,11 +3,13 @@ yesterday" and "what happened to incoming/a/cat.jpg" are one query each (DESIGN 
 
 Items never go back: each write names the state it records, and a state further along (a finished job, a
 later poll) is never overwritten by a late or repeated step. Besides the jobs, the table holds one small
-counter item per source key (how many attempts it has had) and one per daily-limit window.
+counter item per source key (how many attempts it has had), one per daily-limit window, and one per kind of job
+(model, resolution, duration, off-peak) with the generation times of the last 128 such jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -64,7 +66,7 @@ def plain(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str) -> int:
+def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "") -> int:
     """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
 
     One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
@@ -91,6 +93,8 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
         item["sidecar_key"] = _s(sidecar_key)
     if uploaded_at:
         item["uploaded_at"] = _s(uploaded_at)
+    if sidecar_uploaded_at:
+        item["sidecar_uploaded_at"] = _s(sidecar_uploaded_at)
     try:
         dynamodb.transact_write_items(
             TransactItems=[
@@ -118,6 +122,19 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
     if existing and "attempt" in existing:
         return int(existing["attempt"])  # this upload was seen before: its number stays
     raise AwsTransient(f"another upload of {source_key} took attempt number {previous + 1} at the same moment")
+
+
+def latest_attempt(source_key: str) -> dict[str, Any] | None:
+    """The newest job of this image key (the by-source index), or None."""
+    items = client("dynamodb").query(
+        TableName=_table(),
+        IndexName=BY_SOURCE_INDEX,
+        KeyConditionExpression="source_key = :key",
+        ExpressionAttributeValues={":key": _s(source_key)},
+        ScanIndexForward=False,
+        Limit=1,
+    )["Items"]
+    return plain(items[0]) if items else None
 
 
 OPEN_ATTEMPT_CALLS = 3  # the counter, the transaction, and the job's item when the transaction was refused
@@ -211,3 +228,45 @@ def claim_submission(job_id: str, limit: int, window_seconds: int) -> float | No
     if item and "quota_window" in item:
         return None  # counted by an earlier try of this same submit
     return float((window + 1) * window_seconds)
+
+
+# -- generation times of earlier jobs, by kind: what the wait policy plans the polls of a job without hints from --
+
+_HISTORY_PREFIX = "#history#"
+HISTORY_SLOTS = 128  # a ring: each job writes one slot (by its id), so the item stays small and needs no trimming
+
+
+def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> str:
+    return f"{_HISTORY_PREFIX}{model}#{resolution}#{duration}#{'off-peak' if off_peak else 'normal'}"
+
+
+def record_generation_time(key: str, job_id: str, seconds: float) -> None:
+    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind (best effort, like every progress write)."""
+    slot = str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
+    dynamodb = client("dynamodb")
+    arguments = {"TableName": _table(), "Key": {"job_id": _s(key)}, "ExpressionAttributeValues": {":seconds": _n(round(seconds, 1))}}
+    try:
+        try:
+            dynamodb.update_item(**arguments, UpdateExpression="SET samples.#slot = :seconds", ExpressionAttributeNames={"#slot": slot})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":  # the first job of its kind: no map yet
+                raise
+            dynamodb.update_item(
+                TableName=_table(),
+                Key={"job_id": _s(key)},
+                UpdateExpression="SET samples = if_not_exists(samples, :samples)",
+                ExpressionAttributeValues={":samples": {"M": {slot: _n(round(seconds, 1))}}},
+            )
+    except Exception as exc:  # the history only makes later jobs' polls smarter; this job is done either way
+        logger.warning("Could not record the generation time", extra={"error": type(exc).__name__})
+
+
+def generation_times(key: str) -> list[float]:
+    """The generation times kept for this kind of job (empty when there are none, or the table did not answer)."""
+    try:
+        item = client("dynamodb").get_item(TableName=_table(), Key={"job_id": _s(key)}).get("Item")
+    except Exception as exc:  # without history the first poll comes after PollMinSeconds, as always
+        logger.warning("Could not read the generation times", extra={"error": type(exc).__name__})
+        return []
+    samples = (item or {}).get("samples", {}).get("M", {})
+    return [float(value["N"]) for value in samples.values()]

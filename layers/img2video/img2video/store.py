@@ -13,7 +13,7 @@ from img2video.clients import client, transfer_client
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
 from img2video.jobs import ExecutionState, Stored
-from img2video.jobs_table import record_quietly
+from img2video.jobs_table import record_generation_time, record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
@@ -64,6 +64,8 @@ def store_video(state: ExecutionState) -> Stored:
     if timings["submitted"] and timings["finished"]:
         generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
+        # as the poll that saw it done measured it: later jobs of this kind plan their polls from it (wait_policy)
+        record_generation_time(job.request.history_key(), job.job_id, generation)
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(

@@ -17,7 +17,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Held, Job, PollRecord, Submitted
-from img2video.jobs_table import claim_submission, record_quietly
+from img2video.jobs_table import claim_submission, generation_times, record_quietly
 from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
@@ -25,12 +25,12 @@ from img2video.settings import Settings, get_settings
 from img2video.transient import backoff_seconds, describe, is_transient
 from img2video.wait_policy import policy_for
 
-# From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the idempotency record (2),
-# two key reads, the image's ETag check, up to eleven inline images (4 S3 calls each: its size, its type, its bytes
-# for each of two POST attempts), the record's update, the jobs table's, the answer and a re-send,
-# plus both POST attempts (a refused key is re-read and tried once more). One message per invocation, so this
-# is the whole invocation: tests/unit/test_budgets.py checks it fits the function's timeout.
-SUBMIT_WORST_SECONDS = (12 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+# From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
+# generation times, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
+# (4 S3 calls each: its size, its type, its bytes for each of two POST attempts), the record's update, the jobs
+# table's, the answer and a re-send, plus both POST attempts (a refused key is re-read and tried once more). One
+# message per invocation, so this is the whole invocation: tests/unit/test_budgets.py checks it fits the timeout.
+SUBMIT_WORST_SECONDS = (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -112,8 +112,17 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
 def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) -> Submitted:
     off_peak = job.request.off_peak
     max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
-    # the first look comes after the minimum wait; from then on each poll picks the next wait
-    first = PollRecord(status="submitted", polls=0, wait_seconds=policy_for(settings, off_peak).next_wait(None))
+    # the first look comes when earlier jobs of this kind say it can be done (or after PollMinSeconds without history);
+    # from then on each poll picks the next wait
+    policy = policy_for(settings, off_peak)
+    plan = policy.plan(generation_times(job.request.history_key()))
+    first = PollRecord(
+        status="submitted",
+        polls=0,
+        wait_seconds=policy.first_wait(plan),
+        plan_first=plan.first if plan else None,
+        plan_spacing=plan.spacing if plan else None,
+    )
     deadline = parse_iso(submitted["submitted_at"]) + max_wait * 60
     return Submitted(task_id=submitted["task_id"], submitted_at=submitted["submitted_at"], deadline=deadline, first_poll=first)
 
