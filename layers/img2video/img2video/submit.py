@@ -119,7 +119,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
     first = PollRecord(
         status="submitted",
         polls=0,
-        wait_seconds=policy.first_wait(plan),
+        wait_seconds=min(policy.first_wait(plan), math.ceil(max_wait * 60)),  # never past the job's deadline
         plan_first=plan.first if plan else None,
         plan_spacing=plan.spacing if plan else None,
     )
