@@ -814,7 +814,8 @@ def test_submit_answers_the_real_task_token_and_the_execution_moves_on(aws_runni
     [wait] = wait_for(waiting)
     state = json.loads(wait["stateEnteredEventDetails"]["input"])
     assert state["submitted"]["task_id"] == "task-real" and state["poll"] == state["submitted"]["first_poll"]
-    assert state["poll"]["wait_seconds"] == 3600 and state["job"] == body["job"]
+    # PollMinSeconds is 3600 here, but a first poll never comes after the job's deadline (MaxWaitMinutes, 30)
+    assert state["poll"]["wait_seconds"] == 1800 and state["job"] == body["job"]
 
     # the same message delivered again, its task answered: nothing paid, the refused answer is not a failure
     assert submit(aws, message["Body"], receive_count=2) == {"batchItemFailures": []}
