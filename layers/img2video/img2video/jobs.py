@@ -45,9 +45,6 @@ class Job(BaseModel):
     manifest_key: str
     uploaded_at: str = ""
 
-    def notice_fields(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "attempt": self.attempt, "source": {"bucket": self.source.bucket, "key": self.source.key}}
-
 
 class PollRecord(BaseModel):
     """What the last poll saw; the state machine waits `wait_seconds` before the next."""
