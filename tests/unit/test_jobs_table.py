@@ -123,7 +123,8 @@ def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(a
     job = jobs_table_job(request)
     output = submitted_output(job, {"task_id": "t", "submitted_at": "2026-11-25T12:00:00.000Z"}, get_settings())
     assert output.first_poll.wait_seconds is not None and output.first_poll.wait_seconds >= 60  # never done sooner than 80 s
-    assert output.first_poll.plan_first == output.first_poll.wait_seconds and output.first_poll.plan_spacing
+    plan = output.first_poll.plan
+    assert plan is not None and plan.first == output.first_poll.wait_seconds and plan.spacing
     fresh = jobs_table_job(VideoRequest(prompt="p", duration=2, resolution="540p", movement_amplitude="auto"))
     unknown_kind = submitted_output(fresh, {"task_id": "t", "submitted_at": "2026-11-25T12:00:00.000Z"}, get_settings())
     assert unknown_kind.first_poll.wait_seconds == 5  # a kind never seen: after PollMinSeconds, as always

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from img2video.keys import readable_slug
 from img2video.sidecar import VideoRequest
+from img2video.wait_policy import Plan
 
 
 def job_id(bucket: str, image_key: str, image_etag: str, sidecar_key: str, sidecar_etag: str, stem: str, upload_marker: str = "") -> str:
@@ -56,9 +57,7 @@ class PollRecord(BaseModel):
     wait_seconds: int | None = None
     finished_at: str | None = None
     last_error: str | None = None  # a passing provider fault seen by the last poll, kept for the timeout message
-    # when to poll a job without hints, from earlier jobs of its kind (wait_policy.plan_from_history); None: no history
-    plan_first: int | None = None
-    plan_spacing: float | None = None
+    plan: Plan | None = None  # when to poll a job without hints, from earlier jobs of its kind; None: no history
 
 
 class Submitted(BaseModel):

@@ -13,7 +13,7 @@ from img2video.jobs_table import record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
-from img2video.wait_policy import MAX_POLLS, Plan, policy_for
+from img2video.wait_policy import MAX_POLLS, policy_for
 
 
 def poll_task(state: ExecutionState) -> PollRecord:
@@ -36,7 +36,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
             raise
         logger.warning("Poll saw a passing provider fault", extra={"task_id": task_id, "error": exc.message, "polls": polls})
         _give_up_if_late(remaining, polls, state, f"Novita did not answer the last poll: {exc.message}")
-        wait = max(policy.next_wait(state.poll.wait_seconds, plan=_plan(state), polls=polls), math.ceil(exc.retry_after or 0))
+        wait = max(policy.next_wait(state.poll.wait_seconds, plan=state.poll.plan, polls=polls), math.ceil(exc.retry_after or 0))
         return state.poll.model_copy(
             update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message}
         )
@@ -60,7 +60,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
         eta=task.eta,
         progress_percent=task.progress_percent,
         elapsed_seconds=now() - parse_iso(submitted.submitted_at),
-        plan=_plan(state),
+        plan=state.poll.plan,
         polls=polls,
     )
     return PollRecord(
@@ -69,14 +69,8 @@ def poll_task(state: ExecutionState) -> PollRecord:
         progress_percent=task.progress_percent or 0,
         eta=task.eta,
         wait_seconds=policy.bounded(wait, remaining, polls),
-        plan_first=state.poll.plan_first,
-        plan_spacing=state.poll.plan_spacing,
+        plan=state.poll.plan,
     )
-
-
-def _plan(state: ExecutionState) -> Plan | None:
-    record = state.poll
-    return Plan(record.plan_first, record.plan_spacing) if record.plan_first and record.plan_spacing else None
 
 
 def _give_up_if_late(remaining: float, polls: int, state: ExecutionState, last_seen: str) -> None:

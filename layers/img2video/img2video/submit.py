@@ -120,8 +120,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
         status="submitted",
         polls=0,
         wait_seconds=min(policy.first_wait(plan), math.ceil(max_wait * 60)),  # never past the job's deadline
-        plan_first=plan.first if plan else None,
-        plan_spacing=plan.spacing if plan else None,
+        plan=plan,
     )
     deadline = parse_iso(submitted["submitted_at"]) + max_wait * 60
     return Submitted(task_id=submitted["task_id"], submitted_at=submitted["submitted_at"], deadline=deadline, first_poll=first)
