@@ -48,8 +48,11 @@ class UsageError(Exception):
     pass
 
 
-def plan_uploads(paths: list[Path], prefix: str, prompt: str | None) -> Plan:
-    """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/."""
+def plan_uploads(paths: list[Path], prefix: str, prompt: str | None, sidecar_fields: dict[str, Any] | None = None) -> Plan:
+    """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/.
+
+    With `prompt`, images that have no sidecar get one: a .txt holding the prompt, or with `sidecar_fields` (even
+    empty) a .json holding the prompt and those fields."""
     plan = Plan()
     for path in paths:
         if path.is_dir():
@@ -71,10 +74,14 @@ def plan_uploads(paths: list[Path], prefix: str, prompt: str | None) -> Plan:
     if not plan.images:
         raise UsageError("no images found (.jpg, .jpeg, .png, .webp)")
     if prompt is not None:
+        if sidecar_fields is None:
+            suffix, written = ".txt", prompt.encode("utf-8")
+        else:
+            suffix, written = ".json", json.dumps({"prompt": prompt, **sidecar_fields}, ensure_ascii=False).encode("utf-8")
         for image in plan.images:
             stem = image.rsplit(".", 1)[0]
-            if not any(f"{stem}{suffix}" in keys for suffix in SIDECAR_SUFFIXES):
-                plan.uploads.append(Upload(f"{stem}.txt", data=prompt.encode("utf-8")))
+            if not any(f"{stem}{known}" in keys for known in SIDECAR_SUFFIXES):
+                plan.uploads.append(Upload(f"{stem}{suffix}", data=written))
     # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way
     plan.uploads.sort(key=lambda u: u.key.lower().endswith(IMAGE_SUFFIXES))
     return plan

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from img2video.keys import IMAGE_SUFFIXES
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -18,7 +18,14 @@ from rich.table import Table
 from img2video_local import commands
 from img2video_local.commands import STATES, TERMINAL, CommandError, Stack
 
-SIDECAR_OPTIONS = ("duration", "resolution", "movement_amplitude", "seed", "voice_id", "output_name")
+SIDECAR_OPTIONS: dict[str, type] = {
+    "duration": int,
+    "resolution": str,
+    "movement_amplitude": str,
+    "seed": int,
+    "voice_id": str,
+    "output_name": str,
+}
 SIDECAR_FLAGS = ("bgm", "audio", "watermark", "off_peak")
 COLUMNS = ("job_id", "attempt", "state", "source_key", "progress_percent", "polls", "error_code", "updated_at")
 
@@ -28,8 +35,8 @@ def add_commands(subparsers: Any) -> None:
     drop = subparsers.add_parser("drop", help="upload images with their sidecars (the pipeline starts a job for each)")
     drop.add_argument("files", nargs="+", type=Path, metavar="FILE", help="an image; a .json/.txt sidecar beside it goes too")
     drop.add_argument("--prompt", help="write a sidecar with this prompt for images that have none")
-    for name in SIDECAR_OPTIONS:
-        drop.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f'sidecar field "{name}" (with --prompt)')
+    for name, kind in SIDECAR_OPTIONS.items():
+        drop.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f'sidecar field "{name}" (with --prompt)')
     for name in SIDECAR_FLAGS:
         drop.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f'sidecar field "{name}": true')
     drop.add_argument("--folder", default="", help="the folder under the input prefix (default: the top)")
@@ -123,23 +130,10 @@ def _drop(stack: Stack, args: argparse.Namespace, out: Output) -> int:
     fields.update({name: True for name in SIDECAR_FLAGS if getattr(args, name)})
     if fields and args.prompt is None:
         raise CommandError("sidecar fields need --prompt too (a sidecar's prompt is required)", exit_code=2)
-    for name in ("duration", "seed"):
-        if name in fields:
-            try:
-                fields[name] = int(fields[name])
-            except ValueError:
-                raise CommandError(f"--{name} must be an integer; got {fields[name]!r}", exit_code=2) from None
     try:
-        plan = plan_uploads(args.files, prefix, None)
+        plan = plan_uploads(args.files, prefix, args.prompt, fields)  # a sidecar written here is always JSON
     except UsageError as exc:
         raise CommandError(str(exc), exit_code=2) from None
-    keys = {upload.key for upload in plan.uploads}
-    if args.prompt is not None:
-        for image in plan.images:
-            stem = image.rsplit(".", 1)[0]
-            if not any(f"{stem}{suffix}" in keys for suffix in SIDECAR_SUFFIXES):
-                sidecar = json.dumps({"prompt": args.prompt, **fields}, ensure_ascii=False).encode("utf-8")
-                plan.uploads.insert(0, type(plan.uploads[0])(f"{stem}.json", data=sidecar))
     commands.drop(stack, [(upload.key, upload.read()) for upload in plan.uploads])
     for upload in plan.uploads:
         kind = "image" if upload.key.lower().endswith(IMAGE_SUFFIXES) else "sidecar"
