@@ -4,6 +4,7 @@ against AWS's endpoints, or against the embedded stack's, with the same calls ei
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -86,17 +87,18 @@ class Stack:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     def client(self, service: str) -> Any:
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4" if service == "s3" else None)
-        if self.endpoint_url is None:
-            return boto3.client(service, region_name=self.region, config=config)
-        return boto3.client(
-            service,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            config=config,
-        )
+        return _client(service, self.region, self.endpoint_url)
+
+
+@functools.cache
+def _client(service: str, region: str, endpoint_url: str | None) -> Any:
+    """One client per service and stack, made once: `watch` asks the table every second."""
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4" if service == "s3" else None)
+    if endpoint_url is None:
+        return boto3.client(service, region_name=region, config=config)
+    return boto3.client(
+        service, region_name=region, endpoint_url=endpoint_url, aws_access_key_id="local", aws_secret_access_key="local", config=config
+    )
 
 
 # -- reading the jobs table ----------------------------------------------------------------------------------
