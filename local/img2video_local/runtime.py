@@ -378,6 +378,23 @@ class LocalPipeline:
             self.on_progress(key, stage, details)
 
 
+def _under_one_lock(cls: type, names: tuple[str, ...]) -> None:
+    """Make these methods of `cls` run one at a time, process-wide (once: a second call changes nothing)."""
+    if getattr(getattr(cls, names[0]), "img2video_locked", False):
+        return
+    lock = threading.RLock()
+    for name in names:
+        original = getattr(cls, name)
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        functools.update_wrapper(locked, original)
+        locked.img2video_locked = True  # type: ignore[attr-defined]
+        setattr(cls, name, locked)
+
+
 def serialize_dynamodb_requests() -> None:
     """DynamoDB applies each request atomically: a condition is checked and the write made with nothing in between,
     and a transaction is all or nothing. moto runs requests on the callers' threads without a lock, so two handlers
@@ -385,17 +402,7 @@ def serialize_dynamodb_requests() -> None:
     what AWS guarantees; local mode must not be looser than AWS."""
     from moto.dynamodb.responses import DynamoHandler
 
-    original = DynamoHandler.call_action
-    if getattr(original, "img2video_atomic", False):
-        return
-    lock = threading.RLock()
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    call_action.img2video_atomic = True  # type: ignore[attr-defined]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _under_one_lock(DynamoHandler, ("call_action",))
 
 
 def one_metrics_flush_at_a_time() -> None:
@@ -405,19 +412,8 @@ def one_metrics_flush_at_a_time() -> None:
     200-job chaos run). Adding, serializing and flushing metrics take one lock, so each flush is whole, as on AWS."""
     from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-    if getattr(AmazonCloudWatchEMFProvider.flush_metrics, "img2video_locked", False):
-        return
-    lock = threading.RLock()
-    for name in ("add_metric", "add_dimension", "add_metadata", "serialize_metric_set", "flush_metrics", "clear_metrics"):
-        original = getattr(AmazonCloudWatchEMFProvider, name)
-
-        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return __original(self, *args, **kwargs)
-
-        functools.update_wrapper(locked, original)
-        locked.img2video_locked = True  # type: ignore[attr-defined]
-        setattr(AmazonCloudWatchEMFProvider, name, locked)
+    methods = ("flush_metrics", "add_metric", "add_dimension", "add_metadata", "serialize_metric_set", "clear_metrics")
+    _under_one_lock(AmazonCloudWatchEMFProvider, methods)
 
 
 def keep_task_failure_causes() -> None:
