@@ -124,6 +124,9 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
     raise AwsTransient(f"another upload of {source_key} took attempt number {previous + 1} at the same moment")
 
 
+OPEN_ATTEMPT_CALLS = 3  # the counter, the transaction, and the job's item when the transaction was refused
+
+
 def latest_attempt(source_key: str) -> dict[str, Any] | None:
     """The newest job of this image key (the by-source index), or None."""
     items = client("dynamodb").query(
@@ -135,9 +138,6 @@ def latest_attempt(source_key: str) -> dict[str, Any] | None:
         Limit=1,
     )["Items"]
     return plain(items[0]) if items else None
-
-
-OPEN_ATTEMPT_CALLS = 3  # the counter, the transaction, and the job's item when the transaction was refused
 
 
 def record(job_id: str, state: JobState, **fields: Any) -> bool:
@@ -243,19 +243,23 @@ def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> s
 def record_generation_time(key: str, job_id: str, seconds: float) -> None:
     """Keep how long this job's task took among the last HISTORY_SLOTS of its kind (best effort, like every progress write)."""
     slot = str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
-    dynamodb = client("dynamodb")
-    arguments = {"TableName": _table(), "Key": {"job_id": _s(key)}, "ExpressionAttributeValues": {":seconds": _n(round(seconds, 1))}}
+    dynamodb, item = client("dynamodb"), {"TableName": _table(), "Key": {"job_id": _s(key)}}
+    value = _n(round(seconds, 1))
     try:
         try:
-            dynamodb.update_item(**arguments, UpdateExpression="SET samples.#slot = :seconds", ExpressionAttributeNames={"#slot": slot})
+            dynamodb.update_item(
+                **item,
+                UpdateExpression="SET samples.#slot = :seconds",
+                ExpressionAttributeNames={"#slot": slot},
+                ExpressionAttributeValues={":seconds": value},
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ValidationException":  # the first job of its kind: no map yet
                 raise
             dynamodb.update_item(
-                TableName=_table(),
-                Key={"job_id": _s(key)},
+                **item,
                 UpdateExpression="SET samples = if_not_exists(samples, :samples)",
-                ExpressionAttributeValues={":samples": {"M": {slot: _n(round(seconds, 1))}}},
+                ExpressionAttributeValues={":samples": {"M": {slot: value}}},
             )
     except Exception as exc:  # the history only makes later jobs' polls smarter; this job is done either way
         logger.warning("Could not record the generation time", extra={"error": type(exc).__name__})
