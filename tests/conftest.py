@@ -15,6 +15,7 @@ import boto3
 import pytest
 from hypothesis import strategies as st
 from img2video.clients import reset
+from img2video.settings import Settings
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 from moto import mock_aws
@@ -89,6 +90,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         boto3.client("sns", region_name=REGION).subscribe(TopicArn=stack.id("NoticesTopic"), Protocol="sqs", Endpoint=arn)
         yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
+
+
+def stack_settings(**overrides: Any) -> Settings:
+    """Settings with every required resource named, for code under test that takes them as an argument."""
+    required = {"input_bucket": "in", "output_bucket": "out", "topic_arn": "arn:t", "idempotency_table": "t", "jobs_table": "j"}
+    return Settings(**{**required, "novita_secret_id": "s", **overrides})
 
 
 def jpeg_bytes(width: int = 160, height: int = 128, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:

@@ -20,6 +20,8 @@ from img2video.keys import (
     resolve_relative,
 )
 
+from tests.conftest import stack_settings
+
 PREFIX = "incoming/"
 
 
@@ -153,16 +155,6 @@ def test_nfc_and_nfd_spellings_each_pair_with_their_own_sidecar() -> None:
 
 def test_a_prefix_without_its_slash_is_still_a_folder() -> None:
     """InputPrefix "incoming" must not let `../incoming2/x.jpg` count as inside it."""
-    from img2video.settings import Settings
-
-    settings = Settings(
-        input_bucket="b",
-        output_bucket="o",
-        topic_arn="t",
-        idempotency_table="i",
-        jobs_table="j",
-        novita_secret_id="s",
-        input_prefix="incoming",
-    )
+    settings = stack_settings(input_prefix="incoming")
     assert settings.input_prefix == "incoming/"
     assert resolve_relative("incoming/a/", "../../incoming2/x.jpg", settings.input_prefix) is None

@@ -9,18 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from img2video.errors import InvalidSidecar
-from img2video.settings import Settings
 from img2video.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
 
-from tests.conftest import any_text
+from tests.conftest import any_text, stack_settings
 
-SETTINGS = Settings(
-    input_bucket="in",
-    output_bucket="out",
-    topic_arn="arn:t",
-    idempotency_table="t",
-    jobs_table="j",
-    novita_secret_id="s",
+SETTINGS = stack_settings(
     default_resolution="540p",
     default_duration=4,
     default_movement_amplitude="small",
