@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import math
 import random
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,10 +60,26 @@ class Faults:
     truncate: float = 0.0
     dup: float = 0.0
     leak: float = 0.0  # an answer echoes the caller's API key (plain, JSON-escaped or URL-encoded), as a careless provider might
+    # Webhooks (a task submitted with extra.webhook.url): every delivery lost; the first delivery late by
+    # webhook_late_seconds; delivered twice at once; a forged call (a false SUCCEED while the task runs, once with the URL's
+    # path and once without it); delivered before the submit is even answered (the task finishes at once).
+    webhook_lost: float = 0.0
+    webhook_late: float = 0.0
+    webhook_dup: float = 0.0
+    webhook_forged: float = 0.0
+    webhook_early: float = 0.0
+    webhook_late_seconds: float = 30.0
+    webhook_retry_seconds: float = 10.0  # between Novita's retries of a delivery that was not answered 2xx (not documented)
     seed: int | None = None
 
     _NAMES: ClassVar[dict[str, str]] = {"429": "rate_429", "5xx": "rate_5xx"}
-    _DURATIONS: ClassVar[tuple[str, ...]] = ("slow_seconds", "retry_after", "retry_after_min")
+    _DURATIONS: ClassVar[tuple[str, ...]] = (
+        "slow_seconds",
+        "retry_after",
+        "retry_after_min",
+        "webhook_late_seconds",
+        "webhook_retry_seconds",
+    )
 
     @classmethod
     def parse(cls, spec: str | None) -> Faults:
@@ -112,6 +130,10 @@ class Task:
     downloads: int = 0
     urls_issued: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+    done_at: float = 0.0
+    instant: bool = False  # finishes as soon as its video is rendered (the webhook_early fault)
+    webhook_url: str = ""
+    webhook_faults: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -256,6 +278,12 @@ class NovitaEmulator:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.config.render_workers, thread_name_prefix="render")
+        self.webhooks: dict[str, int] = {}  # deliveries by outcome: delivered, refused, lost, forged, ...
+        self.webhook_log: list[dict[str, Any]] = []
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = 0
+        self._webhook_wake = threading.Condition()
+        self._senders = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook")
         self._server: ThreadingHTTPServer | None = None
         self.base_url = ""
 
@@ -271,10 +299,14 @@ class NovitaEmulator:
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="novita-emulator", daemon=True).start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._run_schedule, name="novita-webhooks", daemon=True).start()
         return self.base_url
 
     def stop(self) -> None:
         self._stopping.set()  # ends any answer still being held back by a slow fault
+        with self._webhook_wake:
+            self._webhook_wake.notify_all()
+        self._senders.shutdown(wait=False, cancel_futures=True)
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -309,7 +341,7 @@ class NovitaEmulator:
     # -- task lifecycle -------------------------------------------------------------------------
     def status_of(self, task: Task, now: float) -> dict[str, Any]:
         cfg = self.config
-        queue, generation = cfg.scaled(cfg.queue_seconds), cfg.scaled(cfg.generation_seconds)
+        queue, generation = (0.0, 0.0) if task.instant else (cfg.scaled(cfg.queue_seconds), cfg.scaled(cfg.generation_seconds))
         elapsed = now - task.created
         total = queue + generation
         info: dict[str, Any] = {"task_id": task.task_id, "task_type": "VIDU_Q2_TURBO_IMG2VIDEO", "reason": ""}
@@ -351,7 +383,125 @@ class NovitaEmulator:
         except Exception as exc:  # the provider reports what went wrong as the task's reason
             task.error = f"could not process the input image: {exc}"
         finally:
+            task.done_at = time.time()
             task.done.set()
+
+    def end_time(self, task: Task) -> float:
+        """When the task finished (or will): its generation time is up and its video is rendered."""
+        cfg = self.config
+        total = 0.0 if task.instant else cfg.scaled(cfg.queue_seconds) + cfg.scaled(cfg.generation_seconds)
+        return max(task.created + total, task.done_at)
+
+    def task_result(self, task: Task, now: float, leaky: Callable[[str], str] = str) -> dict[str, Any]:
+        """The Task Result answer for this task now (a webhook's payload has exactly this schema)."""
+        status = self.status_of(task, now)
+        if status.get("reason"):
+            status["reason"] = leaky(status["reason"])
+        videos = []
+        if status["status"] == "TASK_STATUS_SUCCEED":
+            with self._lock:
+                task.urls_issued += 1
+                issued = task.urls_issued
+            ttl = self.config.scaled(self.config.video_ttl_seconds)
+            expires = now - 1 if task.expire_first_url and issued == 1 else now + ttl
+            videos.append(
+                {
+                    "video_url": f"{self.base_url}/videos/{task.task_id}.mp4?expires={expires:.3f}&n={issued}",
+                    "video_url_ttl": seconds_text(ttl),
+                    "video_type": "mp4",
+                }
+            )
+        return {
+            "extra": {
+                "seed": str(task.body.get("seed", 158881667)),
+                "debug_info": {"submit_time_ms": str(int(task.created * 1000)), "note": leaky("")},
+            },
+            "task": status,
+            "images": [],
+            "videos": videos,
+            "audios": [],
+        }
+
+    # -- webhooks: Novita POSTs ASYNC_TASK_RESULT to extra.webhook.url when a task ends ---------------------------
+    def _webhook_faults(self, url: str) -> frozenset[str]:
+        faults = self.config.faults
+        rates = {
+            "lost": faults.webhook_lost,
+            "late": faults.webhook_late,
+            "dup": faults.webhook_dup,
+            "forged": faults.webhook_forged,
+            "early": faults.webhook_early,
+        }
+        return frozenset(name for name, rate in rates.items() if self.chance(rate)) if url else frozenset()
+
+    def _schedule(self, due: float, action: Callable[[], None]) -> None:
+        with self._webhook_wake:
+            self._sequence += 1
+            heapq.heappush(self._due, (due, self._sequence, action))
+            self._webhook_wake.notify()
+
+    def _run_schedule(self) -> None:
+        while not self._stopping.is_set():
+            with self._webhook_wake:
+                while not self._stopping.is_set() and (not self._due or self._due[0][0] > time.time()):
+                    self._webhook_wake.wait(timeout=(self._due[0][0] - time.time()) if self._due else 0.5)
+                if self._stopping.is_set():
+                    return
+                _, _, action = heapq.heappop(self._due)
+            self._senders.submit(action)
+
+    def _webhooks_for(self, task: Task) -> None:
+        """Plan the task's webhook deliveries as its faults say (called once the task exists)."""
+        if not task.webhook_url:
+            return
+        if "forged" in task.webhook_faults:
+            self._schedule(task.created, lambda: self._forge(task))
+        if "lost" in task.webhook_faults:
+            self.note_webhook("lost")
+            return
+        delay = self.config.scaled(self.config.faults.webhook_late_seconds) if "late" in task.webhook_faults else 0.0
+        copies = 2 if "dup" in task.webhook_faults else 1
+        for _ in range(copies):
+            self._schedule(self.end_time(task) + delay, lambda: self._deliver(task, 1, delay))
+
+    def _deliver(self, task: Task, attempt: int, delay: float) -> None:
+        """One delivery; a task not finished yet (its video still rendering) is looked at again shortly."""
+        now = time.time()
+        answer = self.task_result(task, now)
+        if answer["task"]["status"] not in ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED"):
+            if task.fate != "hang":
+                self._schedule(max(now + 0.02, self.end_time(task) + delay), lambda: self._deliver(task, attempt, delay))
+            return
+        status = self.post_webhook(task.webhook_url, {"event_type": "ASYNC_TASK_RESULT", "payload": answer})
+        self.note_webhook("delivered" if 200 <= status < 300 else "refused", task=task, status=status)
+        if not 200 <= status < 300 and attempt <= 5:  # Novita retries up to 5 times
+            self._schedule(
+                time.time() + self.config.scaled(self.config.faults.webhook_retry_seconds), lambda: self._deliver(task, attempt + 1, 0)
+            )
+
+    def _forge(self, task: Task) -> None:
+        """Someone who learned the URL claims the task succeeded while it still runs; someone without it tries too."""
+        videos = [{"video_url": "https://attacker.example/video.mp4", "video_url_ttl": "3600", "video_type": "mp4"}]
+        fake: dict[str, Any] = {
+            "event_type": "ASYNC_TASK_RESULT",
+            "payload": {"task": {"task_id": task.task_id, "status": "TASK_STATUS_SUCCEED"}, "videos": videos},
+        }
+        parts = urlsplit(task.webhook_url)
+        self.note_webhook("forged", status=self.post_webhook(task.webhook_url, fake))
+        self.note_webhook("forged_without_secret", status=self.post_webhook(f"{parts.scheme}://{parts.netloc}/", fake))
+
+    def post_webhook(self, url: str, body: dict[str, Any]) -> int:
+        """POST as Novita does: JSON, answered within 5 s (on the scaled timeline, at least 1 s) or taken as failed."""
+        try:
+            answer = requests.post(url, json=body, timeout=max(1.0, self.config.scaled(5.0)), allow_redirects=False)
+        except requests.RequestException:
+            return 0
+        return answer.status_code
+
+    def note_webhook(self, kind: str, task: Task | None = None, status: int = 0) -> None:
+        with self._lock:
+            self.webhooks[kind] = self.webhooks.get(kind, 0) + 1
+            self.webhook_log.append({"kind": kind, "status": status, "task_id": task.task_id if task else "", "at": time.time()})
 
     def _fetch_image(self, reference: str) -> bytes:
         # moto would serve what S3 refuses, so S3's own checks come first.
@@ -374,7 +524,12 @@ class NovitaEmulator:
     def create_task(self, body: dict[str, Any], *, answer_delayed: bool = False) -> Task:
         faults = self.config.faults
         fate = "fail" if self.chance(faults.fail) else "hang" if self.chance(faults.hang) else "succeed"
+        url = webhook_url_of(body)
+        webhook_faults = self._webhook_faults(url)
         task = Task(
+            webhook_url=url,
+            webhook_faults=webhook_faults,
+            instant="early" in webhook_faults,
             task_id=str(uuid.uuid4()),
             body=body,
             created=time.time(),
@@ -395,7 +550,29 @@ class NovitaEmulator:
                 }
             )
         self._pool.submit(self._prepare, task)
+        if not task.instant:
+            self._webhooks_for(task)
         return task
+
+    def deliver_early(self, task: Task) -> None:
+        """The webhook_early fault: the task is done as soon as its video is rendered, and its webhook is delivered
+        before the submit is answered, so the job cannot be waiting for it yet."""
+        task.done.wait(30)
+        if "lost" in task.webhook_faults:
+            self.note_webhook("lost")
+        else:
+            self.note_webhook("early", task=task)
+            self._deliver(task, 1, 0.0)
+        if "forged" in task.webhook_faults:
+            self._forge(task)
+
+
+def webhook_url_of(body: dict[str, Any]) -> str:
+    """extra.webhook.url of a submit body, or "" (validate_body has checked its shape)."""
+    extra = body.get("extra")
+    webhook = extra.get("webhook") if isinstance(extra, dict) else None
+    url = webhook.get("url") if isinstance(webhook, dict) else None
+    return url if isinstance(url, str) else ""
 
 
 def _image_identity(reference: str) -> str:
@@ -447,6 +624,16 @@ def validate_body(body: Any) -> str | None:
             return f"{name} must be a boolean"
     if "seed" in body and type(body["seed"]) is not int:
         return "seed must be an integer"
+    if "extra" in body:
+        extra = body["extra"]
+        if not isinstance(extra, dict) or set(extra) - {"webhook"}:
+            return "extra must be an object with at most a webhook"
+        webhook = extra.get("webhook", {})
+        url = webhook.get("url") if isinstance(webhook, dict) else None
+        parts = urlsplit(url) if isinstance(url, str) else None
+        loopback = parts is not None and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+        if parts is None or not parts.hostname or not (parts.scheme == "https" or loopback):
+            return "extra.webhook.url must be an https URL"
     return None
 
 
@@ -553,6 +740,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         answer_delayed = emulator.chance(emulator.config.faults.slow_after)
         task = emulator.create_task(body, answer_delayed=answer_delayed)
+        if task.instant:
+            emulator.deliver_early(task)
         if answer_delayed:  # the task is created and billed; a client that times out now loses its task_id
             emulator.hold_answer()
         self._send(200, {"task_id": task.task_id})
@@ -574,35 +763,7 @@ class _Handler(BaseHTTPRequestHandler):
         if task is None:
             self._error(404, "TASK_NOT_FOUND", f"task {task_id} not found")
             return
-        now = time.time()
-        status = emulator.status_of(task, now)
-        if status.get("reason"):
-            status["reason"] = self._leaky(status["reason"])
-        videos = []
-        if status["status"] == "TASK_STATUS_SUCCEED":
-            task.urls_issued += 1
-            ttl = emulator.config.scaled(emulator.config.video_ttl_seconds)
-            expires = now - 1 if task.expire_first_url and task.urls_issued == 1 else now + ttl
-            videos.append(
-                {
-                    "video_url": f"{emulator.base_url}/videos/{task.task_id}.mp4?expires={expires:.3f}&n={task.urls_issued}",
-                    "video_url_ttl": seconds_text(ttl),
-                    "video_type": "mp4",
-                }
-            )
-        self._send(
-            200,
-            {
-                "extra": {
-                    "seed": str(task.body.get("seed", 158881667)),
-                    "debug_info": {"submit_time_ms": str(int(task.created * 1000)), "note": self._leaky("")},
-                },
-                "task": status,
-                "images": [],
-                "videos": videos,
-                "audios": [],
-            },
-        )
+        self._send(200, emulator.task_result(task, time.time(), self._leaky))
 
     def _serve_video(self, path: str, query: dict[str, list[str]]) -> None:
         emulator = self.emulator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import threading
@@ -414,3 +415,136 @@ def start_invoke_server(functions: LocalFunctions) -> tuple[_InvokeServer, str]:
     server.functions = functions
     threading.Thread(target=server.serve_forever, name="lambda-invoke", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# -- Function URLs: an HTTP request in, the function's HTTP answer out, as Lambda's URL front end does it ------------
+
+
+class _FunctionUrlHandler(BaseHTTPRequestHandler):
+    """Payload format 2.0 (what a Function URL gives the function), and its answer mapped back to HTTP. A function that
+    fails, times out or runs out of memory answers 502, as a real Function URL does; so does a malformed answer."""
+
+    server: _FunctionUrlServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            self._discard(length)
+            self._reply(413, {"Content-Type": "application/json"}, b'{"Message":"Request must be smaller than 6291456 bytes"}')
+            return
+        raw = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        try:
+            text, encoded = raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(raw).decode(), True
+        now = time.time()
+        event = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": {name.lower(): value for name, value in self.headers.items()},
+            "requestContext": {
+                "accountId": "anonymous",
+                "apiId": self.server.url_id,
+                "domainName": f"{self.server.url_id}.lambda-url.us-east-1.on.aws",
+                "domainPrefix": self.server.url_id,
+                "http": {
+                    "method": self.command,
+                    "path": path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": self.client_address[0],
+                    "userAgent": self.headers.get("User-Agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": "$default",
+                "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
+            },
+            "isBase64Encoded": encoded,
+        }
+        if raw:
+            event["body"] = text
+        if self.server.functions is None:  # the stack is still being made
+            self._reply(503, {"Content-Type": "application/json"}, b'{"Message":"Service Unavailable"}')
+            return
+        try:
+            result = self.server.functions.invoke(self.server.function, event)
+        except Exception:
+            self._reply(502, {"Content-Type": "application/json"}, b'{"Message":"Internal Server Error"}')
+            return
+        self._answer(result)
+
+    def _answer(self, result: Any) -> None:
+        if not (isinstance(result, dict) and "statusCode" in result):  # anything else is a 200 with the result as JSON
+            self._reply(200, {"Content-Type": "application/json"}, json.dumps(result).encode())
+            return
+        try:
+            status = int(result["statusCode"])
+            body = result.get("body") or ""
+            data = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+            headers = {str(name): str(value) for name, value in (result.get("headers") or {}).items()}
+        except (TypeError, ValueError):
+            self._reply(502, {"Content-Type": "application/json"}, b'{"Message":"Internal Server Error"}')
+            return
+        self._reply(status, headers, data)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                if name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the caller gave up waiting (Novita waits 5 s)
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class _FunctionUrlServer(ThreadingHTTPServer):
+    daemon_threads = True
+    functions: LocalFunctions | None = None
+    function: str
+    url_id: str
+
+
+class FunctionUrls:
+    """Local Function URLs: each serves one function of a LocalFunctions that may be created after the URL (the URL is
+    in the functions' environment, so it must exist first)."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, _FunctionUrlServer] = {}
+        self.functions: LocalFunctions | None = None
+
+    def serve(self, function: str) -> str:
+        server = _FunctionUrlServer(("127.0.0.1", 0), _FunctionUrlHandler)
+        server.function, server.url_id = function, uuid.uuid4().hex
+        self._servers[function] = server
+        threading.Thread(target=server.serve_forever, name=f"function-url-{function}", daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def attach(self, functions: LocalFunctions) -> None:
+        for server in self._servers.values():
+            server.functions = functions
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()

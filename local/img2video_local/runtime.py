@@ -24,7 +24,7 @@ from img2video_local.aws_faults import AwsFaults
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
 from img2video_local.eventbridge import ExecutionStatusEvents
-from img2video_local.lambda_server import LocalFunctions, not_a_lambda, start_invoke_server
+from img2video_local.lambda_server import FunctionUrls, LocalFunctions, not_a_lambda, start_invoke_server
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 
@@ -118,7 +118,8 @@ class LocalPipeline:
         else:
             overrides = {**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url}
         template = Template.load(overrides)
-        self.stack: LocalStack = provision(template, self.provider_api_key or self.emulator_config.api_key)
+        self.function_urls = FunctionUrls()
+        self.stack: LocalStack = provision(template, self.provider_api_key or self.emulator_config.api_key, self.function_urls.serve)
         self._set_env(
             {
                 **self.stack.environment,
@@ -139,6 +140,7 @@ class LocalPipeline:
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
         self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale)
+        self.function_urls.attach(self.functions)
         self._invoke_server, invoke_url = start_invoke_server(self.functions)
         self._set_env({"AWS_ENDPOINT_URL_LAMBDA": invoke_url})
         self.s3 = boto3.client("s3", region_name=REGION)
@@ -160,6 +162,8 @@ class LocalPipeline:
             self.faults.uninstall()
         for thread in self._threads:
             thread.join(timeout=5)
+        if hasattr(self, "function_urls"):
+            self.function_urls.close()
         if hasattr(self, "functions"):
             self.functions.close()
         if hasattr(self, "_invoke_server"):

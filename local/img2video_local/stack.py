@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import secrets
+import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +27,28 @@ class LocalStack:
         return self.template.arns[logical_id]
 
 
+def _generated(spec: dict[str, Any]) -> str:
+    """A secret as Secrets Manager's GenerateSecretString makes it (the options the template uses)."""
+    alphabet = string.ascii_letters + string.digits + ("" if spec.get("ExcludePunctuation") else string.punctuation)
+    return "".join(secrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
+
+
 def _client(service: str) -> Any:
     return boto3.client(service, region_name=REGION)
 
 
-def provision(template: Template, api_key: str) -> LocalStack:
-    """Create every resource local mode needs (inside an active moto mock) and resolve the functions' environment."""
+def provision(template: Template, api_key: str, serve_url: Callable[[str], str] | None = None) -> LocalStack:
+    """Create every resource local mode needs (inside an active moto mock) and resolve the functions' environment.
+
+    `serve_url(function_logical_id)` puts a function behind a local Function URL and returns the URL.
+    """
     ids, arns = template.physical_ids, template.arns
 
-    for logical in template.of_type("AWS::SecretsManager::Secret"):
-        answer = _client("secretsmanager").create_secret(Name=f"{STACK_NAME}-{logical}", SecretString=json.dumps({"api_key": api_key}))
+    for logical, res in template.of_type("AWS::SecretsManager::Secret").items():
+        generate = res["Properties"].get("GenerateSecretString")
+        # a generated secret (the webhook path) is made here as CloudFormation makes it; the other holds the API key
+        value = _generated(generate) if generate else json.dumps({"api_key": api_key})
+        answer = _client("secretsmanager").create_secret(Name=f"{STACK_NAME}-{logical}", SecretString=value)
         ids[logical] = arns[logical] = answer["ARN"]
 
     for logical, res in template.of_type("AWS::DynamoDB::Table").items():
@@ -95,6 +110,13 @@ def provision(template: Template, api_key: str) -> LocalStack:
     for spec in functions.values():
         ids[spec.logical_id] = spec.name
         arns[spec.logical_id] = spec.arn
+
+    for logical, res in template.of_type("AWS::Lambda::Url").items():
+        target = template.resolve(res["Properties"]["TargetFunctionArn"])
+        (function,) = [spec.logical_id for spec in functions.values() if spec.arn == target]
+        # without a server, the URL has AWS's shape and nothing behind it (tests that never call it)
+        ids[logical] = serve_url(function) if serve_url else f"https://{logical.lower()}.lambda-url.{REGION}.on.aws/"
+        arns[logical] = f"{functions[function].arn}:url"
 
     for logical, res in template.of_type("AWS::Serverless::StateMachine").items():
         props = res["Properties"]

@@ -88,7 +88,12 @@ class Template:
         return resources
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
-        return {name: res for name, res in self.resources.items() if res["Type"] == kind}
+        """The resources of this type that the stack creates (a resource whose Condition is false does not exist)."""
+        return {
+            name: res
+            for name, res in self.resources.items()
+            if res["Type"] == kind and ("Condition" not in res or self.condition(res["Condition"]))
+        }
 
     # -- intrinsic functions, for the subset the template uses --------------------------------
     def resolve(self, value: Any) -> Any:
@@ -160,6 +165,8 @@ class Template:
     def _get_att(self, logical: str, attribute: str) -> Any:
         if attribute == "Arn" and logical in self.arns:
             return self.arns[logical]
+        if attribute == "FunctionUrl" and logical in self.physical_ids:  # an AWS::Lambda::Url's physical id is its URL
+            return self.physical_ids[logical]
         raise KeyError(f"local mode cannot resolve {logical}.{attribute}")
 
     # -- functions ------------------------------------------------------------------------------

@@ -774,6 +774,11 @@ def aws_running(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
 
 
+def aws_item(aws: Aws, key: str) -> dict[str, Any]:
+    table = aws.stack.id("JobsTable")
+    return boto3.client("dynamodb", region_name=REGION).get_item(TableName=table, Key={"job_id": {"S": key}}).get("Item") or {}  # type: ignore[no-any-return]
+
+
 def wait_for(what: Callable[[], Any], seconds: float = 5) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -809,11 +814,16 @@ def test_submit_answers_the_real_task_token_and_the_execution_moves_on(aws_runni
 
     def waiting() -> list[dict[str, Any]]:
         events = aws.sfn.get_execution_history(executionArn=run["executionArn"])["events"]
-        return [e for e in events if e["type"] == "WaitStateEntered"]
+        return [e for e in events if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "WaitForWebhook"]
 
+    # Novita was asked for a webhook: the execution waits in a callback whose token is stored on the task's item
     [wait] = wait_for(waiting)
     state = json.loads(wait["stateEnteredEventDetails"]["input"])
     assert state["submitted"]["task_id"] == "task-real" and state["poll"] == state["submitted"]["first_poll"]
+    body_sent = json.loads(novita_calls(SUBMIT_URL)[0].request.body)
+    assert body_sent["extra"]["webhook"]["url"].startswith(aws.stack.environment["WEBHOOK_URL"])
+    item = wait_for(lambda: aws_item(aws, "#task#task-real").get("token"))
+    assert item["S"] and state["submitted"]["webhook_expires_at"] > time.time()
     # PollMinSeconds is 3600 here, but a first poll never comes after the job's deadline (MaxWaitMinutes, 30)
     assert state["poll"]["wait_seconds"] == 1800 and state["job"] == body["job"]
 

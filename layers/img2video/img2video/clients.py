@@ -51,6 +51,24 @@ def client(service: str) -> Any:
     return made
 
 
+# The Webhook function answers Novita within its 5 s: each AWS call gets one retry at most and short waits.
+QUICK_ATTEMPTS = 2
+QUICK_CONNECT_TIMEOUT = 0.5
+QUICK_READ_TIMEOUT = 1.0
+QUICK_CALL_WORST_SECONDS = QUICK_ATTEMPTS * (QUICK_CONNECT_TIMEOUT + QUICK_READ_TIMEOUT) + 1.0  # and one sleep of at most 1 s
+_QUICK_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": QUICK_ATTEMPTS},
+    connect_timeout=QUICK_CONNECT_TIMEOUT,
+    read_timeout=QUICK_READ_TIMEOUT,
+)
+
+
+@cache
+def quick_client(service: str) -> Any:
+    """A client for a caller that must answer within seconds (the Webhook function): slow AWS fails fast instead."""
+    return boto3.client(service, config=_QUICK_CONFIG)
+
+
 @cache
 def transfer_client() -> Any:
     """S3 for streaming video parts: the same retries, a read timeout sized for 8 MiB parts."""
@@ -162,6 +180,7 @@ def _undo_failed_attempt(purpose: str, data: Any, exc: IdempotencyPersistenceLay
 def reset() -> None:
     """Forget cached clients and settings (tests and the local runtime change the environment)."""
     client.cache_clear()
+    quick_client.cache_clear()
     transfer_client.cache_clear()
     from img2video import novita
 

@@ -58,6 +58,7 @@ class PollRecord(BaseModel):
     finished_at: str | None = None
     last_error: str | None = None  # a passing provider fault seen by the last poll, kept for the timeout message
     plan: Plan | None = None  # when to poll a job without hints, from earlier jobs of its kind; None: no history
+    detected_by: Literal["poll", "webhook"] | None = None  # what saw the task finish
 
 
 class Submitted(BaseModel):
@@ -67,6 +68,9 @@ class Submitted(BaseModel):
     submitted_at: str
     deadline: float  # epoch seconds after which the job fails with PROVIDER_TIMEOUT
     first_poll: PollRecord
+    # Novita was asked for a webhook: the execution waits in a callback task (its token stored by task id until this
+    # epoch second) that the Webhook function can end early. None: it waits in a plain Wait state.
+    webhook_expires_at: int | None = None
 
 
 class Held(BaseModel):

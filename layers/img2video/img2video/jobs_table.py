@@ -10,6 +10,7 @@ counter item per source key (how many attempts it has had), one per daily-limit 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -240,37 +241,60 @@ def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> s
     return f"{_HISTORY_PREFIX}{model}#{resolution}#{duration}#{'off-peak' if off_peak else 'normal'}"
 
 
-def record_generation_time(key: str, job_id: str, seconds: float) -> None:
-    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind (best effort, like every progress write)."""
+def record_generation_time(key: str, job_id: str, seconds: float, by_webhook: bool | None = None) -> None:
+    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind, and whether its webhook was what
+    saw it done (None: no webhook was asked for). Best effort, like every progress write."""
     slot = str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
     dynamodb, item = client("dynamodb"), {"TableName": _table(), "Key": {"job_id": _s(key)}}
     value = _n(round(seconds, 1))
+    sets, values = ["samples.#slot = :seconds"], {":seconds": value}
+    if by_webhook is not None:
+        sets.append("webhooks.#slot = :webhook")
+        values[":webhook"] = _n(int(by_webhook))
     try:
         try:
             dynamodb.update_item(
                 **item,
-                UpdateExpression="SET samples.#slot = :seconds",
+                UpdateExpression="SET " + ", ".join(sets),
                 ExpressionAttributeNames={"#slot": slot},
-                ExpressionAttributeValues={":seconds": value},
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ValidationException":  # the first job of its kind: no map yet
+            if exc.response["Error"]["Code"] != "ValidationException":  # the first job of its kind: no maps yet
                 raise
             dynamodb.update_item(
                 **item,
-                UpdateExpression="SET samples = if_not_exists(samples, :samples)",
-                ExpressionAttributeValues={":samples": {"M": {slot: value}}},
+                UpdateExpression="SET samples = if_not_exists(samples, :samples), webhooks = if_not_exists(webhooks, :webhooks)",
+                ExpressionAttributeValues={
+                    ":samples": {"M": {slot: value}},
+                    ":webhooks": {"M": {slot: values[":webhook"]} if by_webhook is not None else {}},
+                },
             )
     except Exception as exc:  # the history only makes later jobs' polls smarter; this job is done either way
         logger.warning("Could not record the generation time", extra={"error": type(exc).__name__})
 
 
-def generation_times(key: str) -> list[float]:
-    """The generation times kept for this kind of job (empty when there are none, or the table did not answer)."""
+@dataclass(frozen=True)
+class KindHistory:
+    """What the last jobs of one kind tell about the next: their generation times, and for those that asked Novita for
+    a webhook, whether the webhook was what saw them done."""
+
+    samples: list[float] = field(default_factory=list)
+    webhook_arrivals: list[bool] = field(default_factory=list)
+
+
+def kind_history(key: str) -> KindHistory:
+    """The history kept for this kind of job (empty when there is none, or the table did not answer)."""
     try:
         item = client("dynamodb").get_item(TableName=_table(), Key={"job_id": _s(key)}).get("Item")
     except Exception as exc:  # without history the first poll comes after PollMinSeconds, as always
         logger.warning("Could not read the generation times", extra={"error": type(exc).__name__})
-        return []
+        return KindHistory()
     samples = (item or {}).get("samples", {}).get("M", {})
-    return [float(value["N"]) for value in samples.values()]
+    webhooks = (item or {}).get("webhooks", {}).get("M", {})
+    return KindHistory([float(value["N"]) for value in samples.values()], [value["N"] == "1" for value in webhooks.values()])
+
+
+def generation_times(key: str) -> list[float]:
+    """The generation times kept for this kind of job."""
+    return kind_history(key).samples

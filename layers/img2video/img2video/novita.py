@@ -291,16 +291,22 @@ class NovitaClient:
         return f"NovitaClient({self._base_url!r})"
 
     def _request(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         try:
-            return self._attempt(method, path, params, body)
+            return self._attempt(method, path, params, body, timeout)
         except ProviderAuth:
             if not self._fresh_key():
                 raise
         # a refused key created nothing, so even a POST is safe to send again
         logger.info("Novita refused the API key; trying once more with the key just read from Secrets Manager", extra={"path": path})
-        return self._attempt(method, path, params, body)
+        return self._attempt(method, path, params, body, timeout)
 
     def _fresh_key(self) -> bool:
         """Read the secret again, bypassing the cache: true if it now holds another key (just rotated or set)."""
@@ -314,14 +320,21 @@ class NovitaClient:
         mask_in_logs(fresh)
         return True
 
-    def _attempt(self, method: str, path: str, params: dict[str, str] | None, body: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: Mapping[str, Any] | None,
+        timeout: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
         """One HTTP request, never retried: its answer as JSON, or the named error it maps to."""
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = json_body(body)  # inline images are read and encoded while the request is written
-        timeout = (CONNECT_TIMEOUT, read_timeout(method))
+        timeout = timeout or (CONNECT_TIMEOUT, read_timeout(method))
         try:
             response = self._session.request(
                 method, f"{self._base_url}{path}", headers=headers, params=params, data=data, timeout=timeout, allow_redirects=False
@@ -357,8 +370,9 @@ class NovitaClient:
             raise ProviderUnavailable("Novita accepted the request but returned no task_id")
         return str(task_id)
 
-    def task_result(self, task_id: str) -> TaskResult:
-        data = self._request("GET", RESULT_PATH, params={"task_id": task_id})
+    def task_result(self, task_id: str, timeout: tuple[float, float] | None = None) -> TaskResult:
+        """The task's status (and video, once done); `timeout` (connect, read) shortens the wait for a caller on a deadline."""
+        data = self._request("GET", RESULT_PATH, params={"task_id": task_id}, timeout=timeout)
         try:
             return TaskResult.model_validate(data)
         except ValueError:
@@ -375,9 +389,14 @@ def _secrets_provider() -> Any:
     return parameters.SecretsProvider(boto3_client=client("secretsmanager"))
 
 
+def secret_string(secret_id: str, refresh: bool = False) -> str:
+    """A secret's value as stored, through the same cache (five minutes) as the API key."""
+    return str(_secrets_provider().get(secret_id, max_age=300, force_fetch=refresh))
+
+
 def load_api_key(secret_id: str, refresh: bool = False) -> str:
     """The key from Secrets Manager, plain text or {"api_key": "..."}: cached by Powertools, or read afresh on `refresh`."""
-    value = str(_secrets_provider().get(secret_id, max_age=300, force_fetch=refresh))
+    value = secret_string(secret_id, refresh)
     try:
         data = json.loads(value)
     except ValueError:

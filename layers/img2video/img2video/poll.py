@@ -46,7 +46,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         record_quietly(state.job.job_id, "storing", polls=polls, progress_percent=100, finished_at=iso(now()))
-        return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=iso(now()))
+        return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=iso(now()), detected_by="poll")
     if status is TaskStatus.FAILED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         raise ProviderFailed(f"Novita could not generate the video: {task.reason or 'no reason given'}")

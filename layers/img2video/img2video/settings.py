@@ -56,6 +56,10 @@ class Settings(BaseModel):
     max_submissions_per_day: Annotated[int, Field(ge=0)] = 0
     # The limit's window: a UTC day. Only local tests shorten it, to see a window open within seconds.
     quota_window_seconds: Annotated[int, Field(ge=1)] = 86400
+    # The Webhook function's URL (its path secret not included) and the secret holding that path: both empty when the
+    # stack's Webhook parameter is off, and then Submit asks Novita for no webhook.
+    webhook_url: str = ""
+    webhook_secret_id: str = ""
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
     max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = DEFAULT_MAX_VIDEO_BYTES
 

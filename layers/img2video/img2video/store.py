@@ -65,7 +65,9 @@ def store_video(state: ExecutionState) -> Stored:
         generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
         # as the poll that saw it done measured it: later jobs of this kind plan their polls from it (wait_policy)
-        record_generation_time(job.request.history_key(), job.job_id, generation)
+        # and whether its webhook saw it done: later jobs of this kind wait for their webhooks only while they arrive
+        asked = state.submitted is not None and state.submitted.webhook_expires_at is not None
+        record_generation_time(job.request.history_key(), job.job_id, generation, (state.poll.detected_by == "webhook") if asked else None)
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(

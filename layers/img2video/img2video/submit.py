@@ -17,13 +17,14 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Held, Job, PollRecord, Submitted
-from img2video.jobs_table import claim_submission, generation_times, record_quietly
+from img2video.jobs_table import claim_submission, kind_history, record_quietly
 from img2video.novita import NovitaClient, worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
 from img2video.settings import Settings, get_settings
 from img2video.transient import backoff_seconds, describe, is_transient
-from img2video.wait_policy import policy_for
+from img2video.wait_policy import policy_for, webhook_first_wait
+from img2video.webhook import webhook_url
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
 # generation times, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
@@ -99,11 +100,15 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
         source = parsed.source
         images = [image_reference(source.bucket, source.key, parsed.request.off_peak, settings, etag=source.etag)]
         images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
+        body = parsed.request.provider_body(images)  # type: ignore[arg-type]  # InlineImage is streamed
+        callback = webhook_url(settings)  # holds the path secret: it goes to Novita only, never to a log or the state
+        if callback:
+            body["extra"] = {"webhook": {"url": callback}}
         novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
-        task_id = novita.submit(parsed.request.provider_body(images))  # type: ignore[arg-type]  # InlineImage is streamed
-        logger.info("Submitted to Novita", extra={"task_id": task_id})
+        task_id = novita.submit(body)
+        logger.info("Submitted to Novita", extra={"task_id": task_id, "webhook": bool(callback)})
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
-        return {"task_id": task_id, "submitted_at": iso(now())}
+        return {"task_id": task_id, "submitted_at": iso(now()), "webhook": bool(callback)}
 
     result: dict[str, Any] = _submit(job=job.model_dump(mode="json"))
     return result
@@ -114,16 +119,27 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
     max_wait = settings.max_wait_minutes_off_peak if off_peak else settings.max_wait_minutes
     # the first look comes when earlier jobs of this kind say it can be done (or after PollMinSeconds without history);
     # from then on each poll picks the next wait
+    # (with a webhook that this kind's jobs have been getting: once the job is surely done, the poll being only its net)
     policy = policy_for(settings, off_peak)
-    plan = policy.plan(generation_times(job.request.history_key()))
+    history = kind_history(job.request.history_key())
+    plan = policy.plan(history.samples)
+    webhook = bool(submitted.get("webhook"))
+    expected_by = webhook_first_wait(history.samples, history.webhook_arrivals) if webhook else None
     first = PollRecord(
         status="submitted",
         polls=0,
-        wait_seconds=min(policy.first_wait(plan), math.ceil(max_wait * 60)),  # never past the job's deadline
+        wait_seconds=min(policy.first_wait(plan, expected_by), math.ceil(max_wait * 60)),  # never past the job's deadline
         plan=plan,
     )
     deadline = parse_iso(submitted["submitted_at"]) + max_wait * 60
-    return Submitted(task_id=submitted["task_id"], submitted_at=submitted["submitted_at"], deadline=deadline, first_poll=first)
+    return Submitted(
+        task_id=submitted["task_id"],
+        submitted_at=submitted["submitted_at"],
+        deadline=deadline,
+        first_poll=first,
+        # the wait token outlives the job's deadline by a day, then DynamoDB's TTL removes it
+        webhook_expires_at=math.ceil(deadline) + 86400 if webhook else None,
+    )
 
 
 # --- one SubmitQueue message, start to end -----------------------------------------------------------

@@ -12,6 +12,13 @@ and usually much better (bench/polling.py prints the table, per provider-hint re
   expected (their generation times, kept in the jobs table): `plan_from_history` picks the first poll and the
   spacing that need the fewest polls on that history while keeping its mean delay under the fixed interval's.
 - With neither, back off geometrically from `step`.
+
+With the webhook fast path (DESIGN section 4), each of these waits is a callback that Novita's webhook ends as soon
+as the task is done. When the webhooks of a kind of job have been arriving (most of its last jobs were seen done by
+their webhook), the first poll is put off until the job is surely done (the slowest of its kind, with a margin): its
+webhook ends the wait first, so the job is usually never polled. When the webhook does not come by then, it was
+lost, and the polls go on by the rules above. When webhooks are not arriving (the model sends none, or they are
+refused), nothing changes: a webhook can only end a wait sooner.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ MIN_HISTORY = 20
 # A plan from history must keep its mean delay this far under the fixed interval's on that history: the margin
 # absorbs what a sample of a hundred jobs does not show (bench/polling.py measures the result on new jobs).
 PLAN_DELAY_MARGIN = 0.95
+# Webhooks are trusted for a kind of job once at least this many of its last jobs were seen done, and at least
+# WEBHOOK_TRUST_SHARE of those by their webhook (the rest were lost, late or refused, and a poll saw them).
+WEBHOOK_TRUST_MIN = 5
+WEBHOOK_TRUST_SHARE = 0.8
+# A job whose webhook is expected is first polled this much later than the slowest of its kind (its 95th percentile
+# once there are MIN_HISTORY jobs): the poll is the net for a lost webhook, not the way the job is seen done.
+SURE_DONE_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -97,15 +111,27 @@ def plan_from_history(samples: Sequence[float], step: int, longest: int) -> Plan
     return best[1]
 
 
+def webhook_first_wait(samples: Sequence[float], arrivals: Sequence[bool]) -> int | None:
+    """When a job whose webhook is expected should first be polled: once the slowest of its kind would be done; None
+    when this kind's webhooks have not been arriving (or there is too little history to say), so polls go on as usual."""
+    ordered = sorted(float(sample) for sample in samples if sample > 0)
+    if len(arrivals) < WEBHOOK_TRUST_MIN or sum(arrivals) < WEBHOOK_TRUST_SHARE * len(arrivals) or len(ordered) < WEBHOOK_TRUST_MIN:
+        return None
+    slowest = ordered[math.ceil(0.95 * len(ordered)) - 1] if len(ordered) >= MIN_HISTORY else ordered[-1]
+    return max(1, math.ceil(slowest * SURE_DONE_MARGIN))
+
+
 @dataclass(frozen=True)
 class WaitPolicy:
     min_seconds: int  # the fixed interval every rule is measured against (PollMinSeconds)
     max_seconds: int
     growth: float = 1.6
 
-    def first_wait(self, plan: Plan | None = None) -> int:
-        """The wait before the first poll: from history when there is one, else the fixed interval."""
-        return plan.first if plan else self._clamp(self.min_seconds)
+    def first_wait(self, plan: Plan | None = None, webhook_expected_by: int | None = None) -> int:
+        """The wait before the first poll: from history when there is one, else the fixed interval; when the job's
+        webhook is expected (webhook_first_wait), not before the job is surely done."""
+        usual = plan.first if plan else self._clamp(self.min_seconds)
+        return max(usual, webhook_expected_by or 0)
 
     def plan(self, samples: Sequence[float]) -> Plan | None:
         return plan_from_history(samples, self.min_seconds, self.max_seconds)
