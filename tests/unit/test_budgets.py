@@ -24,7 +24,7 @@ from typing import Any
 
 import botocore.client
 import pytest
-from img2video import accept, clients, jobs_table, novita, video_transfer
+from img2video import accept, clients, jobs_table, novita, video_transfer, webhook
 from img2video.sidecar import MAX_EXTRA_IMAGES
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
@@ -77,7 +77,10 @@ NOTICE = [
 SUBMIT_URL = [
     Call("states:DescribeExecution", "submit._running_since", 1, AWS),
     Call("dynamodb: the daily limit's claim (TransactWriteItems, then GetItem when refused)", "jobs_table.claim_submission", 2, AWS),
-    Call("dynamodb:GetItem of the generation times of the job's kind", "jobs_table.generation_times", 1, AWS),
+    Call("dynamodb:GetItem of the history of the job's kind", "jobs_table.kind_history", 1, AWS),
+    Call(
+        "secretsmanager:GetSecretValue of the webhook URL's path (quick client)", "webhook.webhook_url", 1, clients.QUICK_CALL_WORST_SECONDS
+    ),
     Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
     Call("s3:HeadObject IfMatch of the image (not replaced since it was accepted)", "submit.image_reference", 1, AWS),
     SECRET,
@@ -100,6 +103,19 @@ def inline_images(images: int) -> list[Call]:
 POLL = [
     SECRET,
     Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
+    RECORD,
+]
+
+
+# -- Webhook (one call to its Function URL) ----------------------------------------------------------------
+QUICK = clients.QUICK_CALL_WORST_SECONDS
+WEBHOOK = [
+    Call("secretsmanager:GetSecretValue of the URL's path", "webhook.path_secret (quick client)", 1, QUICK),
+    Call("dynamodb:GetItem of the task's item", "webhook._settle (quick client)", 1, QUICK),
+    Call("secretsmanager:GetSecretValue of the API key", "novita.load_api_key", 1, AWS),
+    Call("GET task-result: one attempt, short waits, no second key", "NovitaClient.task_result", 1, sum(webhook.CONFIRM_TIMEOUT)),
+    Call("dynamodb:UpdateItem of the task's item (the outcome, once)", "webhook._settle (quick client)", 1, QUICK),
+    Call("states:SendTaskSuccess | SendTaskFailure", "webhook._settle (quick client)", 1, QUICK),
     RECORD,
 ]
 
@@ -195,6 +211,7 @@ BUDGETS = {
     ("StoreFunction", "resumed: video stored, manifest missing"): STORE_RESUMED,
     ("PublishFunction", "PublishNotice step"): PUBLISH_STATE,
     ("PublishFunction", "EventBridge backstop"): PUBLISH_BACKSTOP,
+    ("WebhookFunction", "a confirmed webhook"): WEBHOOK,
 }
 
 

@@ -6,9 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from img2video.wait_policy import MAX_POLLS, WaitPolicy
 
-# Events per poll loop: Wait (2), the Lambda task (5: entered, scheduled, started, succeeded, exited), Choice (2);
-# each Retry of the task adds up to 4 more (failed, scheduled, started, and the wait), with 6 retries at most.
-EVENTS_PER_POLL = 9
+# Events per poll loop: the wait, as a callback for the webhook (6: entered, scheduled, started, submitted, timed out or
+# failed, exited) and, when the table refused its token for a fault, the Wait state after it (2); the Lambda task (5:
+# entered, scheduled, started, succeeded, exited); the Choice (2). Each Retry of the task adds up to 4 more (failed,
+# scheduled, started, and the wait), with 6 retries at most.
+EVENTS_PER_POLL = 6 + 2 + 5 + 2
 EVENTS_PER_RETRIED_POLL = EVENTS_PER_POLL + 6 * 4
 EVENTS_OUTSIDE_POLLS = 60  # submit, store (with its retries), notice, start and end
 # The daily limit holds a job at most once per window that opens within its submit window (SubmitWindowSeconds,

@@ -49,7 +49,9 @@ def call(aws: Aws, body: Any, path: str | None = None, method: str = "POST") -> 
 
 def result(status: str, reason: str = "") -> dict[str, Any]:
     task = {"task_id": TASK, "status": status, "reason": reason, "eta": 0, "progress_percent": 100 if "SUCCEED" in status else 40}
-    videos = [{"video_url": "https://videos.novita.test/v.mp4", "video_url_ttl": "3600", "video_type": "mp4"}] if "SUCCEED" in status else []
+    videos = (
+        [{"video_url": "https://videos.novita.test/v.mp4", "video_url_ttl": "3600", "video_type": "mp4"}] if "SUCCEED" in status else []
+    )
     return {"task": task, "videos": videos, "extra": {}, "images": [], "audios": []}
 
 
@@ -70,7 +72,12 @@ def waiting(aws: Aws, token: str = "token-1", polls: int = 3) -> dict[str, Any]:
         UpdateExpression="SET #token = :token, job = :job, polls = :polls, expires_at = :expires",
         ConditionExpression="attribute_not_exists(arrived)",
         ExpressionAttributeNames={"#token": "token"},
-        ExpressionAttributeValues={":token": {"S": token}, ":job": {"S": "cat-1"}, ":polls": {"N": str(polls)}, ":expires": {"N": "9999999999"}},
+        ExpressionAttributeValues={
+            ":token": {"S": token},
+            ":job": {"S": "cat-1"},
+            ":polls": {"N": str(polls)},
+            ":expires": {"N": "9999999999"},
+        },
     )
 
 
@@ -185,7 +192,9 @@ def test_a_wait_that_already_timed_out_is_not_an_error(aws: Aws, sfn: mock.Magic
     """The webhook raced a poll: the token no longer waits; the poll (or the next wait, refused) sees the outcome."""
     waiting(aws)
     responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
-    error = boto3.client("stepfunctions", region_name=REGION).exceptions.TaskTimedOut({"Error": {"Code": "TaskTimedOut"}}, "SendTaskSuccess")
+    error = boto3.client("stepfunctions", region_name=REGION).exceptions.TaskTimedOut(
+        {"Error": {"Code": "TaskTimedOut"}}, "SendTaskSuccess"
+    )
     sfn.send_task_success.side_effect = error
     answer = call(aws, webhook())
     assert status_of(answer) == 200 and "polling" in answer["body"] and item(aws)["arrived"]["S"] == "TASK_STATUS_SUCCEED"

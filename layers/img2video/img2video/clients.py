@@ -185,6 +185,7 @@ def reset() -> None:
     from img2video import novita
 
     getattr(novita._secrets_provider, "cache_clear", lambda: None)()  # tests may stand a fake in its place
+    novita._quick_secrets_provider.cache_clear()
     presigner.cache_clear()
     idempotency_store.cache_clear()
     get_settings.cache_clear()

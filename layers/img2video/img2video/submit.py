@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from img2video.clients import AWS_CALL_WORST_SECONDS, client, once_per, presigner
+from img2video.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
@@ -27,11 +27,13 @@ from img2video.wait_policy import policy_for, webhook_first_wait
 from img2video.webhook import webhook_url
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
-# generation times, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
+# history, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
 # (4 S3 calls each: its size, its type, its bytes for each of two POST attempts), the record's update, the jobs
 # table's, the answer and a re-send, plus both POST attempts (a refused key is re-read and tried once more). One
 # message per invocation, so this is the whole invocation: tests/unit/test_budgets.py checks it fits the timeout.
-SUBMIT_WORST_SECONDS = (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+SUBMIT_WORST_SECONDS = (
+    (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + QUICK_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+)  # the quick call: the webhook URL's path secret
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 from img2video.settings import Settings
 
-# Each poll costs about 9 history events (Wait, Task, Choice), up to ~33 with every Retry spent:
-# 600 polls stay under Step Functions' 25,000-event history whatever the provider's eta says.
+# Each poll costs about 15 history events (the wait, a callback for the webhook or a Wait state, the Task, the Choice),
+# up to ~39 with every Retry spent: 600 polls stay under Step Functions' 25,000-event history whatever the provider's
+# eta says (tests/unit/test_history_bound.py).
 MAX_POLLS = 600
 # How far a provider's estimate may be off: the time left is taken to lie within [estimate / 1.5, estimate / 0.5].
 ESTIMATE_ERROR = 0.5

@@ -48,8 +48,9 @@ def task_key(task_id: str) -> dict[str, dict[str, str]]:
 
 
 def path_secret(settings: Settings) -> str:
-    """The Webhook URL's secret path segment (Secrets Manager, cached), masked in every log line once read."""
-    secret = secret_string(settings.webhook_secret_id).strip()
+    """The Webhook URL's secret path segment (Secrets Manager, cached, read through the fast-failing client), masked in
+    every log line once read."""
+    secret = secret_string(settings.webhook_secret_id, quick=True).strip()
     mask_in_logs(secret)
     if len(secret) < MIN_SECRET_CHARS or not secret.isalnum():
         raise RuntimeError(f"the webhook path secret must be at least {MIN_SECRET_CHARS} letters and digits")
@@ -57,10 +58,17 @@ def path_secret(settings: Settings) -> str:
 
 
 def webhook_url(settings: Settings) -> str | None:
-    """The URL Submit gives Novita (`extra.webhook.url`), or None when the stack's Webhook parameter is off."""
+    """The URL Submit gives Novita (`extra.webhook.url`), or None when the stack's Webhook parameter is off, or when
+    its secret cannot be read now: a webhook only makes a job faster, so the paid submit never waits on it."""
     if not settings.webhook_url or not settings.webhook_secret_id:
         return None
-    return f"{settings.webhook_url.rstrip('/')}/{path_secret(settings)}"
+    try:
+        secret = path_secret(settings)
+    except Exception as exc:
+        logger.warning("No webhook for this job: its URL's secret could not be read", extra={"error": type(exc).__name__})
+        metrics.add_metric(name="WebhookNotRequested", unit=MetricUnit.Count, value=1)
+        return None
+    return f"{settings.webhook_url.rstrip('/')}/{secret}"
 
 
 def _answer(status: int, outcome: str) -> dict[str, Any]:
