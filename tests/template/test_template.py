@@ -53,7 +53,7 @@ def test_cfn_lint_reports_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-FUNCTIONS = {"AcceptFunction", "SubmitFunction", "PollFunction", "StoreFunction", "PublishFunction"}
+FUNCTIONS = {"AcceptFunction", "SubmitFunction", "PollFunction", "StoreFunction", "PublishFunction", "WebhookFunction"}
 
 
 def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, Any]) -> None:
@@ -228,6 +228,39 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
     assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
     assert tables["Poll"] == tables["Store"] == {"JobsTable": {"dynamodb:UpdateItem"}}
+    # the public URL's function: the task's item and the job's state, ending a wait, two secrets; nothing else
+    webhook = actions("WebhookFunctionRole")
+    assert _dynamodb_grants(cfn, "WebhookFunctionRole") == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
+    assert webhook - {"dynamodb:GetItem", "dynamodb:UpdateItem"} == {
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "secretsmanager:GetSecretValue",
+    }
+    assert _dynamodb_grants(cfn, "VideoJobStateMachineRole") == {"JobsTable": {"dynamodb:UpdateItem"}}  # the wait's token
+
+
+def test_the_webhook_url_is_public_only_behind_its_secret_path_and_exists_only_when_asked_for(cfn: dict[str, Any]) -> None:
+    sam = load_template()
+    [url] = of_type(cfn, "AWS::Lambda::Url").values()
+    assert url["Properties"]["AuthType"] == "NONE" and url["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": ["WebhookFunction", "Arn"]}
+    permissions = {
+        p["Properties"]["Action"]: p["Properties"]
+        for p in of_type(cfn, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Ref": "WebhookFunction"}
+    }
+    assert set(permissions) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert permissions["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"  # both, as URLs made since October 2025 need
+    assert permissions["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True  # public only through the URL
+    generate = sam["Resources"]["WebhookPathSecret"]["Properties"]["GenerateSecretString"]
+    assert generate["PasswordLength"] >= 64 and generate["ExcludePunctuation"] is True  # ~380 random bits, URL-safe
+    webhook_resources = ("WebhookPathSecret", "WebhookFunction", "WebhookFunctionUrl", "WebhookUrlPermission", "WebhookInvokePermission")
+    assert all(sam["Resources"][name]["Condition"] == "WebhookOn" for name in webhook_resources)
+    assert sam["Conditions"]["WebhookOn"] == {"Fn::Equals": [{"Ref": "Webhook"}, "auto"]}
+    assert sam["Parameters"]["Webhook"]["AllowedValues"] == ["auto", "off"]
+    # with Webhook off, Submit asks Novita for no webhook: its URL and secret are empty
+    submit = sam["Resources"]["SubmitFunction"]["Properties"]["Environment"]["Variables"]
+    assert submit["WEBHOOK_URL"] == {"Fn::If": ["WebhookOn", {"Fn::GetAtt": ["WebhookFunctionUrl", "FunctionUrl"]}, ""]}
+    assert submit["WEBHOOK_SECRET_ID"] == {"Fn::If": ["WebhookOn", {"Ref": "WebhookPathSecret"}, ""]}
 
 
 def _dynamodb_grants(cfn: dict[str, Any], role: str) -> dict[str, set[str]]:
@@ -261,7 +294,12 @@ def test_asl_error_names_exist_and_every_task_ends_in_a_notice() -> None:
     for state_name, state in asl["States"].items():
         for rule in state.get("Retry", []) + state.get("Catch", []):
             for error_name in rule["ErrorEquals"]:
-                assert error_name in names or error_name.startswith(("States.", "Lambda.", "SQS.", "Sandbox.", "Runtime.")), error_name
+                prefixes = ("States.", "Lambda.", "SQS.", "Sandbox.", "Runtime.", "DynamoDb.")
+                assert error_name in names or error_name.startswith(prefixes), error_name
+        if state_name == "WaitForWebhook":  # a wait, not a step: whatever ends it without a video leads to the poll
+            assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"]
+            assert {c["Next"] for c in state["Catch"]} == {"PollFailed", "CheckVideoTask", "WaitForVideo"}
+            continue
         if state["Type"] == "Task" and state_name != "PublishNotice":
             assert state["Catch"][0]["ErrorEquals"] == ["States.ALL"], f"{state_name} can fail without a notice"
             assert state["Catch"][0]["Next"].endswith("Failed") and asl["States"][state["Catch"][0]["Next"]]["Next"] == "PublishNotice"
@@ -292,7 +330,7 @@ def test_the_notice_is_a_step_of_its_own_after_the_store() -> None:
 
 def test_every_template_parameter_reaches_the_functions(sam: dict[str, Any]) -> None:
     variables = json.dumps(sam["Globals"]["Function"]["Environment"]["Variables"])
-    used_elsewhere = {"NotificationEmail", "SubmitConcurrency", "InputPrefix", "AlertEmail", "LogRetentionDays"}
+    used_elsewhere = {"NotificationEmail", "SubmitConcurrency", "InputPrefix", "AlertEmail", "LogRetentionDays", "Webhook"}
     for parameter in sam["Parameters"]:
         assert parameter in variables or parameter in used_elsewhere, parameter
 
