@@ -472,8 +472,9 @@ class NovitaEmulator:
             if task.fate != "hang":
                 self._schedule(max(now + 0.02, self.end_time(task) + delay), lambda: self._deliver(task, attempt, delay))
             return
+        sent = time.monotonic()
         status = self.post_webhook(task.webhook_url, {"event_type": "ASYNC_TASK_RESULT", "payload": answer})
-        self.note_webhook("delivered" if 200 <= status < 300 else "refused", task=task, status=status)
+        self.note_webhook("delivered" if 200 <= status < 300 else "refused", task=task, status=status, seconds=time.monotonic() - sent)
         if not 200 <= status < 300 and attempt <= 5:  # Novita retries up to 5 times
             self._schedule(
                 time.time() + self.config.scaled(self.config.faults.webhook_retry_seconds), lambda: self._deliver(task, attempt + 1, 0)
@@ -498,10 +499,12 @@ class NovitaEmulator:
             return 0
         return answer.status_code
 
-    def note_webhook(self, kind: str, task: Task | None = None, status: int = 0) -> None:
+    def note_webhook(self, kind: str, task: Task | None = None, status: int = 0, seconds: float = 0.0) -> None:
+        """Count a webhook by outcome, and log it with the receiver's HTTP status and how long it took to answer."""
         with self._lock:
             self.webhooks[kind] = self.webhooks.get(kind, 0) + 1
-            self.webhook_log.append({"kind": kind, "status": status, "task_id": task.task_id if task else "", "at": time.time()})
+            entry = {"kind": kind, "status": status, "task_id": task.task_id if task else "", "at": time.time(), "seconds": seconds}
+            self.webhook_log.append(entry)
 
     def _fetch_image(self, reference: str) -> bytes:
         # moto would serve what S3 refuses, so S3's own checks come first.

@@ -227,7 +227,8 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     }
     assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
     assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
-    assert tables["Poll"] == tables["Store"] == {"JobsTable": {"dynamodb:UpdateItem"}}
+    assert tables["Poll"] == {"JobsTable": {"dynamodb:UpdateItem"}}
+    assert tables["Store"] == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}  # and whether the webhook came
     # the public URL's function: the task's item and the job's state, ending a wait, two secrets; nothing else
     webhook = actions("WebhookFunctionRole")
     assert _dynamodb_grants(cfn, "WebhookFunctionRole") == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}

@@ -132,6 +132,7 @@ def store_fresh(parts: int) -> list[Call]:
         Call("s3:UploadPart per 8 MiB", "video_transfer.stream_video_to_s3", parts, TRANSFER),
         Call("s3:CompleteMultipartUpload, and AbortMultipartUpload if it failed", "video_transfer.stream_video_to_s3/_abort", 2, TRANSFER),
         Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
+        Call("dynamodb:GetItem of the task's item (did its webhook come?)", "store._webhook_came", 1, AWS),
         Call(
             "dynamodb:UpdateItem of the kind's generation times (twice for a kind's first job)", "jobs_table.record_generation_time", 2, AWS
         ),

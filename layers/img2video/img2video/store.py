@@ -18,6 +18,7 @@ from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
 from img2video.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
+from img2video.webhook import task_key
 
 
 def store_video(state: ExecutionState) -> Stored:
@@ -65,9 +66,9 @@ def store_video(state: ExecutionState) -> Stored:
         generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
         # as the poll that saw it done measured it: later jobs of this kind plan their polls from it (wait_policy)
-        # and whether its webhook saw it done: later jobs of this kind wait for their webhooks only while they arrive
+        # and whether its webhook came: later jobs of this kind wait for their webhooks only while they arrive
         asked = state.submitted is not None and state.submitted.webhook_expires_at is not None
-        record_generation_time(job.request.history_key(), job.job_id, generation, (state.poll.detected_by == "webhook") if asked else None)
+        record_generation_time(job.request.history_key(), job.job_id, generation, _webhook_came(state, task_id) if asked else None)
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(
@@ -77,6 +78,18 @@ def store_video(state: ExecutionState) -> Stored:
         sha256=stored.sha256,
         stored_at=timings["stored"],
     )
+
+
+def _webhook_came(state: ExecutionState, task_id: str) -> bool:
+    """Whether the task's webhook arrived by now: it ended the wait, or it came while a poll was seeing the same."""
+    if state.poll.detected_by == "webhook":
+        return True
+    try:
+        item = client("dynamodb").get_item(TableName=get_settings().jobs_table, Key=task_key(task_id), ConsistentRead=True).get("Item")
+    except Exception as exc:  # the history only makes later jobs' waits better; this job is stored either way
+        logger.warning("Could not read whether the webhook came", extra={"error": type(exc).__name__})
+        return False
+    return "arrived" in (item or {})
 
 
 def _already_stored(
