@@ -139,5 +139,16 @@ def test_every_file_in_events_is_covered_here() -> None:
         "store_input.json",
         "publish_input.json",
         "publish_backstop_event.json",
+        "webhook_task_result.json",
     }
     assert {path.name for path in EVENTS.glob("*.json")} == covered
+
+
+# -- WebhookFunction (its Function URL) ---------------------------------------------------------------------
+def test_the_webhook_event_is_a_function_url_call_with_novitas_task_result() -> None:
+    event = load("webhook_task_result.json")
+    assert event["version"] == "2.0" and event["requestContext"]["http"]["method"] == "POST"
+    body = json.loads(event["body"])
+    assert body["event_type"] == "ASYNC_TASK_RESULT" and body["payload"]["task"]["status"] == "TASK_STATUS_SUCCEED"
+    # the path is a placeholder: with the real secret the call is confirmed with the Task Result API; without it, 404
+    assert "REPLACE" in event["rawPath"]
