@@ -114,7 +114,8 @@ class LocalPipeline:
     def _start(self) -> None:
         base_url = self.emulator.start()
         if self.provider_url:
-            overrides = {"ImageTransport": "data", **self.parameters, "NovitaBaseUrl": self.provider_url}
+            # Novita cannot reach this machine: no inline-less images, and no webhook (its URL would be a loopback one)
+            overrides = {"ImageTransport": "data", "Webhook": "off", **self.parameters, "NovitaBaseUrl": self.provider_url}
         else:
             overrides = {**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url}
         template = Template.load(overrides)

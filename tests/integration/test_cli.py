@@ -110,4 +110,5 @@ def test_local_run_with_the_real_provider_needs_the_key_and_sends_images_inline(
     assert code == 0 and notice["event"] == "video.succeeded", notice
     [submitted] = stand_in.submissions
     assert submitted["image"].startswith("data:")  # inline: Novita cannot fetch from this machine
+    assert all("extra" not in task.body for task in stand_in.tasks.values())  # nor call a webhook on it
     assert (tmp_path / "out" / "pic.mp4").exists()

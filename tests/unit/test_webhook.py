@@ -206,3 +206,36 @@ def test_a_busy_novita_is_answered_503_so_the_webhook_comes_again(aws: Aws, sfn:
     responses.get(RESULT_URL, status=503, json={"code": 503, "reason": "SERVICE_UNAVAILABLE", "message": "busy"})
     assert status_of(call(aws, webhook())) == 503
     assert "arrived" not in item(aws) and item(aws)["token"]["S"] == "token-1" and not sfn.method_calls
+
+
+@responses.activate
+def test_an_unreadable_webhook_secret_means_a_submit_without_a_webhook_not_a_failure(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook only makes a job faster: a Secrets Manager fault never holds up (or fails) the paid submit."""
+    from botocore.exceptions import ClientError
+    from img2video import novita
+    from img2video.webhook import webhook_url
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetSecretValue")
+
+    settings = get_settings()
+    assert webhook_url(settings) is not None
+    clients.reset()
+    monkeypatch.setattr(novita._quick_secrets_provider(), "get", refuse)
+    assert webhook_url(get_settings()) is None
+
+
+@responses.activate
+def test_novita_echoing_the_webhook_url_never_carries_the_secret_into_an_error(aws: Aws) -> None:
+    from img2video.errors import ProviderRejected
+    from img2video.novita import NovitaClient
+
+    secret = path_secret(get_settings())
+    responses.post(
+        f"{NOVITA}/v3/async/vidu-q2-turbo-img2video", status=400, json={"reason": "INVALID_REQUEST_BODY", "message": f"bad url /{secret}"}
+    )
+    client = NovitaClient(NOVITA, API_KEY)
+    client.mask(secret)
+    with pytest.raises(ProviderRejected) as caught:
+        client.submit({"images": ["https://x/y.jpg"], "prompt": "p"})
+    assert secret not in caught.value.message and "***" in caught.value.message

@@ -277,7 +277,7 @@ class NovitaClient:
         self._api_key = api_key
         self._session = session or shared_session()
         self._secret_id: str | None = None
-        self._old_keys: list[str] = []  # masked too, should Novita echo a key it was sent earlier
+        self._old_keys: list[str] = []  # masked too, should Novita echo a key it was sent earlier (or the webhook's secret)
         mask_in_logs(api_key)
 
     @classmethod
@@ -286,6 +286,11 @@ class NovitaClient:
         client = cls(base_url, load_api_key(secret_id), session)
         client._secret_id = secret_id
         return client
+
+    def mask(self, secret: str) -> None:
+        """Mask another secret the requests carry (the webhook URL's path) wherever Novita's answers echo it."""
+        if secret and secret not in self._old_keys:
+            self._old_keys.append(secret)
 
     def __repr__(self) -> str:  # never show the key, not even in a traceback's locals
         return f"NovitaClient({self._base_url!r})"

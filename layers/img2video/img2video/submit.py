@@ -107,6 +107,8 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
         if callback:
             body["extra"] = {"webhook": {"url": callback}}
         novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
+        if callback:
+            novita.mask(callback.rsplit("/", 1)[-1])  # an error that echoes the body must not carry the path secret on
         task_id = novita.submit(body)
         logger.info("Submitted to Novita", extra={"task_id": task_id, "webhook": bool(callback)})
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
