@@ -227,7 +227,9 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None, 
 def scrub(text: str, *secrets: str) -> str:
     """`text` with each secret masked, also where it was echoed JSON-escaped (\\u0073k-...) or URL-encoded (%73k-...)."""
     for secret in secrets:
-        if secret:
+        if secret and secret.isascii() and secret.isalnum():  # escaping and URL encoding leave letters and digits as they are
+            text = text.replace(secret, "***")
+        elif secret:
             text = _secret_pattern(secret).sub("***", text)
     return text
 

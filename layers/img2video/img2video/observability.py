@@ -47,17 +47,25 @@ class _SecretMask(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.secrets: list[str] = []
+        self.plain: list[str] = []  # letters and digits only: no escaping or encoding changes them, a plain replace finds them
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        if self.secrets or self.plain:
             from img2video.novita import scrub_values  # novita imports this module
+            from img2video.text import map_text
 
             if record.args:
                 record.msg, record.args = record.getMessage(), ()
             for name, value in list(vars(record).items()):
                 if isinstance(value, str | dict | list) and name not in ("exc_info", "args"):
-                    setattr(record, name, scrub_values(value, *self.secrets))
+                    value = scrub_values(value, *self.secrets) if self.secrets else value
+                    setattr(record, name, map_text(value, self._replace_plain) if self.plain else value)
         return True
+
+    def _replace_plain(self, text: str) -> str:
+        for secret in self.plain:
+            text = text.replace(secret, "***")
+        return text
 
 
 _mask = _SecretMask()
@@ -65,6 +73,12 @@ logger.addFilter(_mask)
 
 
 def mask_in_logs(secret: Any) -> None:
-    """From now on, no log line of this process shows `secret` (the API key once read)."""
-    if isinstance(secret, str) and secret and secret not in _mask.secrets:
-        _mask.secrets.append(secret)
+    """From now on, no log line of this process shows `secret` (the API key once read, the webhook's path secret).
+
+    A secret of letters and digits only (the webhook's path) is masked with a plain replace: JSON escaping and URL
+    encoding leave such characters as they are, and a plain replace costs nothing next to the any-spelling pattern."""
+    if not isinstance(secret, str) or not secret:
+        return
+    target = _mask.plain if secret.isascii() and secret.isalnum() else _mask.secrets
+    if secret not in target:
+        target.append(secret)
