@@ -224,10 +224,19 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None, 
     return error
 
 
+GENERATED_SECRET_CHARS = 64  # the webhook path secret the template generates
+
+
+def is_generated_secret(secret: str) -> bool:
+    """A secret we generated (64 letters and digits): masked with a plain replace. API keys, which a provider may echo
+    in any spelling, keep the any-spelling pattern."""
+    return len(secret) >= GENERATED_SECRET_CHARS and secret.isascii() and secret.isalnum()
+
+
 def scrub(text: str, *secrets: str) -> str:
     """`text` with each secret masked, also where it was echoed JSON-escaped (\\u0073k-...) or URL-encoded (%73k-...)."""
     for secret in secrets:
-        if secret and secret.isascii() and secret.isalnum():  # escaping and URL encoding leave letters and digits as they are
+        if is_generated_secret(secret):  # escaping and URL encoding leave letters and digits as they are
             text = text.replace(secret, "***")
         elif secret:
             text = _secret_pattern(secret).sub("***", text)
