@@ -131,9 +131,13 @@ class Task:
     urls_issued: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     done_at: float = 0.0
-    instant: bool = False  # finishes as soon as its video is rendered (the webhook_early fault)
     webhook_url: str = ""
     webhook_faults: frozenset[str] = frozenset()
+
+    @property
+    def instant(self) -> bool:
+        """The webhook_early fault: the task finishes as soon as its video is rendered."""
+        return "early" in self.webhook_faults
 
 
 @dataclass
@@ -340,10 +344,9 @@ class NovitaEmulator:
 
     # -- task lifecycle -------------------------------------------------------------------------
     def status_of(self, task: Task, now: float) -> dict[str, Any]:
-        cfg = self.config
-        queue, generation = (0.0, 0.0) if task.instant else (cfg.scaled(cfg.queue_seconds), cfg.scaled(cfg.generation_seconds))
+        queue, total = self._queue_and_total(task)
+        generation = total - queue
         elapsed = now - task.created
-        total = queue + generation
         info: dict[str, Any] = {"task_id": task.task_id, "task_type": "VIDU_Q2_TURBO_IMG2VIDEO", "reason": ""}
         if task.error or (task.fate == "fail" and elapsed >= total):
             return {
@@ -386,11 +389,16 @@ class NovitaEmulator:
             task.done_at = time.time()
             task.done.set()
 
+    def _queue_and_total(self, task: Task) -> tuple[float, float]:
+        """How long the task is queued, and how long until its generation time is up (on the scaled timeline)."""
+        if task.instant:
+            return 0.0, 0.0
+        queue = self.config.scaled(self.config.queue_seconds)
+        return queue, queue + self.config.scaled(self.config.generation_seconds)
+
     def end_time(self, task: Task) -> float:
         """When the task finished (or will): its generation time is up and its video is rendered."""
-        cfg = self.config
-        total = 0.0 if task.instant else cfg.scaled(cfg.queue_seconds) + cfg.scaled(cfg.generation_seconds)
-        return max(task.created + total, task.done_at)
+        return max(task.created + self._queue_and_total(task)[1], task.done_at)
 
     def task_result(self, task: Task, now: float, leaky: Callable[[str], str] = str) -> dict[str, Any]:
         """The Task Result answer for this task now (a webhook's payload has exactly this schema)."""
@@ -532,7 +540,6 @@ class NovitaEmulator:
         task = Task(
             webhook_url=url,
             webhook_faults=webhook_faults,
-            instant="early" in webhook_faults,
             task_id=str(uuid.uuid4()),
             body=body,
             created=time.time(),

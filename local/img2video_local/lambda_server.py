@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import io
 import json
 import threading
 import time
@@ -346,6 +347,16 @@ def _marshal(result: Any) -> Any:
     return json.loads(data)
 
 
+def _discard(body: io.BufferedIOBase, length: int) -> None:
+    """Read a request body to its end without keeping it, as Lambda does before refusing it, so the client sees the
+    answer rather than a reset connection."""
+    while length > 0:
+        chunk = body.read(min(length, 1 << 20))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
 class _InvokeHandler(BaseHTTPRequestHandler):
     server: _InvokeServer
 
@@ -356,7 +367,7 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         parts = self.path.split("?", 1)[0].split("/")
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_REQUEST_BYTES:
-            self._discard(length)  # read it all, as Lambda does, so the client sees the answer rather than a reset
+            _discard(self.rfile, length)  # read it all, as Lambda does, so the client sees the answer rather than a reset
             message = f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction operation"
             self._send(413, {"Type": "User", "message": message}, {"x-amzn-ErrorType": "RequestTooLargeException"})
             return
@@ -386,13 +397,6 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._send(200, error_payload(exc), {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": "$LATEST"})
             return
         self._send(200, result, {"X-Amz-Executed-Version": "$LATEST"})
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 20))
-            if not chunk:
-                return
-            length -= len(chunk)
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         data = json.dumps(body).encode("utf-8")
@@ -433,7 +437,7 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_REQUEST_BYTES:
-            self._discard(length)
+            _discard(self.rfile, length)
             self._reply(413, {"Content-Type": "application/json"}, b'{"Message":"Request must be smaller than 6291456 bytes"}')
             return
         raw = self.rfile.read(length) if length else b""
@@ -494,13 +498,6 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
             self._reply(502, {"Content-Type": "application/json"}, b'{"Message":"Internal Server Error"}')
             return
         self._reply(status, headers, data)
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 20))
-            if not chunk:
-                return
-            length -= len(chunk)
 
     def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
         try:

@@ -114,7 +114,7 @@ class LocalPipeline:
     def _start(self) -> None:
         base_url = self.emulator.start()
         if self.provider_url:
-            # Novita cannot reach this machine: no inline-less images, and no webhook (its URL would be a loopback one)
+            # Novita cannot reach this machine: images go inline, and no webhook is asked for (its URL would be a loopback one)
             overrides = {"ImageTransport": "data", "Webhook": "off", **self.parameters, "NovitaBaseUrl": self.provider_url}
         else:
             overrides = {**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url}

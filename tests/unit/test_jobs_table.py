@@ -103,13 +103,13 @@ def test_the_daily_limit_is_never_exceeded_by_concurrent_submits_and_a_job_count
 
 def test_generation_times_are_kept_per_kind_in_a_bounded_ring(aws: Aws) -> None:
     key = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
-    assert jobs_table.generation_times(key) == []  # no history yet: the policy polls as without one
+    assert jobs_table.kind_history(key).samples == []  # no history yet: the policy polls as without one
     for index in range(400):
         jobs_table.record_generation_time(key, f"job-{index}", 60 + index % 7)
-    times = jobs_table.generation_times(key)
+    times = jobs_table.kind_history(key).samples
     assert 100 <= len(times) <= jobs_table.HISTORY_SLOTS and set(times) <= {float(60 + i) for i in range(7)}
     other = jobs_table.history_key("vidu-q2-turbo-img2video", "1080p", 5, False)
-    assert jobs_table.generation_times(other) == []  # another kind has its own
+    assert jobs_table.kind_history(other).samples == []  # another kind has its own
 
 
 def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(aws: Aws) -> None:

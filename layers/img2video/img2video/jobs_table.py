@@ -242,8 +242,8 @@ def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> s
 
 
 def record_generation_time(key: str, job_id: str, seconds: float, by_webhook: bool | None = None) -> None:
-    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind, and whether its webhook was what
-    saw it done (None: no webhook was asked for). Best effort, like every progress write."""
+    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind, and whether its webhook came
+    (None: no webhook was asked for). Best effort, like every progress write."""
     slot = str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
     dynamodb, item = client("dynamodb"), {"TableName": _table(), "Key": {"job_id": _s(key)}}
     value = _n(round(seconds, 1))
@@ -277,7 +277,7 @@ def record_generation_time(key: str, job_id: str, seconds: float, by_webhook: bo
 @dataclass(frozen=True)
 class KindHistory:
     """What the last jobs of one kind tell about the next: their generation times, and for those that asked Novita for
-    a webhook, whether the webhook was what saw them done."""
+    a webhook, whether it came."""
 
     samples: list[float] = field(default_factory=list)
     webhook_arrivals: list[bool] = field(default_factory=list)
@@ -293,8 +293,3 @@ def kind_history(key: str) -> KindHistory:
     samples = (item or {}).get("samples", {}).get("M", {})
     webhooks = (item or {}).get("webhooks", {}).get("M", {})
     return KindHistory([float(value["N"]) for value in samples.values()], [value["N"] == "1" for value in webhooks.values()])
-
-
-def generation_times(key: str) -> list[float]:
-    """The generation times kept for this kind of job."""
-    return kind_history(key).samples

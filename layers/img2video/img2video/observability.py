@@ -47,25 +47,17 @@ class _SecretMask(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.secrets: list[str] = []
-        self.plain: list[str] = []  # letters and digits only: no escaping or encoding changes them, a plain replace finds them
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets or self.plain:
+        if self.secrets:
             from img2video.novita import scrub_values  # novita imports this module
-            from img2video.text import map_text
 
             if record.args:
                 record.msg, record.args = record.getMessage(), ()
             for name, value in list(vars(record).items()):
                 if isinstance(value, str | dict | list) and name not in ("exc_info", "args"):
-                    value = scrub_values(value, *self.secrets) if self.secrets else value
-                    setattr(record, name, map_text(value, self._replace_plain) if self.plain else value)
+                    setattr(record, name, scrub_values(value, *self.secrets))
         return True
-
-    def _replace_plain(self, text: str) -> str:
-        for secret in self.plain:
-            text = text.replace(secret, "***")
-        return text
 
 
 _mask = _SecretMask()
@@ -73,14 +65,7 @@ logger.addFilter(_mask)
 
 
 def mask_in_logs(secret: Any) -> None:
-    """From now on, no log line of this process shows `secret` (the API key once read, the webhook's path secret).
-
-    The secret we generate (the webhook's path: 64 letters and digits) is masked with a plain replace: JSON escaping and
-    URL encoding leave such characters as they are, and a plain replace costs nothing next to the any-spelling pattern."""
-    if not isinstance(secret, str) or not secret:
-        return
-    from img2video.novita import is_generated_secret  # novita imports this module
-
-    target = _mask.plain if is_generated_secret(secret) else _mask.secrets
-    if secret not in target:
-        target.append(secret)
+    """From now on, no log line of this process shows `secret` (the API key once read, the webhook's path secret;
+    novita.scrub masks the generated one with a plain replace, which costs next to nothing)."""
+    if isinstance(secret, str) and secret and secret not in _mask.secrets:
+        _mask.secrets.append(secret)

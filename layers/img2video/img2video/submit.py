@@ -103,11 +103,10 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
         images = [image_reference(source.bucket, source.key, parsed.request.off_peak, settings, etag=source.etag)]
         images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
         body = parsed.request.provider_body(images)  # type: ignore[arg-type]  # InlineImage is streamed
+        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
         callback = webhook_url(settings)  # holds the path secret: it goes to Novita only, never to a log or the state
         if callback:
             body["extra"] = {"webhook": {"url": callback}}
-        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
-        if callback:
             novita.mask(callback.rsplit("/", 1)[-1])  # an error that echoes the body must not carry the path secret on
         task_id = novita.submit(body)
         logger.info("Submitted to Novita", extra={"task_id": task_id, "webhook": bool(callback)})

@@ -14,8 +14,8 @@ and usually much better (bench/polling.py prints the table, per provider-hint re
 - With neither, back off geometrically from `step`.
 
 With the webhook fast path (DESIGN section 4), each of these waits is a callback that Novita's webhook ends as soon
-as the task is done. When the webhooks of a kind of job have been arriving (most of its last jobs were seen done by
-their webhook), the first poll is put off until the job is surely done (the slowest of its kind, with a margin): its
+as the task is done. When the webhooks of a kind of job have been arriving (they came for most of its last jobs),
+the first poll is put off until the job is surely done (the slowest of its kind, with a margin): its
 webhook ends the wait first, so the job is usually never polled. When the webhook does not come by then, it was
 lost, and the polls go on by the rules above. When webhooks are not arriving (the model sends none, or they are
 refused), nothing changes: a webhook can only end a wait sooner.
@@ -40,8 +40,8 @@ MIN_HISTORY = 20
 # A plan from history must keep its mean delay this far under the fixed interval's on that history: the margin
 # absorbs what a sample of a hundred jobs does not show (bench/polling.py measures the result on new jobs).
 PLAN_DELAY_MARGIN = 0.95
-# Webhooks are trusted for a kind of job once at least this many of its last jobs were seen done, and at least
-# WEBHOOK_TRUST_SHARE of those by their webhook (the rest were lost, late or refused, and a poll saw them).
+# Webhooks are trusted for a kind of job once at least this many of its last jobs were seen done, and the webhooks of
+# at least WEBHOOK_TRUST_SHARE of those came (the rest were lost, or later than the job's store, or refused).
 WEBHOOK_TRUST_MIN = 5
 WEBHOOK_TRUST_SHARE = 0.8
 # A job whose webhook is expected is first polled this much later than the slowest of its kind (its 95th percentile
