@@ -7,11 +7,14 @@ import json
 import time
 from typing import Any
 
+import boto3
 import pytest
+from img2video.jobs_table import history_key
 from img2video_local.runtime import LocalPipeline
+from img2video_local.template import REGION
 
 from tests.conftest import jpeg_bytes
-from tests.integration.test_pipeline import pipeline, sidecar
+from tests.integration.test_pipeline import pipeline, sidecar, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +59,8 @@ def test_the_webhook_tells_the_job_within_seconds_where_polls_would_take_30() ->
             assert notice["event"] == "video.succeeded" and notice["timings"]["polls"] == 0
             assert left_its_wait(local, notice) == ["webhook"]
         assert local.functions.invocations["PollFunction"] == 0
+        # one Task Result call per job, the webhook's confirmation: Store downloads from the URL it read
+        assert local.emulator.requests_seen["result"] == 3
         # the path secret went to Novita in extra.webhook.url, and nowhere users see
         url = local.emulator.tasks[notices[0]["task_id"]].body["extra"]["webhook"]["url"]
         secret = url.rstrip("/").rsplit("/", 1)[-1]
@@ -84,6 +89,26 @@ def test_lost_webhooks_are_caught_by_the_polls() -> None:
         assert all(n["event"] == "video.succeeded" and n["timings"]["polls"] >= 1 for n in notices)
         assert all(set(left_its_wait(local, n)) == {"timeout"} for n in notices)
         assert local.emulator.webhooks == {"lost": 3} and local.functions.invocations["WebhookFunction"] == 0
+        # Store downloads from the URL the poll that saw the task done read: no Task Result call beyond the polls
+        assert local.emulator.requests_seen["result"] == sum(n["timings"]["polls"] for n in notices)
+
+
+def test_webhooks_that_come_after_a_poll_saw_the_task_done_still_count_for_the_kind() -> None:
+    """webhook_late: each webhook comes 3 s after the task ended, when a 1 s poll has seen it done and Store has run.
+    The kind's history must count each of them as arrived: a kind whose webhooks all come, a moment after its polls,
+    would otherwise never be trusted, and its jobs would poll on as if it had none (issue 10: 2.4 status calls a job)."""
+    with pipeline("webhook_late=1,webhook_late_seconds=3") as local:
+        images = drop(local, 4, "late")
+        notices = one_notice_each(local, images, timeout=60)
+        assert all(n["timings"]["polls"] >= 1 for n in notices)  # seen done by their polls, before the webhooks came
+        delivered = wait_until(lambda: [e for e in local.emulator.webhook_log if e["kind"] == "delivered"][3:], timeout=20)
+        assert delivered and all(e["status"] == 200 for e in local.emulator.webhook_log if e["kind"] == "delivered")
+        key = history_key("vidu-q2-turbo-img2video", "540p", 2, False)
+        table = local.stack.id("JobsTable")
+        history = boto3.client("dynamodb", region_name=REGION).get_item(TableName=table, Key={"job_id": {"S": key}})["Item"]
+        asked, arrivals = history["asked"]["M"], history.get("arrivals", {}).get("M", {})
+        assert sorted(job["S"] for job in asked.values()) == sorted(n["job_id"] for n in notices)
+        assert all(arrivals.get(slot) == job for slot, job in asked.items()), (asked, arrivals)
 
 
 def test_forged_duplicated_and_late_webhooks_change_nothing() -> None:

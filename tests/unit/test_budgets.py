@@ -103,6 +103,7 @@ def inline_images(images: int) -> list[Call]:
 POLL = [
     SECRET,
     Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
+    Call("dynamodb:UpdateItem of the task's item (the video URL for Store)", "task_item.remember_video", 1, AWS),
     RECORD,
 ]
 
@@ -115,8 +116,14 @@ WEBHOOK = [
     Call("secretsmanager:GetSecretValue of the API key", "novita.load_api_key", 1, AWS),
     Call("GET task-result: one attempt, short waits, no second key", "NovitaClient.task_result", 1, sum(webhook.CONFIRM_TIMEOUT)),
     Call("dynamodb:UpdateItem of the task's item (the outcome, once)", "webhook._settle (quick client)", 1, QUICK),
-    Call("states:SendTaskSuccess | SendTaskFailure", "webhook._settle (quick client)", 1, QUICK),
+    Call("states:SendTaskSuccess | SendTaskFailure", "webhook._end_wait (quick client)", 1, QUICK),
     RECORD,
+    Call(
+        "dynamodb:UpdateItem of the kind's webhook arrivals (three for its first)",
+        "jobs_table.record_webhook_arrival (quick client)",
+        3,
+        QUICK,
+    ),
 ]
 
 
@@ -132,9 +139,9 @@ def store_fresh(parts: int) -> list[Call]:
         Call("s3:UploadPart per 8 MiB", "video_transfer.stream_video_to_s3", parts, TRANSFER),
         Call("s3:CompleteMultipartUpload, and AbortMultipartUpload if it failed", "video_transfer.stream_video_to_s3/_abort", 2, TRANSFER),
         Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
-        Call("dynamodb:GetItem of the task's item (did its webhook come?)", "store._webhook_came", 1, AWS),
+        Call("dynamodb:UpdateItem of the task's item (its notes, taken)", "task_item.take_notes", 1, AWS),
         Call(
-            "dynamodb:UpdateItem of the kind's generation times (twice for a kind's first job)", "jobs_table.record_generation_time", 2, AWS
+            "dynamodb:UpdateItem of the kind's generation times (three for a kind's first job)", "jobs_table.record_generation_time", 3, AWS
         ),
         RECORD,
     ]

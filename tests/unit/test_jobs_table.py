@@ -112,6 +112,16 @@ def test_generation_times_are_kept_per_kind_in_a_bounded_ring(aws: Aws) -> None:
     assert jobs_table.kind_history(other).samples == []  # another kind has its own
 
 
+def test_a_kinds_first_job_with_a_webhook_keeps_its_generation_time(aws: Aws) -> None:
+    """The kind has times from jobs without webhooks (Webhook was off), and this is its first job that asked for one:
+    its maps of webhooks do not exist yet, and its time must still be kept."""
+    key = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
+    jobs_table.record_generation_time(key, "before", 50)
+    jobs_table.record_generation_time(key, "with-webhook", 70, "arrived")
+    history = jobs_table.kind_history(key)
+    assert sorted(history.samples) == [50.0, 70.0] and history.webhook_arrivals == [True]
+
+
 def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(aws: Aws) -> None:
     from img2video.settings import get_settings
     from img2video.sidecar import VideoRequest

@@ -10,7 +10,7 @@ from unittest import mock
 import boto3
 import pytest
 import responses
-from img2video import clients
+from img2video import clients, jobs_table, task_item
 from img2video.jobs import PollRecord
 from img2video.settings import get_settings
 from img2video.webhook import path_secret
@@ -21,6 +21,7 @@ from tests.conftest import API_KEY, NOVITA, Aws
 
 RESULT_URL = f"{NOVITA}/v3/async/task-result"
 TASK = "task-7f3a"
+KIND = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
 
 
 class Context:
@@ -69,12 +70,13 @@ def waiting(aws: Aws, token: str = "token-1", polls: int = 3) -> dict[str, Any]:
     return boto3.client("dynamodb", region_name=REGION).update_item(  # type: ignore[no-any-return]
         TableName=aws.stack.id("JobsTable"),
         Key={"job_id": {"S": f"#task#{TASK}"}},
-        UpdateExpression="SET #token = :token, job = :job, polls = :polls, expires_at = :expires",
+        UpdateExpression="SET #token = :token, job = :job, history = :history, polls = :polls, expires_at = :expires",
         ConditionExpression="attribute_not_exists(arrived)",
         ExpressionAttributeNames={"#token": "token"},
         ExpressionAttributeValues={
             ":token": {"S": token},
             ":job": {"S": "cat-1"},
+            ":history": {"S": KIND},
             ":polls": {"N": str(polls)},
             ":expires": {"N": "9999999999"},
         },
@@ -198,6 +200,36 @@ def test_a_wait_that_already_timed_out_is_not_an_error(aws: Aws, sfn: mock.Magic
     sfn.send_task_success.side_effect = error
     answer = call(aws, webhook())
     assert status_of(answer) == 200 and "polling" in answer["body"] and item(aws)["arrived"]["S"] == "TASK_STATUS_SUCCEED"
+
+
+@responses.activate
+def test_a_webhook_that_comes_after_its_job_was_stored_still_counts_for_its_kind(aws: Aws, sfn: mock.MagicMock) -> None:
+    """A poll saw the task done a moment before the webhook came, and Store found no arrival yet: later jobs of the kind
+    must still count it, or a kind whose webhooks all come is never trusted and its jobs keep polling."""
+    waiting(aws)  # its wait timed out and a poll saw the task done: the job and its kind stay on the task's item
+    jobs_table.record_generation_time(KIND, "cat-1", 61.0, "asked")
+    assert jobs_table.kind_history(KIND).webhook_arrivals == [False]
+    sfn.send_task_success.side_effect = boto3.client("stepfunctions", region_name=REGION).exceptions.TaskTimedOut(
+        {"Error": {"Code": "TaskTimedOut"}}, "SendTaskSuccess"
+    )
+    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
+    assert status_of(call(aws, webhook())) == 200
+    assert jobs_table.kind_history(KIND).webhook_arrivals == [True]
+    # a later job of the kind that takes the same ring slot does not inherit the arrival
+    assert jobs_table._slot("cat-44") == jobs_table._slot("cat-1")
+    jobs_table.record_generation_time(KIND, "cat-44", 62.0, "asked")
+    assert jobs_table.kind_history(KIND).webhook_arrivals == [False]
+
+
+@responses.activate
+def test_the_confirmed_video_url_is_left_for_store_to_take_once(aws: Aws, sfn: mock.MagicMock) -> None:
+    waiting(aws)
+    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
+    assert status_of(call(aws, webhook())) == 200
+    notes = task_item.take_notes(TASK)
+    assert notes.webhook_arrived and notes.video_url == "https://videos.novita.test/v.mp4"
+    again = task_item.take_notes(TASK)  # a retried Store asks Novita for a fresh URL: this one may have been the fault
+    assert again.webhook_arrived and again.video_url is None
 
 
 @responses.activate

@@ -71,6 +71,9 @@ class Submitted(BaseModel):
     # Novita was asked for a webhook: the execution waits in a callback task (its token stored by task id until this
     # epoch second) that the Webhook function can end early. None: it waits in a plain Wait state.
     webhook_expires_at: int | None = None
+    # The kind of job (jobs_table.history_key), left on the task's item while it waits: its webhook's arrival is counted
+    # for the kind whenever it comes. Set with webhook_expires_at.
+    history_key: str | None = None
 
 
 class Held(BaseModel):

@@ -241,37 +241,56 @@ def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> s
     return f"{_HISTORY_PREFIX}{model}#{resolution}#{duration}#{'off-peak' if off_peak else 'normal'}"
 
 
-def record_generation_time(key: str, job_id: str, seconds: float, by_webhook: bool | None = None) -> None:
-    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind, and whether its webhook came
-    (None: no webhook was asked for). Best effort, like every progress write."""
-    slot = str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
-    dynamodb, item = client("dynamodb"), {"TableName": _table(), "Key": {"job_id": _s(key)}}
-    value = _n(round(seconds, 1))
-    sets, values = ["samples.#slot = :seconds"], {":seconds": value}
-    if by_webhook is not None:
-        sets.append("webhooks.#slot = :webhook")
-        values[":webhook"] = _n(int(by_webhook))
+def _slot(job_id: str) -> str:
+    return str(int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % HISTORY_SLOTS)
+
+
+def _set_slots(key: str, job_id: str, values: dict[str, dict[str, str]], dynamodb: Any = None) -> None:
+    """Put this job's entry in each of the kind's maps named by `values` (samples, asked, arrivals): one update, or
+    three when a map does not exist yet (a kind's first job, or the first that asked for a webhook)."""
+    dynamodb, slot = dynamodb or client("dynamodb"), _slot(job_id)
+    item: dict[str, Any] = {"TableName": _table(), "Key": {"job_id": _s(key)}}
+    maps = {f"#{name}": name for name in values}
+    update = {
+        "UpdateExpression": "SET " + ", ".join(f"#{name}.#slot = :{name}" for name in values),
+        "ExpressionAttributeNames": {"#slot": slot, **maps},
+        "ExpressionAttributeValues": {f":{name}": value for name, value in values.items()},
+    }
     try:
-        try:
-            dynamodb.update_item(
-                **item,
-                UpdateExpression="SET " + ", ".join(sets),
-                ExpressionAttributeNames={"#slot": slot},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ValidationException":  # the first job of its kind: no maps yet
-                raise
-            dynamodb.update_item(
-                **item,
-                UpdateExpression="SET samples = if_not_exists(samples, :samples), webhooks = if_not_exists(webhooks, :webhooks)",
-                ExpressionAttributeValues={
-                    ":samples": {"M": {slot: value}},
-                    ":webhooks": {"M": {slot: values[":webhook"]} if by_webhook is not None else {}},
-                },
-            )
+        dynamodb.update_item(**item, **update)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ValidationException":  # a map to put the slot in is missing
+            raise
+        dynamodb.update_item(
+            **item,
+            UpdateExpression="SET " + ", ".join(f"{name} = if_not_exists({name}, :empty)" for name in maps),
+            ExpressionAttributeNames=maps,
+            ExpressionAttributeValues={":empty": {"M": {}}},
+        )
+        dynamodb.update_item(**item, **update)
+
+
+def record_generation_time(key: str, job_id: str, seconds: float, webhook: Literal["arrived", "asked"] | None = None) -> None:
+    """Keep how long this job's task took among the last HISTORY_SLOTS of its kind and, when it asked Novita for a
+    webhook, that it did (and that the webhook has arrived, when it has by now). Best effort, like every progress write."""
+    values = {"samples": _n(round(seconds, 1))}
+    if webhook is not None:
+        values["asked"] = _s(job_id)
+    if webhook == "arrived":
+        values["arrivals"] = _s(job_id)
+    try:
+        _set_slots(key, job_id, values)
     except Exception as exc:  # the history only makes later jobs' polls smarter; this job is done either way
         logger.warning("Could not record the generation time", extra={"error": type(exc).__name__})
+
+
+def record_webhook_arrival(key: str, job_id: str, dynamodb: Any = None) -> None:
+    """Keep that this job's webhook came, whenever it came: after the job was stored, too (a poll saw the task done
+    first). Best effort; `dynamodb` is the caller's client (the Webhook function's fails fast)."""
+    try:
+        _set_slots(key, job_id, {"arrivals": _s(job_id)}, dynamodb)
+    except Exception as exc:  # only later jobs' trust in webhooks depends on it
+        logger.warning("Could not record the webhook's arrival", extra={"error": type(exc).__name__})
 
 
 @dataclass(frozen=True)
@@ -286,10 +305,13 @@ class KindHistory:
 def kind_history(key: str) -> KindHistory:
     """The history kept for this kind of job (empty when there is none, or the table did not answer)."""
     try:
-        item = client("dynamodb").get_item(TableName=_table(), Key={"job_id": _s(key)}).get("Item")
+        item = client("dynamodb").get_item(TableName=_table(), Key={"job_id": _s(key)}).get("Item") or {}
     except Exception as exc:  # without history the first poll comes after PollMinSeconds, as always
         logger.warning("Could not read the generation times", extra={"error": type(exc).__name__})
         return KindHistory()
-    samples = (item or {}).get("samples", {}).get("M", {})
-    webhooks = (item or {}).get("webhooks", {}).get("M", {})
-    return KindHistory([float(value["N"]) for value in samples.values()], [value["N"] == "1" for value in webhooks.values()])
+    samples = item.get("samples", {}).get("M", {})
+    asked = item.get("asked", {}).get("M", {})
+    arrivals = item.get("arrivals", {}).get("M", {})
+    # a slot's arrival counts for the job that holds the slot now (a ring slot is reused by later jobs of the kind)
+    came = [arrivals.get(slot, {}).get("S") == job["S"] for slot, job in asked.items()]
+    return KindHistory([float(value["N"]) for value in samples.values()], came)

@@ -13,6 +13,7 @@ from img2video.jobs_table import record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
+from img2video.task_item import remember_video
 from img2video.wait_policy import MAX_POLLS, policy_for
 
 
@@ -30,7 +31,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
     policy = policy_for(settings, off_peak)
     remaining = submitted.deadline - now()
     try:
-        task = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id).task
+        result = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
     except PipelineError as exc:
         if not exc.transient:
             raise
@@ -40,11 +41,13 @@ def poll_task(state: ExecutionState) -> PollRecord:
         return state.poll.model_copy(
             update={"polls": polls, "wait_seconds": policy.bounded(wait, remaining, polls), "last_error": exc.message}
         )
+    task = result.task
     status = task.task_status
     logger.info("Polled", extra={"task_id": task_id, "status": task.status, "progress": task.progress_percent, "polls": polls})
 
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
+        remember_video(task_id, result)  # Store downloads from this URL instead of asking Novita again
         record_quietly(state.job.job_id, "storing", polls=polls, progress_percent=100, finished_at=iso(now()))
         return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=iso(now()), detected_by="poll")
     if status is TaskStatus.FAILED:

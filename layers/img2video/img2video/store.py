@@ -17,8 +17,8 @@ from img2video.jobs_table import record_generation_time, record_quietly
 from img2video.novita import NovitaClient, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
+from img2video.task_item import take_notes
 from img2video.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
-from img2video.webhook import task_key
 
 
 def store_video(state: ExecutionState) -> Stored:
@@ -35,16 +35,18 @@ def store_video(state: ExecutionState) -> Stored:
             sha256=stored.sha256,
             stored_at=str(written.get("timings", {}).get("stored") or ""),
         )
-    provider_seed: Any = None
+    notes = take_notes(task_id)
+    provider_seed: Any = notes.seed
     if stored is None:
-        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
-        # Always ask for the result again: the URL seen by the poll may have expired since.
-        result = novita.task_result(task_id)
-        if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
-            raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
-        provider_seed = result.extra.get("seed")
+        if notes.video_url:  # as the poll or the webhook that saw the task done read it: no second Task Result call
+            video_url = notes.video_url
+        else:  # none kept, or it was tried once and failed: ask Novita for a fresh one
+            result = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
+            if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
+                raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
+            video_url, provider_seed = result.videos[0].video_url, result.extra.get("seed")
         stored = stream_video_to_s3(
-            result.videos[0].video_url,
+            video_url,
             settings.output_bucket,
             job.video_key,
             metadata={"job-id": job.job_id, "task-id": task_id},
@@ -68,7 +70,8 @@ def store_video(state: ExecutionState) -> Stored:
         # as the poll that saw it done measured it: later jobs of this kind plan their polls from it (wait_policy)
         # and whether its webhook came: later jobs of this kind wait for their webhooks only while they arrive
         asked = state.submitted is not None and state.submitted.webhook_expires_at is not None
-        record_generation_time(job.request.history_key(), job.job_id, generation, _webhook_came(state, task_id) if asked else None)
+        came = notes.webhook_arrived or state.poll.detected_by == "webhook"
+        record_generation_time(job.request.history_key(), job.job_id, generation, ("arrived" if came else "asked") if asked else None)
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(
@@ -78,18 +81,6 @@ def store_video(state: ExecutionState) -> Stored:
         sha256=stored.sha256,
         stored_at=timings["stored"],
     )
-
-
-def _webhook_came(state: ExecutionState, task_id: str) -> bool:
-    """Whether the task's webhook arrived by now: it ended the wait, or it came while a poll was seeing the same."""
-    if state.poll.detected_by == "webhook":
-        return True
-    try:
-        item = client("dynamodb").get_item(TableName=get_settings().jobs_table, Key=task_key(task_id), ConsistentRead=True).get("Item")
-    except Exception as exc:  # the history only makes later jobs' waits better; this job is stored either way
-        logger.warning("Could not read whether the webhook came", extra={"error": type(exc).__name__})
-        return False
-    return "arrived" in (item or {})
 
 
 def _already_stored(

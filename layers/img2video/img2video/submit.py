@@ -142,6 +142,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
         first_poll=first,
         # the wait token outlives the job's deadline by a day, then DynamoDB's TTL removes it
         webhook_expires_at=math.ceil(deadline) + 86400 if webhook else None,
+        history_key=job.request.history_key() if webhook else None,
     )
 
 

@@ -26,13 +26,13 @@ from img2video.clients import quick_client
 from img2video.clock import iso, now
 from img2video.errors import PipelineError, ProviderRejected
 from img2video.jobs import PollRecord
-from img2video.jobs_table import record_quietly
-from img2video.novita import NovitaClient, TaskStatus, load_api_key, secret_string
+from img2video.jobs_table import record_quietly, record_webhook_arrival
+from img2video.novita import NovitaClient, TaskResult, TaskStatus, load_api_key, secret_string
 from img2video.observability import logger, mask_in_logs, metrics
 from img2video.settings import Settings, get_settings
+from img2video.task_item import TASK_ITEM_TTL_SECONDS, task_key, video_fields
 
 EVENT_TYPE = "ASYNC_TASK_RESULT"
-TASK_PREFIX = "#task#"  # the jobs table's item for one Novita task: its wait token, or its confirmed outcome
 MIN_SECRET_CHARS = 32
 MAX_BODY_BYTES = 256 * 1024  # Novita's webhook is the Task Result answer: a few KB
 # The confirmation must leave time to answer within Novita's 5 s: a slow Task Result API means "come back later".
@@ -41,10 +41,6 @@ _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _FINISHED = (TaskStatus.SUCCEED, TaskStatus.FAILED)
 # The wait's token no longer waits: the wait timed out (the execution is polling) or the execution ended.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
-
-
-def task_key(task_id: str) -> dict[str, dict[str, str]]:
-    return {"job_id": {"S": TASK_PREFIX + task_id}}
 
 
 def path_secret(settings: Settings) -> str:
@@ -146,17 +142,20 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
         metrics.add_metric(name="WebhookUnconfirmed", unit=MetricUnit.Count, value=1)
         return _answer(200, "ignored: the task is not finished")
     finished_at = iso(now())
+    # the outcome, and the video URL just read (Store downloads from it instead of asking Novita again)
+    fields = {"arrived": {"S": status.value}, "finished_at": {"S": finished_at}, **video_fields(result)}
     try:
         old = dynamodb.update_item(
             TableName=settings.jobs_table,
             Key=task_key(task_id),
-            UpdateExpression="SET arrived = :status, finished_at = :at, expires_at = if_not_exists(expires_at, :expires) REMOVE #token",
+            UpdateExpression="SET "
+            + ", ".join(f"#{name} = :{name}" for name in fields)
+            + ", expires_at = if_not_exists(expires_at, :expires) REMOVE #token",
             ConditionExpression="attribute_not_exists(arrived)",
-            ExpressionAttributeNames={"#token": "token"},
+            ExpressionAttributeNames={"#token": "token", **{f"#{name}": name for name in fields}},
             ExpressionAttributeValues={
-                ":status": {"S": status.value},
-                ":at": {"S": finished_at},
-                ":expires": {"N": str(int(now()) + 7 * 86400)},
+                **{f":{name}": value for name, value in fields.items()},
+                ":expires": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)},
             },
             ReturnValues="ALL_OLD",
         ).get("Attributes", {})
@@ -165,11 +164,22 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
             return _answer(200, "already handled")
         raise
     metrics.add_metric(name="WebhookConfirmed", unit=MetricUnit.Count, value=1)
+    job_id, history = old.get("job", {}).get("S", ""), old.get("history", {}).get("S", "")
+    try:
+        return _end_wait(old, result, finished_at)
+    finally:  # counted for the kind whenever it came (after a poll saw the task done, too), once the job was told
+        if job_id and history:
+            record_webhook_arrival(history, job_id, dynamodb)
+
+
+def _end_wait(old: dict[str, Any], result: TaskResult, finished_at: str) -> dict[str, Any]:
+    """End the execution's wait with the confirmed outcome, if it waits (`old` is the task's item before the outcome)."""
+    status, job_id = result.task.task_status, old.get("job", {}).get("S", "")
     token = old.get("token", {}).get("S")
     if not token:  # not waiting yet, or polling right now: its next wait is refused, so it polls at once
         logger.info("Webhook confirmed before the job waited for it", extra={"status": status.value})
         return _answer(200, "recorded; the job will see it at its next poll")
-    job_id, polls = old.get("job", {}).get("S", ""), int(old.get("polls", {}).get("N", "0"))
+    polls = int(old.get("polls", {}).get("N", "0"))
     sfn = quick_client("stepfunctions")
     try:
         if status is TaskStatus.SUCCEED:
