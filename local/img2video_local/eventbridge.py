@@ -3,6 +3,7 @@ pattern is delivered once, asynchronously, to the rule's target, with Lambda's a
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 from img2video_local.template import ACCOUNT, REGION
 
+log = logging.getLogger(__name__)
 ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 
 
@@ -28,6 +30,7 @@ class ExecutionStatusEvents:
         self._deliver, self._on_failure, self._stop, self._retry_delay = deliver, on_failure, stop, retry_delay
         self._seen: set[str] = set()
         self.delivered = 0
+        self.missed_looks = 0
         self._workers: list[threading.Thread] = []
 
     def run(self) -> None:
@@ -36,10 +39,14 @@ class ExecutionStatusEvents:
                 try:
                     pages = self._sfn.get_paginator("list_executions").paginate(stateMachineArn=self._arn, statusFilter=status)
                     executions = [e for page in pages for e in page["executions"]]
-                except Exception:
+                except Exception as exc:
                     if self._stop.is_set():
                         return
-                    raise
+                    # EventBridge does not stop delivering because one look failed (moto's listing can trip over an
+                    # execution being started at that moment): look again at the next tick
+                    self.missed_looks += 1
+                    log.warning("Listing executions failed; looking again: %s: %s", type(exc).__name__, exc)
+                    continue
                 for execution in executions:
                     if execution["executionArn"] not in self._seen:
                         self._seen.add(execution["executionArn"])

@@ -413,3 +413,15 @@ def test_a_motion_photo_whose_header_needs_a_second_read_is_still_complete() -> 
     data = photo[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + photo[2:] + b"\x00\x00\x00\x18ftypmp42" + b"m" * 5000
     reads = Reads(data)
     assert check_image("incoming/x.jpg", len(data), reads) == ImageHeader("jpeg", 400, 300) and reads.calls == 3
+
+
+def test_a_kinds_webhooks_are_waited_for_only_while_they_arrive_and_past_the_slowest_job() -> None:
+    from img2video.wait_policy import WEBHOOK_DELIVERY_SECONDS, webhook_first_wait
+
+    samples = [60.0 + index % 10 for index in range(40)]  # 60 … 69 s by Novita's clock
+    assert webhook_first_wait(samples, [True] * 4) is None  # too few jobs to say
+    assert webhook_first_wait(samples, [True] * 7 + [False] * 3) is None  # 70 % came: keep polling as without webhooks
+    wait = webhook_first_wait(samples, [True] * 9 + [False])
+    # past the 95th percentile with its margin, and Novita's 5 s to deliver: the webhook comes first, the poll is the net
+    assert wait is not None and wait >= 69 * 1.25 + WEBHOOK_DELIVERY_SECONDS
+    assert WaitPolicy(5, 60).first_wait(None, wait) == wait

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from img2video import accept as accept_module
-from img2video import clients, publish, video_transfer
+from img2video import clients, jobs_table, publish, video_transfer
 from img2video import submit as submit_module
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, Submitted
@@ -1116,6 +1116,40 @@ def test_a_task_without_a_video_is_retried_not_stored(aws: Aws) -> None:
     with pytest.raises(DownloadInterrupted, match="no video"):
         store(aws, store_state(aws))
     assert output_keys(aws) == []
+
+
+@responses.activate
+def test_store_downloads_from_the_url_the_poll_just_read_and_keeps_novitas_generation_time(aws: Aws, public_dns: None) -> None:
+    """One Task Result call per job: the poll that saw the task done leaves its video URL (and Novita's timestamps) for
+    Store. The kind's history gets the task's time by Novita's clock (61.5 s), not when the poll happened to look (60 s
+    after submit here, or 100 s after a long wait): a late look must not make later jobs wait longer."""
+    finished = result("TASK_STATUS_SUCCEED")
+    finished["extra"]["debug_info"] = {"submit_time_ms": "1764000000000", "complete_time_ms": "1764000061500"}
+    responses.get(RESULT_URL, json=finished)
+    responses.get(VIDEO_URL, body=VIDEO, headers={"Content-Length": str(len(VIDEO))})
+    state = store_state(aws)
+    state["poll"] = poll(aws, state)
+    assert state["poll"]["status"] == "succeeded"
+    store(aws, state)
+    assert len(novita_calls(RESULT_URL)) == 1 and len(novita_calls(VIDEO_URL)) == 1
+    assert manifest(aws)["provider_seed"] == "42"
+    assert jobs_table.kind_history(jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)).samples == [61.5]
+
+
+@responses.activate
+def test_a_remembered_url_that_fails_is_tried_once_then_store_asks_novita_again(aws: Aws, public_dns: None) -> None:
+    stale = "https://videos.novita.test/v/stale.mp4"
+    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED", video_url=stale))
+    responses.get(stale, status=403)
+    state = store_state(aws)
+    state["poll"] = poll(aws, state)
+    with pytest.raises(DownloadInterrupted, match="403"):  # StoreVideo's Retry runs it again
+        store(aws, state)
+    responses.replace(responses.GET, RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
+    responses.get(VIDEO_URL, body=VIDEO, headers={"Content-Length": str(len(VIDEO))})
+    store(aws, state)
+    assert len(novita_calls(RESULT_URL)) == 2 and len(novita_calls(stale)) == 1
+    assert aws.s3.get_object(Bucket=aws.output_bucket, Key="videos/cat.mp4")["Body"].read() == VIDEO
 
 
 # -- Publish -------------------------------------------------------------------------------------------------

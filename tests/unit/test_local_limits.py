@@ -471,3 +471,35 @@ def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
     finally:
         sys.setswitchinterval(switch)
     assert not errors, errors[:3]
+
+
+def test_the_local_eventbridge_keeps_delivering_after_a_failed_look() -> None:
+    """moto's ListExecutions can fail while an execution is being started (its status not set yet). EventBridge does not
+    stop: the backstop must still get every ended execution after such a moment, or a job can end without a notice."""
+    from unittest import mock
+
+    from img2video_local.eventbridge import ExecutionStatusEvents
+
+    arn = "arn:aws:states:us-east-1:123456789012:execution:m:job-1"
+    pages = [AttributeError("'NoneType' object has no attribute 'value'"), [{"executions": [{"executionArn": arn}]}]]
+
+    def paginate(**_: object) -> object:
+        page = pages.pop(0) if pages else [{"executions": [{"executionArn": arn}]}]
+        if isinstance(page, Exception):
+            raise page
+        return page
+
+    sfn = mock.MagicMock()
+    sfn.get_paginator.return_value.paginate.side_effect = paginate
+    sfn.describe_execution.return_value = {"name": "job-1", "status": "FAILED", "input": "{}"}
+    delivered: list[dict[str, object]] = []
+    stop = threading.Event()
+    events = ExecutionStatusEvents(sfn, "arn:aws:states:us-east-1:123456789012:stateMachine:m", ["FAILED"], delivered.append, print, stop)
+    watcher = threading.Thread(target=events.run, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while not delivered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    watcher.join(2)
+    assert events.missed_looks == 1 and [e["detail"]["executionArn"] for e in delivered] == [arn]  # type: ignore[index]

@@ -93,6 +93,18 @@ class TaskResult(BaseModel):
     videos: list[VideoInfo] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def generation_seconds(self) -> float | None:
+        """How long the task took, submit to completion, by Novita's own clock (`extra.debug_info`); None when it does
+        not say. Unlike the moment a poll or a webhook saw it done, this does not depend on when anyone looked."""
+        info = self.extra.get("debug_info")
+        if not isinstance(info, dict):
+            return None
+        submitted, completed = _lenient_float(info.get("submit_time_ms")), _lenient_float(info.get("complete_time_ms"))
+        if submitted is None or completed is None or not 0 < completed - submitted < 7 * 86400 * 1000:
+            return None
+        return (completed - submitted) / 1000
+
 
 def read_timeout(method: str) -> float:
     """How long one call may wait for Novita's answer, by HTTP method: a submit, or a task-result read."""

@@ -37,6 +37,7 @@ def store_video(state: ExecutionState) -> Stored:
         )
     notes = take_notes(task_id)
     provider_seed: Any = notes.seed
+    generation = notes.generation_seconds  # by Novita's clock, when it says
     if stored is None:
         if notes.video_url:  # as the poll or the webhook that saw the task done read it: no second Task Result call
             video_url = notes.video_url
@@ -44,7 +45,7 @@ def store_video(state: ExecutionState) -> Stored:
             result = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
             if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
                 raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
-            video_url, provider_seed = result.videos[0].video_url, result.extra.get("seed")
+            video_url, provider_seed, generation = result.videos[0].video_url, result.extra.get("seed"), result.generation_seconds
         stored = stream_video_to_s3(
             video_url,
             settings.output_bucket,
@@ -64,11 +65,12 @@ def store_video(state: ExecutionState) -> Stored:
         Metadata={"job-id": job.job_id, "task-id": task_id},
     )
     timings = manifest["timings"]
-    if timings["submitted"] and timings["finished"]:
+    if generation is None and timings["submitted"] and timings["finished"]:  # as the poll or webhook that saw it done
         generation = parse_iso(str(timings["finished"])) - parse_iso(str(timings["submitted"]))
+    if generation is not None:
         metrics.add_metric(name="GenerationSeconds", unit=MetricUnit.Seconds, value=round(generation, 3))
-        # as the poll that saw it done measured it: later jobs of this kind plan their polls from it (wait_policy)
-        # and whether its webhook came: later jobs of this kind wait for their webhooks only while they arrive
+        # later jobs of this kind plan their polls from it (wait_policy), and whether its webhook came: they wait for
+        # their webhooks only while they arrive
         asked = state.submitted is not None and state.submitted.webhook_expires_at is not None
         came = notes.webhook_arrived or state.poll.detected_by == "webhook"
         record_generation_time(job.request.history_key(), job.job_id, generation, ("arrived" if came else "asked") if asked else None)

@@ -26,7 +26,7 @@ TASK_PREFIX = "#task#"
 TASK_ITEM_TTL_SECONDS = 7 * 86400
 # A remembered URL with less time left than this (or than half its TTL) is not used: the download itself takes time.
 URL_MARGIN_SECONDS = 300
-_VIDEO_FIELDS = ("video_url", "video_url_use_by", "seed")
+_VIDEO_FIELDS = ("video_url", "video_url_use_by", "seed", "generation")
 
 
 def task_key(task_id: str) -> dict[str, dict[str, str]]:
@@ -44,6 +44,8 @@ def video_fields(result: TaskResult) -> dict[str, dict[str, str]]:
     fields = {"video_url": {"S": video.video_url}, "video_url_use_by": {"N": str(int(use_by))}}
     if "seed" in result.extra:
         fields["seed"] = {"S": json.dumps(result.extra["seed"])}
+    if result.generation_seconds is not None:
+        fields["generation"] = {"N": str(round(result.generation_seconds, 3))}
     return fields
 
 
@@ -68,11 +70,13 @@ def remember_video(task_id: str, result: TaskResult) -> None:
 
 @dataclass(frozen=True)
 class TaskNotes:
-    """What Store learns from the task's item: whether its webhook came, and the video URL to download, if still good."""
+    """What Store learns from the task's item: whether its webhook came, and the video URL to download (if still good),
+    with what Novita said along with it (the seed, and how long the task took by Novita's clock)."""
 
     webhook_arrived: bool = False
     video_url: str | None = None
     seed: Any = None
+    generation_seconds: float | None = None
 
 
 def take_notes(task_id: str) -> TaskNotes:
@@ -99,5 +103,8 @@ def take_notes(task_id: str) -> TaskNotes:
         return TaskNotes()
     url = old.get("video_url", {}).get("S")
     good = url is not None and float(old.get("video_url_use_by", {}).get("N", "0")) > now()
-    seed = json.loads(old["seed"]["S"]) if good and "seed" in old else None
-    return TaskNotes(webhook_arrived="arrived" in old, video_url=url if good else None, seed=seed)
+    if not good:
+        return TaskNotes(webhook_arrived="arrived" in old)
+    seed = json.loads(old["seed"]["S"]) if "seed" in old else None
+    generation = float(old["generation"]["N"]) if "generation" in old else None
+    return TaskNotes(webhook_arrived="arrived" in old, video_url=url, seed=seed, generation_seconds=generation)

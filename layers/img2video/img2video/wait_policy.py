@@ -15,10 +15,11 @@ and usually much better (bench/polling.py prints the table, per provider-hint re
 
 With the webhook fast path (DESIGN section 4), each of these waits is a callback that Novita's webhook ends as soon
 as the task is done. When the webhooks of a kind of job have been arriving (they came for most of its last jobs),
-the first poll is put off until the job is surely done (the slowest of its kind, with a margin): its
-webhook ends the wait first, so the job is usually never polled. When the webhook does not come by then, it was
-lost, and the polls go on by the rules above. When webhooks are not arriving (the model sends none, or they are
-refused), nothing changes: a webhook can only end a wait sooner.
+the first poll is put off until the job is surely done and its webhook surely delivered (the slowest of its kind by
+Novita's own clock, with a margin, and Novita's 5 s to deliver): its webhook ends the wait first, so the job is usually
+never polled. When the webhook does not come by then, it was lost, and the polls go on by the rules above. When
+webhooks are not arriving (the model sends none, or they are refused), nothing changes: a webhook can only end a wait
+sooner.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ PLAN_DELAY_MARGIN = 0.95
 WEBHOOK_TRUST_MIN = 5
 WEBHOOK_TRUST_SHARE = 0.8
 # A job whose webhook is expected is first polled this much later than the slowest of its kind (its 95th percentile
-# once there are MIN_HISTORY jobs): the poll is the net for a lost webhook, not the way the job is seen done.
+# once there are MIN_HISTORY jobs), and WEBHOOK_DELIVERY_SECONDS after that: the poll is the net for a lost webhook, not
+# the way the job is seen done. Novita waits 5 s for a webhook's answer before it sends it again: a webhook that has not
+# come 5 s after the task surely ended was lost (or is being retried, and a poll does no harm then).
 SURE_DONE_MARGIN = 1.25
+WEBHOOK_DELIVERY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def webhook_first_wait(samples: Sequence[float], arrivals: Sequence[bool]) -> in
     if len(arrivals) < WEBHOOK_TRUST_MIN or sum(arrivals) < WEBHOOK_TRUST_SHARE * len(arrivals) or len(ordered) < WEBHOOK_TRUST_MIN:
         return None
     slowest = ordered[math.ceil(0.95 * len(ordered)) - 1] if len(ordered) >= MIN_HISTORY else ordered[-1]
-    return max(1, math.ceil(slowest * SURE_DONE_MARGIN))
+    return math.ceil(slowest * SURE_DONE_MARGIN + WEBHOOK_DELIVERY_SECONDS)
 
 
 @dataclass(frozen=True)
