@@ -101,6 +101,7 @@ class LocalPipeline:
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
         keep_task_failure_causes()
+        stopped_executions_stay_aborted()
         one_metrics_flush_at_a_time()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
@@ -443,6 +444,31 @@ def keep_task_failure_causes() -> None:
 
     send_task_failure.img2video_keeps_cause = True  # type: ignore[attr-defined]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+
+
+def stopped_executions_stay_aborted() -> None:
+    """StopExecution ends an execution at once on AWS: ABORTED, whatever state it was in. moto's interpreter, stopped
+    while a callback task waits (WaitForWebhook, SubmitJob), sees the wait end as a timeout, and an uncaught error
+    then overwrites the stop: the execution ends FAILED and the backstop sends INTERNAL instead of CANCELLED. A
+    stopped program stays stopped here, as on AWS."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    if getattr(Environment.set_error, "img2video_keeps_stop", False):
+        return
+    set_error, set_timed_out = Environment.set_error, Environment.set_timed_out
+
+    def keep_stop(original: Callable[..., None]) -> Callable[..., None]:
+        def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+            if isinstance(self.program_state(), ProgramStopped):
+                return
+            original(self, *args, **kwargs)
+
+        patched.img2video_keeps_stop = True  # type: ignore[attr-defined]
+        return patched
+
+    Environment.set_error = keep_stop(set_error)  # type: ignore[method-assign]
+    Environment.set_timed_out = keep_stop(set_timed_out)  # type: ignore[method-assign]
 
 
 def _skip_moto_backend_lock_when_known() -> None:

@@ -109,22 +109,12 @@ def test_retry_after_a_failure_is_a_new_attempt_and_retry_failed_skips_what_succ
     assert len(pipeline.emulator.submissions) == 2  # one paid task per successful attempt, nothing for the refused ones
 
 
-@pytest.fixture
-def up_without_webhook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalPipeline, Stack]]:
-    """`up` with Webhook=off. KNOWN LOCAL GAP (issue 10 note): moto's interpreter, stopped while a callback task waits
-    (WaitForWebhook), follows that task's Catch and publishes a failure; AWS stops the execution at once and the
-    backstop sends CANCELLED. Until local mode stops callback tasks as AWS does, cancel is tested on the Wait state."""
-    monkeypatch.setenv(LOCAL_STATE_ENV, str(tmp_path / "local-stack.json"))
-    config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
-    with LocalPipeline(parameters={"Webhook": "off"}, emulator_config=config) as pipeline, serving(pipeline) as stack:
-        stack.save(tmp_path / "local-stack.json")
-        yield pipeline, stack
-
-
 def test_cancel_ends_a_running_job_with_one_cancelled_notice(
-    up_without_webhook: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pipeline, _ = up_without_webhook
+    """The job is stopped while it waits for its webhook (a callback task): AWS aborts the execution at once, whatever
+    the state, and the backstop sends CANCELLED (moto used to let the wait time out into a Catch: INTERNAL)."""
+    pipeline, _ = up
     pipeline.emulator.config.faults = Faults.parse("hang=1")
     cli(capsys, "drop", str(photo(tmp_path, "slow.jpg")), "--prompt", "p")
     [running] = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/slow.jpg")[1] if j["state"] == "running"], 60)
