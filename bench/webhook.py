@@ -47,13 +47,16 @@ def run(local: LocalPipeline, prefix: str, jobs: int, every: float, image: bytes
     return images
 
 
+def execution_arn(local: LocalPipeline, job_id: str) -> str:
+    return local.stack.id("VideoJobStateMachine").replace(":stateMachine:", ":execution:") + ":" + job_id
+
+
 def measure(local: LocalPipeline, images: set[str], timeout: float) -> dict[str, Any]:
     received = [r.notice for r in local.wait_for_notices(images, timeout)]
-    machine = local.stack.id("VideoJobStateMachine").replace(":stateMachine:", ":execution:")
     delays, by_webhook, by_poll, polls = [], [], [], []
     for notice in received:
         task = local.emulator.tasks[notice["task_id"]]
-        events = local.sfn.get_execution_history(executionArn=f"{machine}:{notice['job_id']}", maxResults=1000)["events"]
+        events = local.sfn.get_execution_history(executionArn=execution_arn(local, notice["job_id"]), maxResults=1000)["events"]
         [stored] = [e for e in events if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "StoreVideo"][:1]
         delay = stored["timestamp"].timestamp() - local.emulator.end_time(task)
         delays.append(delay)
@@ -75,7 +78,7 @@ def explain(local: LocalPipeline, key: str, notices: int) -> None:
     for item in items:
         job = {name: next(iter(value.values())) for name, value in item.items()}
         print(f"   job item: {json.dumps(job, default=str)[:600]}")
-        arn = local.stack.id("VideoJobStateMachine").replace(":stateMachine:", ":execution:") + ":" + job["job_id"]
+        arn = execution_arn(local, job["job_id"])
         try:
             status = local.sfn.describe_execution(executionArn=arn)["status"]
             events = local.sfn.get_execution_history(executionArn=arn, maxResults=1000, reverseOrder=True)["events"][:8]

@@ -48,8 +48,9 @@ def poll_task(state: ExecutionState) -> PollRecord:
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         remember_video(task_id, result)  # Store downloads from this URL instead of asking Novita again
-        record_quietly(state.job.job_id, "storing", polls=polls, progress_percent=100, finished_at=iso(now()))
-        return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=iso(now()), detected_by="poll")
+        finished_at = iso(now())
+        record_quietly(state.job.job_id, "storing", polls=polls, progress_percent=100, finished_at=finished_at)
+        return PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=finished_at, detected_by="poll")
     if status is TaskStatus.FAILED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         raise ProviderFailed(f"Novita could not generate the video: {task.reason or 'no reason given'}")

@@ -124,7 +124,8 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
     # from then on each poll picks the next wait
     # (with a webhook that this kind's jobs have been getting: once the job is surely done, the poll being only its net)
     policy = policy_for(settings, off_peak)
-    history = kind_history(job.request.history_key())
+    kind = job.request.history_key()
+    history = kind_history(kind)
     plan = policy.plan(history.samples)
     webhook = bool(submitted.get("webhook"))
     expected_by = webhook_first_wait(history.samples, history.webhook_arrivals) if webhook else None
@@ -142,7 +143,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
         first_poll=first,
         # the wait token outlives the job's deadline by a day, then DynamoDB's TTL removes it
         webhook_expires_at=math.ceil(deadline) + 86400 if webhook else None,
-        history_key=job.request.history_key() if webhook else None,
+        history_key=kind if webhook else None,
     )
 
 

@@ -49,21 +49,24 @@ def video_fields(result: TaskResult) -> dict[str, dict[str, str]]:
     return fields
 
 
+def set_fields(fields: dict[str, dict[str, str]], remove: tuple[str, ...] = ()) -> dict[str, Any]:
+    """UpdateItem's arguments that set these attributes on a task's item (and its TTL, when it has none yet), and remove
+    those named in `remove`."""
+    names = {f"#{name}": name for name in (*fields, *remove)}
+    expression = "SET " + ", ".join(f"#{name} = :{name}" for name in fields) + ", expires_at = if_not_exists(expires_at, :ttl)"
+    if remove:
+        expression += " REMOVE " + ", ".join(f"#{name}" for name in remove)
+    values = {**{f":{name}": value for name, value in fields.items()}, ":ttl": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)}}
+    return {"UpdateExpression": expression, "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+
+
 def remember_video(task_id: str, result: TaskResult) -> None:
     """Keep the video URL the poll just read for Store. Best effort: without it Store asks Novita again."""
     fields = video_fields(result)
     if not fields:
         return
-    names = {f"#{name}": name for name in fields}
-    values = {**{f":{name}": value for name, value in fields.items()}, ":ttl": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)}}
     try:
-        client("dynamodb").update_item(
-            TableName=get_settings().jobs_table,
-            Key=task_key(task_id),
-            UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields) + ", expires_at = if_not_exists(expires_at, :ttl)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        client("dynamodb").update_item(TableName=get_settings().jobs_table, Key=task_key(task_id), **set_fields(fields))
     except Exception as exc:
         logger.warning("Could not keep the video URL for Store", extra={"error": type(exc).__name__})
 

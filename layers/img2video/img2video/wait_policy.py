@@ -42,7 +42,7 @@ MIN_HISTORY = 20
 # absorbs what a sample of a hundred jobs does not show (bench/polling.py measures the result on new jobs).
 PLAN_DELAY_MARGIN = 0.95
 # Webhooks are trusted for a kind of job once at least this many of its last jobs were seen done, and the webhooks of
-# at least WEBHOOK_TRUST_SHARE of those came (the rest were lost, or later than the job's store, or refused).
+# at least WEBHOOK_TRUST_SHARE of those came (the rest were lost or refused; one that came late still counts).
 WEBHOOK_TRUST_MIN = 5
 WEBHOOK_TRUST_SHARE = 0.8
 # A job whose webhook is expected is first polled this much later than the slowest of its kind (its 95th percentile
@@ -117,8 +117,9 @@ def plan_from_history(samples: Sequence[float], step: int, longest: int) -> Plan
 
 
 def webhook_first_wait(samples: Sequence[float], arrivals: Sequence[bool]) -> int | None:
-    """When a job whose webhook is expected should first be polled: once the slowest of its kind would be done; None
-    when this kind's webhooks have not been arriving (or there is too little history to say), so polls go on as usual."""
+    """When a job whose webhook is expected should first be polled: once the slowest of its kind would be done and its
+    webhook delivered; None when this kind's webhooks have not been arriving (or there is too little history to say),
+    so polls go on as usual."""
     ordered = sorted(float(sample) for sample in samples if sample > 0)
     if len(arrivals) < WEBHOOK_TRUST_MIN or sum(arrivals) < WEBHOOK_TRUST_SHARE * len(arrivals) or len(ordered) < WEBHOOK_TRUST_MIN:
         return None

@@ -30,7 +30,7 @@ from img2video.jobs_table import record_quietly, record_webhook_arrival
 from img2video.novita import NovitaClient, TaskResult, TaskStatus, load_api_key, secret_string
 from img2video.observability import logger, mask_in_logs, metrics
 from img2video.settings import Settings, get_settings
-from img2video.task_item import TASK_ITEM_TTL_SECONDS, task_key, video_fields
+from img2video.task_item import set_fields, task_key, video_fields
 
 EVENT_TYPE = "ASYNC_TASK_RESULT"
 MIN_SECRET_CHARS = 32
@@ -148,16 +148,9 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
         old = dynamodb.update_item(
             TableName=settings.jobs_table,
             Key=task_key(task_id),
-            UpdateExpression="SET "
-            + ", ".join(f"#{name} = :{name}" for name in fields)
-            + ", expires_at = if_not_exists(expires_at, :expires) REMOVE #token",
             ConditionExpression="attribute_not_exists(arrived)",
-            ExpressionAttributeNames={"#token": "token", **{f"#{name}": name for name in fields}},
-            ExpressionAttributeValues={
-                **{f":{name}": value for name, value in fields.items()},
-                ":expires": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)},
-            },
             ReturnValues="ALL_OLD",
+            **set_fields(fields, remove=("token",)),
         ).get("Attributes", {})
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":  # a duplicate delivery got there first
@@ -166,15 +159,15 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
     metrics.add_metric(name="WebhookConfirmed", unit=MetricUnit.Count, value=1)
     job_id, history = old.get("job", {}).get("S", ""), old.get("history", {}).get("S", "")
     try:
-        return _end_wait(old, result, finished_at)
+        return _end_wait(old, job_id, result, finished_at)
     finally:  # counted for the kind whenever it came (after a poll saw the task done, too), once the job was told
         if job_id and history:
             record_webhook_arrival(history, job_id, dynamodb)
 
 
-def _end_wait(old: dict[str, Any], result: TaskResult, finished_at: str) -> dict[str, Any]:
+def _end_wait(old: dict[str, Any], job_id: str, result: TaskResult, finished_at: str) -> dict[str, Any]:
     """End the execution's wait with the confirmed outcome, if it waits (`old` is the task's item before the outcome)."""
-    status, job_id = result.task.task_status, old.get("job", {}).get("S", "")
+    status = result.task.task_status
     token = old.get("token", {}).get("S")
     if not token:  # not waiting yet, or polling right now: its next wait is refused, so it polls at once
         logger.info("Webhook confirmed before the job waited for it", extra={"status": status.value})
