@@ -238,10 +238,19 @@ class LocalFunctions:
     tracemalloc runs while any LocalFunctions is open, and it taxes every allocation: measured here, 300 moto S3
     put+get pairs ran 3.4x slower, a JSON round trip of 20,000 records 5.1x, 50,000 pydantic validations 2.6x,
     large buffers 1.0x. A handler close to its Timeout can therefore time out locally before it would on AWS.
+    `memory_limits=False` leaves tracemalloc off and MemorySize unenforced: only for a benchmark of scheduling
+    (bench/burst.py), where that tax would make local mode's own CPU the bottleneck; every test enforces them.
     """
 
-    def __init__(self, specs: dict[str, FunctionSpec], on_invoke: InvokeHook | None = None, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        specs: dict[str, FunctionSpec],
+        on_invoke: InvokeHook | None = None,
+        time_scale: float = 1.0,
+        memory_limits: bool = True,
+    ) -> None:
         self.specs = specs
+        self.memory_limits = memory_limits
         self.handlers = {logical: load_handler(spec) for logical, spec in specs.items()}
         self.on_invoke = on_invoke
         self.time_scale = time_scale
@@ -253,7 +262,8 @@ class LocalFunctions:
         self._released = False
         self._idle = threading.Condition(self._lock)
         install_hooks()
-        _monitor.acquire()
+        if memory_limits:
+            _monitor.acquire()
 
     def find(self, name_or_arn: str) -> str:
         for logical, spec in self.specs.items():
@@ -288,7 +298,8 @@ class LocalFunctions:
         # The handler gets its own copy, deserialized as Lambda would: it cannot share objects with its caller.
         own_event = json.loads(json.dumps(event))
         context = LambdaContext(spec.name, spec.arn, spec.memory, spec.timeout, request_id, time_scale=self.time_scale)
-        _monitor.begin(run)
+        if self.memory_limits:
+            _monitor.begin(run)
         try:
             handler = self.handlers[spec.logical_id]
             worker = threading.Thread(
@@ -330,7 +341,8 @@ class LocalFunctions:
             if self._released:
                 return
             self._released = True
-        _monitor.release()
+        if self.memory_limits:
+            _monitor.release()
         uninstall_hooks()
 
 

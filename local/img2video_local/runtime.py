@@ -69,6 +69,9 @@ class LocalPipeline:
     # Shrinks every function timeout and the state machine's Retry backoff in proportion (the emulator's
     # durations have a time_scale of their own, in its config).
     time_scale: float = 1.0
+    # Each function's MemorySize, enforced by tracemalloc (which taxes every allocation about 3x). Only a benchmark of
+    # scheduling turns it off (bench/burst.py); tests and `make demo` never do.
+    memory_limits: bool = True
     # The real model instead of the emulator: Novita's API (or whatever stands in for it) and the user's own key.
     # Images go inline (Novita cannot fetch from this machine) and the template's own poll and wait parameters apply.
     provider_url: str | None = None
@@ -103,6 +106,8 @@ class LocalPipeline:
         keep_task_failure_causes()
         stopped_executions_stay_aborted()
         one_metrics_flush_at_a_time()
+        one_log_line_at_a_time()
+        sqs_retention_check_in_constant_time()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -141,7 +146,9 @@ class LocalPipeline:
         self._scale_retry_sleeps()
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
-        self.functions = LocalFunctions(self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale)
+        self.functions = LocalFunctions(
+            self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale, memory_limits=self.memory_limits
+        )
         self.function_urls.attach(self.functions)
         self._invoke_server, invoke_url = start_invoke_server(self.functions)
         self._set_env({"AWS_ENDPOINT_URL_LAMBDA": invoke_url})
@@ -420,6 +427,33 @@ def one_metrics_flush_at_a_time() -> None:
 
     methods = ("flush_metrics", "add_metric", "add_dimension", "add_metadata", "serialize_metric_set", "clear_metrics")
     _under_one_lock(AmazonCloudWatchEMFProvider, methods)
+
+
+def one_log_line_at_a_time() -> None:
+    """The same for Powertools' log formatter: one invocation's append_keys could change the keys while another's log
+    line was being formatted ("dictionary changed size during iteration", the line lost; seen in a 500-job burst)."""
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    _under_one_lock(LambdaPowertoolsFormatter, ("format", "append_keys", "remove_keys", "clear_state"))
+
+
+def sqs_retention_check_in_constant_time() -> None:
+    """moto checks each message it hands out against the queue's retention period by computing *every* attribute of
+    the queue, three of which count its messages: a receive from a queue holding n messages cost O(n) per message,
+    and a burst of 500 jobs waiting in the SubmitQueue spent most of its CPU there. Reading the one attribute gives
+    the same answer in constant time."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend.is_message_valid_based_on_retention_period, "img2video_fast_path", False):
+        return
+
+    def is_valid(self: Any, queue_name: str, message: Any) -> bool:
+        retention_period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())
+
+    is_valid.img2video_fast_path = True  # type: ignore[attr-defined]
+    SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
 
 
 def keep_task_failure_causes() -> None:

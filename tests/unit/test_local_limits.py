@@ -7,6 +7,7 @@ import re
 import textwrap
 import threading
 import time
+import tracemalloc
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from img2video_local.lambda_server import (
     LocalFunctions,
     start_invoke_server,
 )
+from img2video_local.runtime import sqs_retention_check_in_constant_time
 from img2video_local.template import REGION, FunctionSpec
 from moto import mock_aws
 
@@ -186,6 +188,25 @@ def test_a_handler_growing_past_its_memory_is_stopped_while_it_runs(functions: L
     for thread in threading.enumerate():  # let the abandoned handler finish and free its memory
         if thread.name == "lambda-HogFunction":
             thread.join(timeout=2)
+
+
+def test_memory_limits_are_off_only_when_asked_and_then_nothing_is_traced(code: Path) -> None:
+    """bench/burst.py measures scheduling without tracemalloc's tax; the default (every test, the demo) enforces."""
+    spec = _spec(code, "HogFunction", "hog", memory=128)
+    untraced = LocalFunctions({spec.logical_id: spec}, memory_limits=False)
+    try:
+        assert not tracemalloc.is_tracing()
+        assert untraced.invoke("HogFunction", {"mib": 128 - RUNTIME_BASELINE_MIB + 10}) == 128 - RUNTIME_BASELINE_MIB + 10
+    finally:
+        untraced.close()
+    enforced = LocalFunctions({spec.logical_id: spec})
+    try:
+        assert tracemalloc.is_tracing()
+        with pytest.raises(LambdaError, match="signal: killed"):
+            enforced.invoke("HogFunction", {"mib": 128 - RUNTIME_BASELINE_MIB + 10})
+    finally:
+        enforced.close()
+    assert not tracemalloc.is_tracing()
 
 
 def test_a_handler_within_its_limits_returns_and_its_peak_is_recorded(functions: LocalFunctions) -> None:
@@ -434,6 +455,23 @@ def test_sqs_counts_bytes_and_attributes_against_the_queues_maximum(limits: None
     assert _code(lambda: sqs.send_message(QueueUrl=default, MessageBody="é" * 600_000)) == "InvalidParameterValue"  # 1.2 MB
     sqs.send_message(QueueUrl=small, MessageBody="a" * 261_000, MessageAttributes=attribute)
     sqs.send_message(QueueUrl=default, MessageBody="a" * 600_000)  # AWS's default maximum is 1 MiB since 2025
+
+
+def test_sqs_still_drops_a_message_older_than_its_queues_retention_period(limits: None) -> None:
+    """runtime.sqs_retention_check_in_constant_time reads one attribute instead of all of them: same answer."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    sqs_retention_check_in_constant_time()
+    sqs = boto3.client("sqs", region_name=REGION)
+    urls = {name: sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"] for name in ("old", "new")}
+    for name, url in urls.items():
+        sqs.send_message(QueueUrl=url, MessageBody=name)
+    (old,) = sqs_backends[DEFAULT_ACCOUNT_ID][REGION].get_queue("old")._messages
+    old.sent_timestamp -= 61_000  # sent 61 s ago: past the queue's 60 s
+
+    assert "Messages" not in sqs.receive_message(QueueUrl=urls["old"])
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=urls["new"])["Messages"]] == ["new"]
 
 
 def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
