@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from img2video_local.aws_faults import Invocation, abandon, install_hooks, running, uninstall_hooks
-from img2video_local.template import FunctionSpec
+from img2video_local.template import PUBLISHED_VERSION, FunctionSpec
 
 InvokeHook = Callable[[str, dict[str, Any], Any, BaseException | None], None]
 
@@ -265,9 +265,14 @@ class LocalFunctions:
         if memory_limits:
             _monitor.acquire()
 
-    def find(self, name_or_arn: str) -> str:
+    def find(self, name_or_arn: str, qualifier: str | None = None) -> str:
+        """The function a name or ARN (qualified or not, as Invoke takes it) names; KeyError for none, or for a version
+        or alias the function does not have (Lambda answers ResourceNotFoundException)."""
+        name, qualifier = split_qualifier(name_or_arn, qualifier)
         for logical, spec in self.specs.items():
-            if name_or_arn in (spec.name, spec.arn, logical):
+            if name in (spec.name, spec.arn, logical):
+                if qualifier is not None and qualifier not in spec.qualifiers:
+                    raise KeyError(name_or_arn)
                 return logical
         raise KeyError(name_or_arn)
 
@@ -346,6 +351,16 @@ class LocalFunctions:
         uninstall_hooks()
 
 
+def split_qualifier(name_or_arn: str, qualifier: str | None = None) -> tuple[str, str | None]:
+    """("name", "1") from "arn:aws:lambda:REGION:ACCOUNT:function:name:1", "name:1", or "name" with Qualifier "1"."""
+    parts = name_or_arn.split(":")
+    if name_or_arn.startswith("arn:") and len(parts) == 8:
+        name_or_arn, qualifier = ":".join(parts[:7]), parts[7]
+    elif not name_or_arn.startswith("arn:") and len(parts) == 2:
+        name_or_arn, qualifier = parts
+    return name_or_arn, qualifier
+
+
 def _marshal(result: Any) -> Any:
     """The result as the caller of a real Lambda gets it: JSON, at most 6 MB."""
     try:
@@ -395,7 +410,11 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._send(400, {"Type": "User", "message": message}, {"x-amzn-ErrorType": "InvalidRequestContentException"})
             return
         try:
-            logical = self.server.functions.find(unquote(parts[3]))
+            qualifier = parse_qs(urlsplit(self.path).query).get("Qualifier", [None])[0]
+            logical = self.server.functions.find(unquote(parts[3]), qualifier)
+            executed = split_qualifier(unquote(parts[3]), qualifier)[1] or "$LATEST"
+            if executed != "$LATEST":
+                executed = PUBLISHED_VERSION  # an alias runs the version it points at
         except KeyError:
             self._send(
                 404,
@@ -406,9 +425,9 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         try:
             result = self.server.functions.invoke(logical, payload)
         except Exception as exc:
-            self._send(200, error_payload(exc), {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": "$LATEST"})
+            self._send(200, error_payload(exc), {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": executed})
             return
-        self._send(200, result, {"X-Amz-Executed-Version": "$LATEST"})
+        self._send(200, result, {"X-Amz-Executed-Version": executed})
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         data = json.dumps(body).encode("utf-8")

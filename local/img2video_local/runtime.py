@@ -66,8 +66,8 @@ class LocalPipeline:
     # AWS's own faults, injected into the handlers' boto3 calls (see aws_faults.py for the spec).
     aws_faults: str = ""
     aws_faults_seed: int | None = None
-    # Shrinks every function timeout and the state machine's Retry backoff in proportion (the emulator's
-    # durations have a time_scale of their own, in its config).
+    # Shrinks every function timeout, the state machine's Retry backoff, Wait states and TimeoutSeconds in proportion
+    # (the emulator's durations have a time_scale of their own, in its config).
     time_scale: float = 1.0
     # Each function's MemorySize, enforced by tracemalloc (which taxes every allocation about 3x). Only a benchmark of
     # scheduling turns it off (bench/burst.py); tests and `make demo` never do.
@@ -195,6 +195,7 @@ class LocalPipeline:
             from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
             retrier_decl.time = self._saved_retrier_time  # type: ignore[attr-defined]
+        _state_durations.scale = 1.0
         from img2video.clients import reset
 
         reset()
@@ -205,6 +206,7 @@ class LocalPipeline:
 
         self._saved_retrier_time = retrier_decl.time  # type: ignore[attr-defined]
         retrier_decl.time = _ScaledTime(self.time_scale)  # type: ignore[attr-defined,assignment]
+        scale_state_durations(self.time_scale)
 
     def _set_env(self, values: dict[str, str | None]) -> None:
         for name, value in values.items():
@@ -521,6 +523,39 @@ def _skip_moto_backend_lock_when_known() -> None:
 
     create.img2video_fast_path = True  # type: ignore[attr-defined]
     BackendDict._create_account_specific_backend = create  # type: ignore[method-assign]
+
+
+class _StateDurations:
+    scale = 1.0
+
+
+_state_durations = _StateDurations()
+
+
+def scale_state_durations(scale: float) -> None:
+    """Wait states (Seconds, SecondsPath, Timestamp) and every TimeoutSeconds (a Task's, a callback wait's) shrink by
+    the time scale, as function timeouts and Retry backoff do: a test of a state timing out takes a fraction of its
+    real time, in proportion with everything else. moto waits in whole seconds and would loop forever on a fraction,
+    so the Wait is replaced by a deadline wait that gives up when the execution stops, as moto's does."""
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import Timeout
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    _state_durations.scale = scale
+    if getattr(WaitFunction._wait_interval, "img2video_scaled", False):
+        return
+
+    def wait_interval(self: Any, env: Any, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds * _state_durations.scale
+        while env.is_running() and (left := deadline - time.monotonic()) > 0:
+            env.program_state_event.wait(left)
+
+    def timeout_body(self: Any, env: Any) -> None:
+        seconds = self._eval_seconds(env=env)
+        env.stack.append(seconds * _state_durations.scale if _state_durations.scale != 1 else seconds)
+
+    wait_interval.img2video_scaled = True  # type: ignore[attr-defined]
+    WaitFunction._wait_interval = wait_interval  # type: ignore[method-assign]
+    Timeout._eval_body = timeout_body  # type: ignore[method-assign]
 
 
 class _ScaledTime:

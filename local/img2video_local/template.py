@@ -44,6 +44,9 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     return data
 
 
+PUBLISHED_VERSION = "1"  # a fresh stack's first published version of a function with AutoPublishAlias
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -53,6 +56,12 @@ class FunctionSpec:
     timeout: int
     memory: int
     events: dict[str, Any] = field(default_factory=dict)  # the SAM Events block: SQS event sources, EventBridge rules
+    alias: str | None = None  # AutoPublishAlias: SAM publishes version 1 of a new stack and points this alias at it
+
+    @property
+    def qualifiers(self) -> set[str]:
+        """What Invoke accepts after the function's name: $LATEST, and its version and alias when it publishes them."""
+        return {"$LATEST", PUBLISHED_VERSION, self.alias} if self.alias else {"$LATEST"}
 
     @property
     def name(self) -> str:
@@ -160,6 +169,11 @@ class Template:
             return self.parameters[name]
         if name in self.physical_ids:
             return self.physical_ids[name]
+        if "." in name:  # SAM's MyFunction.Version and MyFunction.Alias (only with AutoPublishAlias, as SAM requires)
+            logical, attribute = name.split(".", 1)
+            spec = next((spec for spec in self.functions() if spec.logical_id == logical), None)
+            if spec is not None and spec.alias and attribute in ("Version", "Alias"):
+                return f"{spec.arn}:{PUBLISHED_VERSION if attribute == 'Version' else spec.alias}"
         raise KeyError(f"local mode has not created {name} yet")
 
     def _get_att(self, logical: str, attribute: str) -> Any:
@@ -186,6 +200,7 @@ class Template:
                     timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
                     memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
                     events=props.get("Events", {}),
+                    alias=props.get("AutoPublishAlias", globals_.get("AutoPublishAlias")),
                 )
             )
         return specs

@@ -124,8 +124,10 @@ def test_an_execution_that_ends_badly_reaches_the_backstop(cfn: dict[str, Any]) 
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"] and sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": "VideoJobStateMachine"}]
-    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["PublishFunction", "Arn"]}
+    target = rule["Properties"]["Targets"][0]["Arn"]["Ref"]  # the alias: the backstop runs the latest version
+    assert of_type(cfn, "AWS::Lambda::Alias")[target]["Properties"]["FunctionName"] == {"Ref": "PublishFunction"}
     [config] = of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["Qualifier"] == "live"  # its retries and failure destination are the alias's
     assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["BackstopFailureQueue", "Arn"]}
 
 
@@ -286,7 +288,13 @@ def test_state_machine_is_standard_and_substitutes_every_function(cfn: dict[str,
     substitutions = props["DefinitionSubstitutions"]
     placeholders = set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text()))
     assert placeholders == set(substitutions)
-    assert substitutions["PollFunctionArn"] == {"Fn::GetAtt": ["PollFunction", "Arn"]}
+    # the state machine invokes published versions: a running execution keeps the code it started with
+    versions = of_type(cfn, "AWS::Lambda::Version")
+    for function in ("PollFunction", "StoreFunction", "PublishFunction"):
+        version = substitutions[f"{function}Arn"]["Ref"]
+        assert versions[version]["Properties"]["FunctionName"] == {"Ref": function}, function
+        aliases = [a for a in of_type(cfn, "AWS::Lambda::Alias").values() if a["Properties"]["FunctionName"] == {"Ref": function}]
+        assert [a["Properties"]["FunctionVersion"] for a in aliases] == [{"Fn::GetAtt": [version, "Version"]}], function
 
 
 def test_asl_error_names_exist_and_every_task_ends_in_a_notice() -> None:

@@ -206,7 +206,7 @@ def timeout(function: str) -> int:
 def state_timeout(function: str) -> int:
     """TimeoutSeconds of the Task state whose Resource is this function (through DefinitionSubstitutions)."""
     substitutions = CFN["Resources"]["VideoJobStateMachine"]["Properties"]["DefinitionSubstitutions"]
-    [name] = [key for key, value in substitutions.items() if value == {"Fn::GetAtt": [function, "Arn"]}]
+    [name] = [key for key, value in substitutions.items() if value == {"Ref": f"{function}.Version"}]
     [state] = [s for s in ASL["States"].values() if s.get("Resource") == "${" + name + "}"]
     return int(state["TimeoutSeconds"])
 

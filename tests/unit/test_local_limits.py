@@ -25,7 +25,7 @@ from img2video_local.lambda_server import (
     LocalFunctions,
     start_invoke_server,
 )
-from img2video_local.runtime import sqs_retention_check_in_constant_time
+from img2video_local.runtime import scale_state_durations, sqs_retention_check_in_constant_time
 from img2video_local.template import REGION, FunctionSpec
 from moto import mock_aws
 
@@ -206,6 +206,9 @@ def test_memory_limits_are_off_only_when_asked_and_then_nothing_is_traced(code: 
             enforced.invoke("HogFunction", {"mib": 128 - RUNTIME_BASELINE_MIB + 10})
     finally:
         enforced.close()
+        for thread in threading.enumerate():  # let the abandoned handler finish and free its memory
+            if thread.name == "lambda-HogFunction":
+                thread.join(timeout=2)
     assert not tracemalloc.is_tracing()
 
 
@@ -294,6 +297,31 @@ def test_the_invoke_api_reports_limits_as_lambda_does(functions: LocalFunctions,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_invoke_takes_a_published_version_or_alias_and_refuses_one_that_does_not_exist(code: Path) -> None:
+    """The state machine invokes Poll, Store and Publish by version ARN (template.yaml); Lambda refuses an unknown
+    qualifier with ResourceNotFoundException, and so does local mode."""
+    published = FunctionSpec(
+        logical_id="ClockFunction", code_uri=code, handler="app.remaining", environment={}, timeout=30, memory=128, alias="live"
+    )
+    plain = _spec(code, "FailingFunction", "failing")
+    functions = LocalFunctions({spec.logical_id: spec for spec in (published, plain)})
+    server, url = start_invoke_server(functions)
+    try:
+        client = boto3.client("lambda", region_name=REGION, endpoint_url=url)
+        for name, qualifier in ((f"{published.arn}:1", None), (f"{published.name}:live", None), (published.arn, "1")):
+            answer = client.invoke(FunctionName=name, **({"Qualifier": qualifier} if qualifier else {}))
+            assert answer["StatusCode"] == 200 and answer["ExecutedVersion"] == "1", name
+        assert client.invoke(FunctionName=published.arn)["ExecutedVersion"] == "$LATEST"
+        for name in (f"{published.arn}:7", f"{published.arn}:beta", f"{plain.arn}:1"):
+            with pytest.raises(ClientError) as raised:
+                client.invoke(FunctionName=name)
+            assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException", name
+    finally:
+        server.shutdown()
+        server.server_close()
+        functions.close()
 
 
 # -- AWS faults ---------------------------------------------------------------------------------------
@@ -541,3 +569,42 @@ def test_the_local_eventbridge_keeps_delivering_after_a_failed_look() -> None:
     stop.set()
     watcher.join(2)
     assert events.missed_looks == 1 and [e["detail"]["executionArn"] for e in delivered] == [arn]  # type: ignore[index]
+
+
+def test_the_time_scale_shrinks_wait_states_and_state_timeouts_in_proportion() -> None:
+    """A Wait of 20 s and a callback task's TimeoutSeconds of 40 s take 1 s and 2 s at a scale of 0.05, and the
+    timeout still ends the task as States.Timeout (runtime.scale_state_durations)."""
+    definition = {
+        "StartAt": "Nap",
+        "States": {
+            "Nap": {"Type": "Wait", "Seconds": 20, "Next": "AwaitAnswer"},
+            "AwaitAnswer": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": "${queue}", "MessageBody": {"token.$": "$$.Task.Token"}},
+                "TimeoutSeconds": 40,
+                "End": True,
+            },
+        },
+    }
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[call-overload]
+        queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="answers")["QueueUrl"]
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        machine = sfn.create_state_machine(
+            name="scaled",
+            definition=json.dumps(definition).replace("${queue}", queue),
+            roleArn="arn:aws:iam::123456789012:role/scaled",
+        )["stateMachineArn"]
+        scale_state_durations(0.05)
+        try:
+            started = time.monotonic()
+            execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
+            while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING" and time.monotonic() - started < 30:
+                time.sleep(0.05)
+            took = time.monotonic() - started
+        finally:
+            scale_state_durations(1.0)
+        events = sfn.get_execution_history(executionArn=execution)["events"]
+    assert 2.5 <= took < 10, took  # 1 s + 2 s, not 60 s
+    failed = [e for e in events if e["type"] == "ExecutionFailed"]
+    assert failed and failed[0]["executionFailedEventDetails"]["error"] == "States.Timeout"
