@@ -45,7 +45,9 @@ def main() -> int:
         generation_seconds=args.generation_seconds, queue_seconds=queue_seconds, fps=2, concurrency=args.limit, render_workers=2
     )
     keys = {f"incoming/burst/{i:04d}.jpg" for i in range(args.jobs)}
-    with LocalPipeline(parameters={"MaxWaitMinutes": "30"}, emulator_config=config, memory_limits=args.memory_limits) as local:
+    with LocalPipeline(
+        parameters={"MaxWaitMinutes": "30"}, emulator_config=config, memory_limits=args.memory_limits, submit_retry_max_seconds=None
+    ) as local:
         started, cpu_started = time.monotonic(), time.process_time()
         for key in sorted(keys):
             local.upload(key.replace(".jpg", ".txt"), b"burst")

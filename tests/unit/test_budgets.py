@@ -24,7 +24,7 @@ from typing import Any
 
 import botocore.client
 import pytest
-from img2video import accept, clients, jobs_table, novita, video_transfer, webhook
+from img2video import accept, clients, jobs_table, novita, slot_line, video_transfer, webhook
 from img2video.sidecar import MAX_EXTRA_IMAGES
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
@@ -87,6 +87,9 @@ SUBMIT_URL = [
     Call("POST the task (presigned image URLs are signed locally, no call)", "NovitaClient.submit", 1, NOVITA_POST),
     RECORD,
     Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),
+    Call(
+        "sqs:SendMessage to the line for a task slot, when throttled (quick client)", "slot_line.join", 1, clients.QUICK_CALL_WORST_SECONDS
+    ),
 ]
 
 
@@ -100,9 +103,16 @@ def inline_images(images: int) -> list[Call]:
 
 
 # -- Poll --------------------------------------------------------------------------------------------------
+WAKE = Call(
+    "sqs:ReceiveMessage, dynamodb:GetItem, sqs:SendMessage, sqs:DeleteMessage per entry looked at (quick client)",
+    "slot_line.wake_one",
+    slot_line.WAKE_TRIES * slot_line.WAKE_CALLS_PER_TRY,
+    clients.QUICK_CALL_WORST_SECONDS,
+)
 POLL = [
     SECRET,
     Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
+    WAKE,
     Call("dynamodb:UpdateItem of the task's item (the video URL for Store)", "task_item.remember_video", 1, AWS),
     RECORD,
 ]
@@ -124,6 +134,7 @@ WEBHOOK = [
         3,
         QUICK,
     ),
+    WAKE,
 ]
 
 

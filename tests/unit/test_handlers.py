@@ -636,7 +636,7 @@ def test_a_throttled_submit_is_sent_again_later_honouring_retry_after(aws: Aws, 
         assert submit(aws, body) == {"batchItemFailures": []}
         [(again, delay)] = answers.resent
         assert least <= delay <= 900, (retry_after, delay)
-        assert again == {**body, "attempt": 1}
+        assert again == {**body, "attempt": 1, "in_line": True}  # and it waits in the line for a slot, once
         assert answers.failures == [] and answers.outputs == [] and aws.notices() == []
 
         # Novita has room again: the message sent back submits (the throttled attempt left no idempotency record)
@@ -644,6 +644,54 @@ def test_a_throttled_submit_is_sent_again_later_honouring_retry_after(aws: Aws, 
         assert submit(aws, again) == {"batchItemFailures": []}
         assert [o.task_id for o in answers.outputs] == [f"t-after-{index}"]
     assert len(novita_calls(SUBMIT_URL)) == 6
+
+
+def _queued(aws: Aws, queue: str) -> list[dict[str, Any]]:
+    """The bodies a queue would deliver now (visible: not delayed), taken off it."""
+    url = aws.stack.id(queue)
+    bodies = []
+    while messages := aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [json.loads(m["Body"]) for m in messages]
+        for m in messages:
+            aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return bodies
+
+
+@responses.activate
+def test_a_job_turned_away_for_want_of_a_slot_goes_as_soon_as_a_task_ends_not_after_its_backoff(aws: Aws, answers: Answers) -> None:
+    # burst found it: with backoff alone (up to 15 minutes), 500 jobs against 5 slots left slots idle for minutes
+    full = {"code": 429, "reason": "TOO_MANY_CONCURRENT_TASKS", "message": "at most 5 tasks may run at once"}
+    responses.post(SUBMIT_URL, status=429, json=full)
+    turned_away = []
+    for name in ("first", "second", "done-meanwhile"):
+        execution, job = accepted_job(aws, key=f"incoming/{name}.jpg")
+        turned_away.append(submit_body(execution, job))
+        assert submit(aws, turned_away[-1]) == {"batchItemFailures": []}
+    assert len(answers.resent) == 3 and all(delay >= 1 for _, delay in answers.resent)  # each keeps its own retry
+    # ... and a retry throttled again does not queue the job twice
+    assert submit(aws, answers.resent[0][0]) == {"batchItemFailures": []}
+    assert (
+        aws.sqs.get_queue_attributes(QueueUrl=aws.stack.id("SlotLineQueue"), AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+        == "3"
+    )
+    assert _queued(aws, "SubmitQueue") == []  # ... which is not due yet
+    jobs_table.record(turned_away[2]["job"]["job_id"], "submitted")  # its own retry got it a slot meanwhile
+
+    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
+    assert poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))["status"] == "succeeded"
+    # the slot went to the first in line, now; throttled again, that copy would join the line anew
+    assert _queued(aws, "SubmitQueue") == [{**turned_away[0], "attempt": 1, "in_line": False}]
+
+    responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_FAILED", reason="nsfw"))  # a failed task frees its slot too
+    with pytest.raises(ProviderFailed):
+        poll(aws, state_dict())
+    assert _queued(aws, "SubmitQueue") == [{**turned_away[1], "attempt": 1, "in_line": False}]
+    responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
+    poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))
+    # the third had been submitted since: its entry is dropped, nobody is woken for it
+    assert _queued(aws, "SubmitQueue") == [] and _queued(aws, "SlotLineQueue") == []
 
 
 # status, Novita's answer, the error name SendTaskFailure carries, the notice's code, a fragment of the message

@@ -6,6 +6,7 @@ import math
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from img2video import slot_line
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
@@ -45,6 +46,8 @@ def poll_task(state: ExecutionState) -> PollRecord:
     status = task.task_status
     logger.info("Polled", extra={"task_id": task_id, "status": task.status, "progress": task.progress_percent, "polls": polls})
 
+    if status in (TaskStatus.SUCCEED, TaskStatus.FAILED):
+        slot_line.wake_one()  # the task's slot at Novita is free: a job turned away for want of one goes now
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         remember_video(task_id, result)  # Store downloads from this URL instead of asking Novita again

@@ -25,6 +25,7 @@ class Settings(BaseModel):
     state_machine_arn: str = ""
     upload_queue_url: str = ""
     submit_queue_url: str = ""
+    slot_line_queue_url: str = ""  # jobs Novita turned away for want of a task slot (slot_line.py); empty: no line
     idempotency_table: Annotated[str, Field(min_length=1)]
     jobs_table: Annotated[str, Field(min_length=1)]
     novita_secret_id: Annotated[str, Field(min_length=1)]

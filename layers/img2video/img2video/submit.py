@@ -12,9 +12,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from img2video import slot_line
 from img2video.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, once_per, presigner
 from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError, UnsupportedImage
+from img2video.errors import PipelineError, ProviderThrottled, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Held, Job, PollRecord, Submitted
 from img2video.jobs_table import claim_submission, kind_history, record_quietly
@@ -32,8 +33,8 @@ from img2video.webhook import webhook_url
 # table's, the answer and a re-send, plus both POST attempts (a refused key is re-read and tried once more). One
 # message per invocation, so this is the whole invocation: tests/unit/test_budgets.py checks it fits the timeout.
 SUBMIT_WORST_SECONDS = (
-    (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + QUICK_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
-)  # the quick call: the webhook URL's path secret
+    (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + 2 * QUICK_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+)  # the quick calls: the webhook URL's path secret, and joining the line for a task slot when throttled
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -48,6 +49,7 @@ class SubmitRequest(BaseModel):
     execution: str
     job: Job
     attempt: int = 0
+    in_line: bool = False  # this job has an entry in the line for a task slot (slot_line.py): one is enough
 
 
 # --- the image as Novita receives it ---------------------------------------------------------------
@@ -166,7 +168,7 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
         submitted = submitted_output(request.job, submit_task(request.job, settings), settings)
     except PipelineError as exc:
         if exc.transient:
-            return _retry_later(request, exc.message, exc.retry_after, settings)
+            return _retry_later(request, exc.message, exc.retry_after, settings, throttled=isinstance(exc, ProviderThrottled))
         return _answer_failure(request, type(exc).__name__, exc.message)
     except Exception as exc:
         if is_transient(exc):  # AWS faults, or another delivery holding the job's record: look again later
@@ -233,12 +235,19 @@ def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
     return _answer(request, lambda sfn: sfn.send_task_failure(taskToken=request.token, error=error, cause=cause), f"failed:{error}")
 
 
-def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings) -> str:
+def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings, throttled: bool = False) -> str:
     """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait."""
     delay = int(min(900, backoff_seconds(request.attempt, settings.submit_retry_max_seconds, base=5, retry_after=retry_after)))
     body = request.model_dump(mode="json")
     body["attempt"] = request.attempt + 1
-    client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)
+    # Throttled, it also waits in the line for a slot, to be woken as soon as a task ends rather than after its backoff;
+    # once per job: its own retry says it has an entry, and the entry, once woken and throttled again, joins anew.
+    joins = throttled and not request.in_line
+    client("sqs").send_message(
+        QueueUrl=settings.submit_queue_url, MessageBody=json.dumps({**body, "in_line": request.in_line or joins}), DelaySeconds=delay
+    )
+    if joins:
+        slot_line.join(json.dumps({**body, "in_line": False}))
     logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
     metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
     return "retrying"
