@@ -788,7 +788,7 @@ def test_a_passing_aws_fault_before_the_post_sends_the_message_again_later(
     failing(monkeypatch, "dynamodb", "put_item", aws_error("ProvisionedThroughputExceededException", 400, "PutItem"))
     assert submit(aws, body) == {"batchItemFailures": []}
     [(again, delay)] = answers.resent
-    assert again == {**body, "attempt": 1} and 1 <= delay <= 900
+    assert again == {**body, "attempt": 1, "in_line": False} and 1 <= delay <= 900
     assert novita_calls() == [] and answers.failures == [] and answers.outputs == []
 
 
