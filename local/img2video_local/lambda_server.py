@@ -410,11 +410,10 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._send(400, {"Type": "User", "message": message}, {"x-amzn-ErrorType": "InvalidRequestContentException"})
             return
         try:
-            qualifier = parse_qs(urlsplit(self.path).query).get("Qualifier", [None])[0]
-            logical = self.server.functions.find(unquote(parts[3]), qualifier)
-            executed = split_qualifier(unquote(parts[3]), qualifier)[1] or "$LATEST"
-            if executed != "$LATEST":
-                executed = PUBLISHED_VERSION  # an alias runs the version it points at
+            name, qualifier = split_qualifier(unquote(parts[3]), parse_qs(urlsplit(self.path).query).get("Qualifier", [None])[0])
+            logical = self.server.functions.find(name, qualifier)
+            # a version, or an alias, which runs the version it points at
+            executed = "$LATEST" if qualifier in (None, "$LATEST") else PUBLISHED_VERSION
         except KeyError:
             self._send(
                 404,

@@ -38,12 +38,13 @@ def join(body: str) -> None:
         logger.warning("Could not join the line for a task slot; the job's own retry stands", extra={"error": str(exc)})
 
 
-def wake_one() -> str | None:
-    """A task just ended: move the first waiting job that still needs a slot to the SubmitQueue; its job id, or None."""
+def wake_one(dynamodb: Any = None) -> str | None:
+    """A task just ended: move the first waiting job that still needs a slot to the SubmitQueue; its job id, or None.
+    `dynamodb`: the caller's quick DynamoDB client, when it has one."""
     settings = get_settings()
     if not settings.slot_line_queue_url:
         return None
-    sqs, dynamodb = quick_client("sqs"), quick_client("dynamodb")
+    sqs, dynamodb = quick_client("sqs"), dynamodb or quick_client("dynamodb")
     try:
         for _ in range(WAKE_TRIES):
             messages = sqs.receive_message(QueueUrl=settings.slot_line_queue_url, MaxNumberOfMessages=1, VisibilityTimeout=30)
@@ -51,7 +52,7 @@ def wake_one() -> str | None:
                 return None
             message = messages["Messages"][0]
             job_id = _job_id(message["Body"])
-            item = dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id or "-"}}).get("Item", {})
+            item = dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}}).get("Item", {}) if job_id else {}
             waiting = item.get("state", {}).get("S") in _WAITING_STATES
             if waiting:
                 sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=message["Body"])

@@ -238,16 +238,13 @@ def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
 def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings, throttled: bool = False) -> str:
     """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait."""
     delay = int(min(900, backoff_seconds(request.attempt, settings.submit_retry_max_seconds, base=5, retry_after=retry_after)))
-    body = request.model_dump(mode="json")
-    body["attempt"] = request.attempt + 1
     # Throttled, it also waits in the line for a slot, to be woken as soon as a task ends rather than after its backoff;
     # once per job: its own retry says it has an entry, and the entry, once woken and throttled again, joins anew.
     joins = throttled and not request.in_line
-    client("sqs").send_message(
-        QueueUrl=settings.submit_queue_url, MessageBody=json.dumps({**body, "in_line": request.in_line or joins}), DelaySeconds=delay
-    )
+    again = request.model_copy(update={"attempt": request.attempt + 1, "in_line": request.in_line or joins})
+    client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=again.model_dump_json(), DelaySeconds=delay)
     if joins:
-        slot_line.join(json.dumps({**body, "in_line": False}))
+        slot_line.join(again.model_copy(update={"in_line": False}).model_dump_json())
     logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
     metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
     return "retrying"

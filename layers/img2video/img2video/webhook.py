@@ -164,7 +164,7 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
     finally:  # counted for the kind whenever it came (after a poll saw the task done, too), once the job was told
         if job_id and history:
             record_webhook_arrival(history, job_id, dynamodb)
-        slot_line.wake_one()  # the task's slot at Novita is free (once per task: the outcome was recorded once)
+        slot_line.wake_one(dynamodb)  # the task's slot at Novita is free (once per task: the outcome was recorded once)
 
 
 def _end_wait(old: dict[str, Any], job_id: str, result: TaskResult, finished_at: str) -> dict[str, Any]:
