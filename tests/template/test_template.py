@@ -229,19 +229,21 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     }
     assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
     assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
-    assert tables["Poll"] == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}  # GetItem: the woken job's state
+    line = {"dynamodb:BatchGetItem"}  # the states of the jobs at the head of the line for a task slot, in one call
+    assert tables["Poll"] == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", *line}}
     assert tables["Store"] == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}  # and whether the webhook came
     # the public URL's function: the task's item and the job's state, ending a wait, two secrets; nothing else
     webhook = actions("WebhookFunctionRole")
-    assert _dynamodb_grants(cfn, "WebhookFunctionRole") == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
-    wake = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"}  # a task ended: one job from the line for a slot
-    assert webhook - {"dynamodb:GetItem", "dynamodb:UpdateItem"} == {
+    assert _dynamodb_grants(cfn, "WebhookFunctionRole") == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", *line}}
+    # a task ended: one job from the line for a slot to the SubmitQueue, the others looked at back in line
+    wake = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"}
+    assert webhook - {"dynamodb:GetItem", "dynamodb:UpdateItem", *line} == {
         "states:SendTaskSuccess",
         "states:SendTaskFailure",
         "secretsmanager:GetSecretValue",
         *wake,
     }
-    assert poll - {"dynamodb:GetItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"} == wake
+    assert poll - {"dynamodb:GetItem", "dynamodb:UpdateItem", *line, "secretsmanager:GetSecretValue"} == wake
     for role in ("PollFunctionRole", "WebhookFunctionRole"):  # only the line and the SubmitQueue
         queues = [s["Resource"] for name, s in _allow_statements(cfn) if name == role and str(s["Action"]).startswith("['sqs:")]
         assert queues == [[{"Fn::GetAtt": ["SlotLineQueue", "Arn"]}, {"Fn::GetAtt": ["SubmitQueue", "Arn"]}]], role

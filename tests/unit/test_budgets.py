@@ -88,6 +88,12 @@ SUBMIT_URL = [
     RECORD,
     Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),
     Call(
+        "dynamodb:GetItem of the line for a task slot: does it move? (quick client)",
+        "slot_line.is_moving",
+        1,
+        clients.QUICK_CALL_WORST_SECONDS,
+    ),
+    Call(
         "sqs:SendMessage to the line for a task slot, when throttled (quick client)", "slot_line.join", 1, clients.QUICK_CALL_WORST_SECONDS
     ),
 ]
@@ -96,17 +102,22 @@ SUBMIT_URL = [
 def inline_images(images: int) -> list[Call]:
     """What each image sent inline adds (off_peak jobs with image_transport auto, or data)."""
     return [
-        Call("s3:GetObject of the first bytes (the type), per image", "submit.image_reference", images, AWS),
-        Call("s3:HeadObject (the size), per image", "submit.image_reference", images, AWS),
+        Call(
+            "s3:GetObject of the first bytes (the type, and the size from its Content-Range), per image",
+            "submit.image_reference",
+            images,
+            AWS,
+        ),
         Call("s3:GetObject of the image, per image and POST attempt", "InlineImage.open in request_body._encoded", 2 * images, AWS),
     ]
 
 
 # -- Poll --------------------------------------------------------------------------------------------------
 WAKE = Call(
-    "sqs:ReceiveMessage, dynamodb:GetItem, sqs:SendMessage, sqs:DeleteMessage per entry looked at (quick client)",
+    "sqs:ReceiveMessage, dynamodb:BatchGetItem, sqs:SendMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch, "
+    "dynamodb:UpdateItem of the line's last look (quick client)",
     "slot_line.wake_one",
-    slot_line.WAKE_TRIES * slot_line.WAKE_CALLS_PER_TRY,
+    slot_line.WAKE_CALLS,
     clients.QUICK_CALL_WORST_SECONDS,
 )
 POLL = [
@@ -271,7 +282,7 @@ def test_an_off_peak_job_with_every_extra_image_a_sidecar_allows_fits_the_submit
     fitting = math.floor((timeout("SubmitFunction") - total(SUBMIT_URL)) / total(inline_images(1)))
     assert total(calls) <= timeout("SubmitFunction"), (
         f"PRODUCT BUG (layers/img2video/img2video/submit.py image_reference, template.yaml SubmitFunction Timeout): an "
-        f"off_peak job sends its image and up to {MAX_EXTRA_IMAGES} extra images inline, 4 S3 calls each, all before or "
+        f"off_peak job sends its image and up to {MAX_EXTRA_IMAGES} extra images inline, 3 S3 calls each, all before or "
         f"during the one POST and with no check of the time left; at worst that is {total(calls):g} s against a "
         f"{timeout('SubmitFunction')} s timeout (only {fitting} inline image(s) fit). A Submit killed after its POST and "
         f"before the idempotency record is saved pays again on the next delivery.\n{table(calls)}"

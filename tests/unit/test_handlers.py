@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from img2video import accept as accept_module
-from img2video import clients, jobs_table, publish, video_transfer
+from img2video import clients, jobs_table, publish, slot_line, video_transfer
 from img2video import submit as submit_module
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, Submitted
@@ -636,7 +636,7 @@ def test_a_throttled_submit_is_sent_again_later_honouring_retry_after(aws: Aws, 
         assert submit(aws, body) == {"batchItemFailures": []}
         [(again, delay)] = answers.resent
         assert least <= delay <= 900, (retry_after, delay)
-        assert again == {**body, "attempt": 1, "in_line": True}  # and it waits in the line for a slot, once
+        assert again == {**body, "attempt": 1, "in_line": True, "woken": False}  # and it waits in the line for a slot, once
         assert answers.failures == [] and answers.outputs == [] and aws.notices() == []
 
         # Novita has room again: the message sent back submits (the throttled attempt left no idempotency record)
@@ -657,11 +657,24 @@ def _queued(aws: Aws, queue: str) -> list[dict[str, Any]]:
     return bodies
 
 
+def _line_length(aws: Aws) -> int:
+    attributes = aws.sqs.get_queue_attributes(QueueUrl=aws.stack.id("SlotLineQueue"), AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+FULL = {"code": 429, "reason": "TOO_MANY_CONCURRENT_TASKS", "message": "at most 5 tasks may run at once"}
+
+
+def _task_ends(aws: Aws) -> None:
+    """A poll sees a task succeed: its slot at Novita is free."""
+    responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
+    assert poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))["status"] == "succeeded"
+
+
 @responses.activate
 def test_a_job_turned_away_for_want_of_a_slot_goes_as_soon_as_a_task_ends_not_after_its_backoff(aws: Aws, answers: Answers) -> None:
     # burst found it: with backoff alone (up to 15 minutes), 500 jobs against 5 slots left slots idle for minutes
-    full = {"code": 429, "reason": "TOO_MANY_CONCURRENT_TASKS", "message": "at most 5 tasks may run at once"}
-    responses.post(SUBMIT_URL, status=429, json=full)
+    responses.post(SUBMIT_URL, status=429, json=FULL)
     turned_away = []
     for name in ("first", "second", "done-meanwhile"):
         execution, job = accepted_job(aws, key=f"incoming/{name}.jpg")
@@ -670,28 +683,85 @@ def test_a_job_turned_away_for_want_of_a_slot_goes_as_soon_as_a_task_ends_not_af
     assert len(answers.resent) == 3 and all(delay >= 1 for _, delay in answers.resent)  # each keeps its own retry
     # ... and a retry throttled again does not queue the job twice
     assert submit(aws, answers.resent[0][0]) == {"batchItemFailures": []}
-    assert (
-        aws.sqs.get_queue_attributes(QueueUrl=aws.stack.id("SlotLineQueue"), AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
-            "ApproximateNumberOfMessages"
-        ]
-        == "3"
-    )
+    assert _line_length(aws) == 3
     assert _queued(aws, "SubmitQueue") == []  # ... which is not due yet
     jobs_table.record(turned_away[2]["job"]["job_id"], "submitted")  # its own retry got it a slot meanwhile
 
-    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
-    assert poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))["status"] == "succeeded"
-    # the slot went to the first in line, now; throttled again, that copy would join the line anew
-    assert _queued(aws, "SubmitQueue") == [{**turned_away[0], "attempt": 1, "in_line": False}]
+    _task_ends(aws)
+    # the slot went to the first in line, now, marked as woken: it asks Novita whoever else waits
+    woken = {"attempt": 1, "in_line": False, "woken": True}
+    assert _queued(aws, "SubmitQueue") == [{**turned_away[0], **woken}]
 
     responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_FAILED", reason="nsfw"))  # a failed task frees its slot too
     with pytest.raises(ProviderFailed):
         poll(aws, state_dict())
-    assert _queued(aws, "SubmitQueue") == [{**turned_away[1], "attempt": 1, "in_line": False}]
-    responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
-    poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))
+    assert _queued(aws, "SubmitQueue") == [{**turned_away[1], **woken}]
+    _task_ends(aws)
     # the third had been submitted since: its entry is dropped, nobody is woken for it
     assert _queued(aws, "SubmitQueue") == [] and _queued(aws, "SlotLineQueue") == []
+
+
+@responses.activate
+def test_one_task_end_looks_past_the_entries_of_jobs_submitted_since_and_keeps_the_others_in_line(aws: Aws, answers: Answers) -> None:
+    # burst found it: a look at two entries per task end fell behind the entries of jobs whose own retry had got a
+    # slot, and the last jobs waited out their backoff while every slot stood idle
+    responses.post(SUBMIT_URL, status=429, json=FULL)
+    bodies = []
+    for index in range(11):
+        execution, job = accepted_job(aws, key=f"incoming/line{index:02d}.jpg")
+        bodies.append(submit_body(execution, job))
+        assert submit(aws, bodies[-1]) == {"batchItemFailures": []}
+    for body in bodies[:8]:
+        jobs_table.record(body["job"]["job_id"], "submitted")
+    _task_ends(aws)
+    [woken] = _queued(aws, "SubmitQueue")
+    assert woken["job"]["job_id"] == bodies[8]["job"]["job_id"] and woken["woken"] is True
+    # the eight stale entries are gone; the two still waiting are back in line at once, not hidden for a while
+    assert sorted(b["job"]["job_id"] for b in _queued(aws, "SlotLineQueue")) == sorted(b["job"]["job_id"] for b in bodies[9:])
+
+
+@responses.activate
+def test_while_the_line_moves_a_job_waits_its_turn_and_asks_novita_once_per_patience(
+    aws: Aws, answers: Answers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # burst found it: every retry asked Novita on its backoff while the slots were full, about 6 429s a job, and the
+    # woken jobs queued behind those retries on the SubmitQueue while slots stood idle
+    patience = slot_line.patience(submit_module.get_settings())
+    responses.post(SUBMIT_URL, status=429, json=FULL)
+    execution, job = accepted_job(aws, key="incoming/ahead.jpg")
+    assert submit(aws, submit_body(execution, job)) == {"batchItemFailures": []}
+    assert answers.resent[0][1] < patience  # no line yet: a job Novita turned away asks again on its backoff
+    _task_ends(aws)  # the line moves: the job ahead is woken
+    [ahead] = _queued(aws, "SubmitQueue")
+
+    execution, job = accepted_job(aws, key="incoming/behind.jpg")
+    behind = submit_body(execution, job)
+    assert submit(aws, behind) == {"batchItemFailures": []}
+    assert len(novita_calls(SUBMIT_URL)) == 1  # it did not ask: others are waiting and being woken in turn
+    [(retry, delay)] = answers.resent[1:]
+    assert retry == {**behind, "attempt": 1, "in_line": True, "woken": False} and delay >= patience  # its own retry
+    assert [b["job"]["job_id"] for b in _queued(aws, "SlotLineQueue")] == [job["job_id"]]
+
+    # the woken job asks whoever waits; turned away all the same (another caller took the slot), it goes back in
+    # line and adds no second retry of its own
+    assert submit(aws, ahead) == {"batchItemFailures": []}
+    assert len(novita_calls(SUBMIT_URL)) == 2 and len(answers.resent) == 2
+    assert [b["woken"] for b in _queued(aws, "SlotLineQueue")] == [False]
+
+    # a job in line asks when its own retry comes (a slot may have freed unseen), and, turned away while the line
+    # still moves, waits a patience again rather than its backoff
+    assert submit(aws, retry) == {"batchItemFailures": []}
+    assert len(novita_calls(SUBMIT_URL)) == 3
+    [(again, delay)] = answers.resent[2:]
+    assert again == {**retry, "attempt": 2} and delay >= patience and _queued(aws, "SlotLineQueue") == []
+
+    # the line stops (nobody woken for a patience: the slots went to another client, a wake was lost): a job not in
+    # line asks Novita at once
+    later = time.time() + patience + 1
+    monkeypatch.setattr(slot_line, "now", lambda: later)
+    responses.upsert(responses.POST, SUBMIT_URL, json={"task_id": "t-behind"})
+    assert submit(aws, {**retry, "in_line": False}) == {"batchItemFailures": []}
+    assert [o.task_id for o in answers.outputs] == ["t-behind"]
 
 
 # status, Novita's answer, the error name SendTaskFailure carries, the notice's code, a fragment of the message
@@ -788,7 +858,7 @@ def test_a_passing_aws_fault_before_the_post_sends_the_message_again_later(
     failing(monkeypatch, "dynamodb", "put_item", aws_error("ProvisionedThroughputExceededException", 400, "PutItem"))
     assert submit(aws, body) == {"batchItemFailures": []}
     [(again, delay)] = answers.resent
-    assert again == {**body, "attempt": 1, "in_line": False} and 1 <= delay <= 900
+    assert again == {**body, "attempt": 1, "in_line": False, "woken": False} and 1 <= delay <= 900
     assert novita_calls() == [] and answers.failures == [] and answers.outputs == []
 
 

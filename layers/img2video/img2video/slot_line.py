@@ -1,41 +1,83 @@
-"""The line of jobs Novita turned away for want of a free task slot, woken one at a time as tasks end.
+"""The line of jobs waiting for a free task slot at Novita, woken one at a time as tasks end.
 
-A throttled submit goes back on the SubmitQueue with exponential backoff (submit._retry_later), so no job depends on
-the line; but backoff alone leaves slots idle (a slot that frees while every waiting job sleeps for minutes stays
-empty) or, capped low, asks Novita again and again. So a throttled job also joins this line (an SQS queue nobody
-consumes), and whoever sees a task end (a poll, a confirmed webhook) moves one waiting job to the SubmitQueue at once.
+A job Novita turns away for want of a slot (429) goes back on the SubmitQueue with exponential backoff
+(submit._retry_later): that retry is the job's own, and no job depends on the line. But backoff alone leaves slots idle
+(a slot that frees while every waiting job sleeps for minutes stays empty), and every retry that asks Novita while the
+slots are full is a 429 and a Submit invocation other jobs wait behind. So a throttled job also joins this line (an
+SQS queue nobody consumes), and whoever sees a task end (a poll, a confirmed webhook) moves the first job still waiting
+to the SubmitQueue at once, marked `woken`, which asks Novita whoever else waits.
 
-A job may then be in the SubmitQueue twice (woken, and its own retry): Submit's idempotency per job id pays once, and
-the second answer finds the token used. An entry of a job that has been submitted or has ended since is dropped
-without waking it. Waking is best effort: a failed or empty look leaves the jobs to their own retries.
+Each look is written down (`#slot-line` in the jobs table). While the line moves (a look woke a job within the line's
+patience), a job not in line yet joins it without asking Novita, and a job in line asks only when its own retry comes,
+once per patience rather than on its backoff: that retry still finds a slot that freed unseen (a wake lost, a task that
+nobody polls any more), so a line that stops or loses a wake costs a job at most one patience. Once the line stops
+(nobody woken for a patience, or the last look found nobody waiting), retries back off as usual: a job Novita turned
+away for a passing rate limit, with no line to speak of, asks again within seconds.
+
+A job may be in the SubmitQueue twice (woken, and its own retry): Submit's idempotency per job id pays once, and the
+second answer finds the token used. Entries of jobs that were submitted or ended since are dropped as they are seen.
+Waking is best effort with quick clients: a failed look leaves the jobs to their own retries.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from img2video.clients import quick_client
+from img2video.clock import now
 from img2video.observability import logger
-from img2video.settings import get_settings
+from img2video.settings import Settings, get_settings
 
-# Entries looked at per task end: a stale one (its job submitted since) is dropped and the next one woken.
-WAKE_TRIES = 2
-WAKE_CALLS_PER_TRY = 4  # ReceiveMessage, GetItem of the job, SendMessage to the SubmitQueue, DeleteMessage
+LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
+# ReceiveMessage, BatchGetItem of their jobs, SendMessage of the one woken, DeleteMessageBatch (woken and stale),
+# ChangeMessageVisibilityBatch (the others back in line at once), UpdateItem of the line's last look
+WAKE_CALLS = 6
+# The line's patience: a line whose last look woke a job within this long is moving, and a job in it asks Novita this
+# often. Long enough to span the gaps between task ends of a busy account (tasks of minutes over a few slots), short
+# enough that a line nobody wakes delays its jobs by minutes at most. Never longer than a throttled submit's backoff
+# cap (SubmitRetryMaxSeconds; local mode's tests shorten it to seconds).
+LINE_MOVING_SECONDS = 300
 _WAITING_STATES = ("accepted", "held")  # not submitted yet; a job's item is created as it is accepted
+_LINE_ITEM = "#slot-line"  # the line's last look; a job id never starts with "#"
 
 
-def join(body: str) -> None:
-    """Put a throttled job's SubmitQueue message in the line (best effort: its own retry is already queued)."""
+def join(body: str) -> bool:
+    """Put a job's SubmitQueue message in the line (best effort: its own retry is already queued); whether it did."""
     settings = get_settings()
     if not settings.slot_line_queue_url:
-        return
+        return False
     try:
         quick_client("sqs").send_message(QueueUrl=settings.slot_line_queue_url, MessageBody=body)
     except (ClientError, BotoCoreError) as exc:
         logger.warning("Could not join the line for a task slot; the job's own retry stands", extra={"error": str(exc)})
+        return False
+    return True
+
+
+def patience(settings: Settings) -> int:
+    return min(LINE_MOVING_SECONDS, settings.submit_retry_max_seconds)
+
+
+def is_moving() -> bool:
+    """Whether the line's last look, within its patience, found a job waiting and woke it."""
+    settings = get_settings()
+    if not settings.slot_line_queue_url:
+        return False
+    try:
+        item = (
+            quick_client("dynamodb")
+            .get_item(TableName=settings.jobs_table, Key={"job_id": {"S": _LINE_ITEM}}, ConsistentRead=True)
+            .get("Item", {})
+        )
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("Could not read the line for a task slot; asking Novita", extra={"error": str(exc)})
+        return False
+    looked_at = float(item.get("looked_at", {}).get("N", "0"))
+    return bool(item.get("waiting", {}).get("BOOL")) and now() - looked_at < patience(settings)
 
 
 def wake_one(dynamodb: Any = None) -> str | None:
@@ -45,24 +87,67 @@ def wake_one(dynamodb: Any = None) -> str | None:
     if not settings.slot_line_queue_url:
         return None
     sqs, dynamodb = quick_client("sqs"), dynamodb or quick_client("dynamodb")
+    line = settings.slot_line_queue_url
     try:
-        for _ in range(WAKE_TRIES):
-            messages = sqs.receive_message(QueueUrl=settings.slot_line_queue_url, MaxNumberOfMessages=1, VisibilityTimeout=30)
-            if not messages.get("Messages"):
-                return None
-            message = messages["Messages"][0]
-            job_id = _job_id(message["Body"])
-            item = dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}}).get("Item", {}) if job_id else {}
-            waiting = item.get("state", {}).get("S") in _WAITING_STATES
-            if waiting:
-                sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=message["Body"])
-            sqs.delete_message(QueueUrl=settings.slot_line_queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if waiting:
-                logger.info("A task ended; woke a job waiting for a slot", extra={"woken_job_id": job_id})
-                return job_id
+        entries = sqs.receive_message(QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30).get("Messages", [])
+        waiting = _waiting_jobs(dynamodb, settings.jobs_table, {j for m in entries if (j := _job_id(m["Body"]))})
+        woken = next((m for m in entries if _job_id(m["Body"]) in waiting), None)
+        if woken is not None:
+            sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=_as_woken(woken["Body"]))
+        # the woken entry and those of jobs no longer waiting leave the line; the rest go back to it at once
+        done = [m for m in entries if m is woken or _job_id(m["Body"]) not in waiting]
+        back = [m for m in entries if m not in done]
+        if done:
+            sqs.delete_message_batch(QueueUrl=line, Entries=[_entry(i, m) for i, m in enumerate(done)])
+        if back:
+            sqs.change_message_visibility_batch(
+                QueueUrl=line, Entries=[{**_entry(i, m), "VisibilityTimeout": 0} for i, m in enumerate(back)]
+            )
+        _note_look(dynamodb, settings.jobs_table, woken is not None)
     except (ClientError, BotoCoreError) as exc:
         logger.warning("Could not wake a job waiting for a slot; it keeps its own retry", extra={"error": str(exc)})
-    return None
+        return None
+    if woken is None:
+        return None
+    job_id = _job_id(woken["Body"])
+    logger.info("A task ended; woke a job waiting for a slot", extra={"woken_job_id": job_id})
+    return job_id
+
+
+def _waiting_jobs(dynamodb: Any, table: str, job_ids: set[str]) -> set[str]:
+    """Which of these jobs still wait to be submitted (a key DynamoDB left unprocessed counts as not waiting, this time)."""
+    if not job_ids:
+        return set()
+    answer = dynamodb.batch_get_item(
+        RequestItems={
+            table: {
+                "Keys": [{"job_id": {"S": j}} for j in sorted(job_ids)],
+                "ProjectionExpression": "job_id, #s",
+                "ExpressionAttributeNames": {"#s": "state"},
+            }
+        }
+    )
+    return {item["job_id"]["S"] for item in answer.get("Responses", {}).get(table, []) if item.get("state", {}).get("S") in _WAITING_STATES}
+
+
+def _note_look(dynamodb: Any, table: str, woke: bool) -> None:
+    at = now()
+    dynamodb.update_item(
+        TableName=table,
+        Key={"job_id": {"S": _LINE_ITEM}},
+        UpdateExpression="SET looked_at = :at, waiting = :woke, expires_at = :expires",
+        ExpressionAttributeValues={":at": {"N": f"{at:.3f}"}, ":woke": {"BOOL": woke}, ":expires": {"N": str(math.ceil(at) + 86400)}},
+    )
+
+
+def _entry(index: int, message: dict[str, Any]) -> dict[str, Any]:
+    return {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+
+
+def _as_woken(body: str) -> str:
+    data = json.loads(body)
+    data["woken"] = True
+    return json.dumps(data)
 
 
 def _job_id(body: str) -> str | None:

@@ -29,12 +29,12 @@ from img2video.webhook import webhook_url
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
 # history, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
-# (4 S3 calls each: its size, its type, its bytes for each of two POST attempts), the record's update, the jobs
+# (3 S3 calls each: its type and size in one ranged read, its bytes for each of two POST attempts), the record's update, the jobs
 # table's, the answer and a re-send, plus both POST attempts (a refused key is re-read and tried once more). One
 # message per invocation, so this is the whole invocation: tests/unit/test_budgets.py checks it fits the timeout.
 SUBMIT_WORST_SECONDS = (
-    (13 + 4 * 11) * AWS_CALL_WORST_SECONDS + 2 * QUICK_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
-)  # the quick calls: the webhook URL's path secret, and joining the line for a task slot when throttled
+    (13 + 3 * 11) * AWS_CALL_WORST_SECONDS + 3 * QUICK_CALL_WORST_SECONDS + worst_case_seconds("POST", key_refresh=True)
+)  # the quick calls: the webhook URL's path secret, whether the line for a task slot moves, and joining it when throttled
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
 _GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
@@ -50,6 +50,7 @@ class SubmitRequest(BaseModel):
     job: Job
     attempt: int = 0
     in_line: bool = False  # this job has an entry in the line for a task slot (slot_line.py): one is enough
+    woken: bool = False  # moved here from the line as a task ended: it asks Novita whoever else waits
 
 
 # --- the image as Novita receives it ---------------------------------------------------------------
@@ -66,17 +67,23 @@ def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings, e
         transport = "data" if off_peak else "url"
     s3 = client("s3")
     pinned = {"IfMatch": '"' + etag.strip('"') + '"'} if etag else {}
-    head = _unchanged(lambda: s3.head_object(Bucket=bucket, Key=key, **pinned), key) if etag or transport != "url" else {}
     if transport == "url":
+        if etag:
+            _unchanged(lambda: s3.head_object(Bucket=bucket, Key=key, **pinned), key)
         url: str = presigner().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.presign_expiry_seconds
         )
         return url
-    first = _unchanged(lambda: s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}", **pinned)["Body"].read(), key)
-    kind = sniff_image_type(first) or "jpeg"  # validated at acceptance; the fallback is never used
+    # one ranged read gives both the type (its first bytes) and the size (its Content-Range: "bytes 0-15/123456")
+    first = _unchanged(lambda: s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}", **pinned), key)
+    head = first["Body"].read()
+    total = str(first.get("ContentRange") or "").rpartition("/")[2]
+    kind = sniff_image_type(head) or "jpeg"  # validated at acceptance; the fallback is never used
     # streamed into the request body chunk by chunk: memory stays flat whatever the image size
     return InlineImage(
-        mime=f"image/{kind}", size=int(head["ContentLength"]), open=lambda: s3.get_object(Bucket=bucket, Key=key, **pinned)["Body"]
+        mime=f"image/{kind}",
+        size=int(total) if total.isdigit() else int(first["ContentLength"]),  # a whole object answers without a range
+        open=lambda: s3.get_object(Bucket=bucket, Key=key, **pinned)["Body"],
     )
 
 
@@ -160,6 +167,12 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
         logger.info("Execution is no longer running; nothing is submitted", extra={"execution": request.execution})
         metrics.add_metric(name="SubmitSkippedNotRunning", unit=MetricUnit.Count, value=1)
         return "skipped"
+    # Jobs wait in line for a task slot and are woken in turn as tasks end: one not in line yet joins them without
+    # asking Novita; one in line asks when its own retry comes (a slot may have freed unseen), then waits its turn
+    # again for as long as the line's patience, not its backoff (slot_line.py).
+    patience = slot_line.patience(settings) if not request.woken and slot_line.is_moving() else 0
+    if patience and not request.in_line:
+        return _retry_later(request, "other jobs are waiting for a task slot at Novita", patience, settings, throttled=True, asked=False)
     try:
         if settings.max_submissions_per_day:
             opens = claim_submission(request.job.job_id, settings.max_submissions_per_day, settings.quota_window_seconds)
@@ -168,7 +181,8 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
         submitted = submitted_output(request.job, submit_task(request.job, settings), settings)
     except PipelineError as exc:
         if exc.transient:
-            return _retry_later(request, exc.message, exc.retry_after, settings, throttled=isinstance(exc, ProviderThrottled))
+            throttled = isinstance(exc, ProviderThrottled)
+            return _retry_later(request, exc.message, max(exc.retry_after or 0, patience if throttled else 0) or None, settings, throttled)
         return _answer_failure(request, type(exc).__name__, exc.message)
     except Exception as exc:
         if is_transient(exc):  # AWS faults, or another delivery holding the job's record: look again later
@@ -235,16 +249,35 @@ def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
     return _answer(request, lambda sfn: sfn.send_task_failure(taskToken=request.token, error=error, cause=cause), f"failed:{error}")
 
 
-def _retry_later(request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings, throttled: bool = False) -> str:
-    """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait."""
+def _retry_later(
+    request: SubmitRequest, reason: str, retry_after: float | None, settings: Settings, throttled: bool = False, asked: bool = True
+) -> str:
+    """Put the message back with a delay (SQS allows up to 15 minutes); the state's timeout bounds the whole wait.
+
+    `throttled`: there was no task slot for it (`asked`: Novita said so; or others already wait in the line), so it
+    also waits in the line, to be woken as soon as a task ends rather than after its backoff.
+    """
+    # woken and turned away all the same (another caller took the slot first): back in the line; its own retry, from
+    # when it was first turned away, is still on the SubmitQueue, so it needs no second one
+    if throttled and request.woken and slot_line.join(request.model_copy(update={"woken": False, "in_line": False}).model_dump_json()):
+        logger.info("Woken, but the slot was taken; back in the line", extra={"reason": reason})
+        metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
+        return "in line"
     delay = int(min(900, backoff_seconds(request.attempt, settings.submit_retry_max_seconds, base=5, retry_after=retry_after)))
-    # Throttled, it also waits in the line for a slot, to be woken as soon as a task ends rather than after its backoff;
-    # once per job: its own retry says it has an entry, and the entry, once woken and throttled again, joins anew.
+    # once per job: its own retry says it has an entry, and the entry, once woken and turned away again, joins anew
     joins = throttled and not request.in_line
-    again = request.model_copy(update={"attempt": request.attempt + 1, "in_line": request.in_line or joins})
+    joined = joins and slot_line.join(
+        request.model_copy(update={"attempt": request.attempt + 1, "in_line": False, "woken": False}).model_dump_json()
+    )
+    # a woken job kept from asking by a passing fault is still woken; turned away, it has to wait its turn again
+    again = request.model_copy(
+        update={"attempt": request.attempt + 1, "in_line": request.in_line or joined, "woken": request.woken and not throttled}
+    )
     client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=again.model_dump_json(), DelaySeconds=delay)
-    if joins:
-        slot_line.join(again.model_copy(update={"in_line": False}).model_dump_json())
-    logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
-    metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
-    return "retrying"
+    if asked:
+        logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
+        metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
+    else:
+        logger.info("Waiting in the line for a task slot", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
+        metrics.add_metric(name="SubmitWaitedInLine", unit=MetricUnit.Count, value=1)
+    return "retrying" if asked else "in line"
