@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,11 +48,15 @@ class SqsPoller:
                 continue
             try:
                 messages = self._receive()
-            except Exception:  # the mock is going away under us at shutdown
+            except Exception:
                 self._slots.release()
-                if self._stop.is_set():
+                if self._stop.is_set():  # the mock is going away under us at shutdown
                     return
-                raise
+                # an event source mapping keeps polling whatever one receive did; a poller that died here once left
+                # every upload behind it unread (runtime.serialize_sqs_requests)
+                logging.getLogger("img2video_local").exception("Receiving from %s failed; polling on", self.source.queue_url)
+                self._stop.wait(0.5)
+                continue
             if not messages:
                 self._slots.release()
                 self._stop.wait(0.1)

@@ -106,6 +106,7 @@ class LocalPipeline:
             self._set_env({name: None})
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
+        serialize_sqs_requests()
         keep_task_failure_causes()
         stopped_executions_stay_aborted()
         one_metrics_flush_at_a_time()
@@ -422,6 +423,17 @@ def serialize_dynamodb_requests() -> None:
     from moto.dynamodb.responses import DynamoHandler
 
     _under_one_lock(DynamoHandler, ("call_action",))
+
+
+def serialize_sqs_requests() -> None:
+    """SQS is a service: a receive, a delete and a visibility change on one queue never see each other half done. moto
+    keeps a queue's in-flight messages in a set that its receive iterates while another thread's delete changes it
+    ("Set changed size during iteration"): the exception killed the thread polling the queue for its function, and
+    every upload behind it went unread, no notice ever (a chaos run with half its jobs silent, on a busy machine). One
+    lock per request makes each one whole, as on AWS; no request waits inside moto (every receive is short-polled)."""
+    from moto.sqs.responses import SQSResponse
+
+    _under_one_lock(SQSResponse, ("call_action",))
 
 
 def one_metrics_flush_at_a_time() -> None:

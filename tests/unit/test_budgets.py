@@ -114,9 +114,9 @@ def inline_images(images: int) -> list[Call]:
 
 # -- Poll --------------------------------------------------------------------------------------------------
 WAKE = Call(
-    "sqs:ReceiveMessage, dynamodb:BatchGetItem, sqs:SendMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch, "
-    "dynamodb:UpdateItem of the line's last look (quick client)",
-    "slot_line.wake_one",
+    "dynamodb:UpdateItem of the task's slot (freed once), sqs:ReceiveMessage, dynamodb:BatchGetItem, sqs:SendMessage, "
+    "DeleteMessageBatch, ChangeMessageVisibilityBatch, dynamodb:UpdateItem of the line's last look (quick client)",
+    "slot_line.task_ended",
     slot_line.WAKE_CALLS,
     clients.QUICK_CALL_WORST_SECONDS,
 )

@@ -665,10 +665,12 @@ def _line_length(aws: Aws) -> int:
 FULL = {"code": 429, "reason": "TOO_MANY_CONCURRENT_TASKS", "message": "at most 5 tasks may run at once"}
 
 
-def _task_ends(aws: Aws) -> None:
+def _task_ends(aws: Aws, task_id: str = "task-1") -> None:
     """A poll sees a task succeed: its slot at Novita is free."""
     responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
-    assert poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))["status"] == "succeeded"
+    state = state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8})
+    state["submitted"]["task_id"] = task_id
+    assert poll(aws, state)["status"] == "succeeded"
 
 
 @responses.activate
@@ -692,11 +694,15 @@ def test_a_job_turned_away_for_want_of_a_slot_goes_as_soon_as_a_task_ends_not_af
     woken = {"attempt": 1, "in_line": False, "woken": True}
     assert _queued(aws, "SubmitQueue") == [{**turned_away[0], **woken}]
 
+    _task_ends(aws)  # the same task seen ended again (its webhook after the poll, a retried poll): its slot woke one
+    assert _queued(aws, "SubmitQueue") == []
     responses.upsert(responses.GET, RESULT_URL, json=result("TASK_STATUS_FAILED", reason="nsfw"))  # a failed task frees its slot too
+    failed = state_dict()
+    failed["submitted"]["task_id"] = "task-2"
     with pytest.raises(ProviderFailed):
-        poll(aws, state_dict())
+        poll(aws, failed)
     assert _queued(aws, "SubmitQueue") == [{**turned_away[1], **woken}]
-    _task_ends(aws)
+    _task_ends(aws, "task-3")
     # the third had been submitted since: its entry is dropped, nobody is woken for it
     assert _queued(aws, "SubmitQueue") == [] and _queued(aws, "SlotLineQueue") == []
 

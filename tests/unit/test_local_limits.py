@@ -25,7 +25,7 @@ from img2video_local.lambda_server import (
     LocalFunctions,
     start_invoke_server,
 )
-from img2video_local.runtime import scale_state_durations, sqs_retention_check_in_constant_time
+from img2video_local.runtime import scale_state_durations, serialize_sqs_requests, sqs_retention_check_in_constant_time
 from img2video_local.template import REGION, FunctionSpec
 from moto import mock_aws
 
@@ -500,6 +500,78 @@ def test_sqs_still_drops_a_message_older_than_its_queues_retention_period(limits
 
     assert "Messages" not in sqs.receive_message(QueueUrl=urls["old"])
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=urls["new"])["Messages"]] == ["new"]
+
+
+def test_a_queue_polled_while_its_messages_are_deleted_never_fails_a_receive(limits: None) -> None:
+    """chaos found it: moto's receive iterates the queue's in-flight set while another thread's delete changes it; the
+    RuntimeError killed the thread polling the UploadQueue, and half the run's jobs never got a notice. On AWS a
+    receive never fails because of a concurrent delete (runtime.serialize_sqs_requests)."""
+    import sys
+    import threading
+
+    serialize_sqs_requests()
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="busy")["QueueUrl"]
+    for start in range(0, 400, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(start + i)} for i in range(10)])
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages"):
+                for message in messages:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        except BaseException as exc:  # any failure of a receive or delete is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often, as on a loaded machine: the race shows in most runs
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert attributes["Attributes"] == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+def test_an_event_source_mapping_keeps_polling_after_a_receive_fails(limits: None) -> None:
+    """A receive that failed once (a local-mode fault such as the one above) must not stop the function's polling for
+    good: on AWS the event source mapping polls on."""
+    import threading
+
+    from img2video_local.event_sources import SqsPoller, SqsSource
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="uploads")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="after the failure")
+    real_receive, failures = sqs.receive_message, [RuntimeError("Set changed size during iteration")]
+
+    def receive(**kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_receive(**kwargs)
+
+    delivered: list[str] = []
+    stop = threading.Event()
+
+    def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        delivered.extend(r["body"] for r in event["Records"])
+        stop.set()
+        return {}
+
+    poller = SqsPoller(SqsSource("AcceptFunction", url, "arn:aws:sqs:us-east-1:123456789012:uploads", 10, 2), sqs, invoke, stop, 1)
+    sqs.receive_message = receive  # type: ignore[method-assign]
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    thread.join(timeout=10)
+    assert delivered == ["after the failure"] and not thread.is_alive()
 
 
 def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:

@@ -10,7 +10,7 @@ from unittest import mock
 import boto3
 import pytest
 import responses
-from img2video import clients, jobs_table, task_item
+from img2video import clients, jobs_table, slot_line, task_item
 from img2video.jobs import PollRecord
 from img2video.settings import get_settings
 from img2video.webhook import path_secret
@@ -271,3 +271,21 @@ def test_novita_echoing_the_webhook_url_never_carries_the_secret_into_an_error(a
     with pytest.raises(ProviderRejected) as caught:
         client.submit({"images": ["https://x/y.jpg"], "prompt": "p"})
     assert secret not in caught.value.message and "***" in caught.value.message
+
+
+@responses.activate
+def test_a_task_end_seen_by_its_poll_and_its_webhook_wakes_one_job_from_the_line_not_two(aws: Aws, sfn: mock.MagicMock) -> None:
+    # one slot freed, two jobs woken: the second would be turned away by Novita and lose its place in the line
+    dynamodb, sqs = boto3.client("dynamodb", region_name=REGION), boto3.client("sqs", region_name=REGION)
+    for job_id in ("line-a", "line-b"):
+        dynamodb.put_item(TableName=aws.stack.id("JobsTable"), Item={"job_id": {"S": job_id}, "state": {"S": "accepted"}})
+        sqs.send_message(QueueUrl=aws.stack.id("SlotLineQueue"), MessageBody=json.dumps({"job": {"job_id": job_id}}))
+    waiting(aws)
+    assert slot_line.task_ended(TASK) == "line-a"  # the poll saw the task end first
+    responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
+    assert status_of(call(aws, webhook())) == 200 and sfn.send_task_success.call_count == 1  # then its webhook came
+    assert slot_line.task_ended(TASK) is None  # and a retried poll wakes nobody either
+    woken = sqs.receive_message(QueueUrl=aws.stack.id("SubmitQueue"), MaxNumberOfMessages=10).get("Messages", [])
+    left = sqs.receive_message(QueueUrl=aws.stack.id("SlotLineQueue"), MaxNumberOfMessages=10).get("Messages", [])
+    assert [json.loads(m["Body"])["job"]["job_id"] for m in woken] == ["line-a"] and json.loads(woken[0]["Body"])["woken"] is True
+    assert [json.loads(m["Body"])["job"]["job_id"] for m in left] == ["line-b"]

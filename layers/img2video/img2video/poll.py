@@ -47,7 +47,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
     logger.info("Polled", extra={"task_id": task_id, "status": task.status, "progress": task.progress_percent, "polls": polls})
 
     if status in (TaskStatus.SUCCEED, TaskStatus.FAILED):
-        slot_line.wake_one()  # the task's slot at Novita is free: a job turned away for want of one goes now
+        slot_line.task_ended(task_id)  # the task's slot at Novita is free: a job turned away for want of one goes now
     if status is TaskStatus.SUCCEED:
         metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
         remember_video(task_id, result)  # Store downloads from this URL instead of asking Novita again

@@ -31,11 +31,13 @@ from img2video.clients import quick_client
 from img2video.clock import now
 from img2video.observability import logger
 from img2video.settings import Settings, get_settings
+from img2video.task_item import TASK_ITEM_TTL_SECONDS, TASK_PREFIX
 
 LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
-# ReceiveMessage, BatchGetItem of their jobs, SendMessage of the one woken, DeleteMessageBatch (woken and stale),
-# ChangeMessageVisibilityBatch (the others back in line at once), UpdateItem of the line's last look
-WAKE_CALLS = 6
+# UpdateItem of the task's item (its slot freed, once), ReceiveMessage, BatchGetItem of their jobs, SendMessage of the
+# one woken, DeleteMessageBatch (woken and stale), ChangeMessageVisibilityBatch (the others back in line at once),
+# UpdateItem of the line's last look
+WAKE_CALLS = 7
 # The line's patience: a line whose last look woke a job within this long is moving, and a job in it asks Novita this
 # often. Long enough to span the gaps between task ends of a busy account (tasks of minutes over a few slots), short
 # enough that a line nobody wakes delays its jobs by minutes at most. Never longer than a throttled submit's backoff
@@ -78,6 +80,30 @@ def is_moving() -> bool:
         return False
     looked_at = float(item.get("looked_at", {}).get("N", "0"))
     return bool(item.get("waiting", {}).get("BOOL")) and now() - looked_at < patience(settings)
+
+
+def task_ended(task_id: str, dynamodb: Any = None) -> str | None:
+    """A task's end was seen (by a poll, or a confirmed webhook: often both): its slot is free, and whoever saw it
+    first wakes one job for it, so one slot never wakes two. The woken job's id, or None."""
+    settings = get_settings()
+    if not settings.slot_line_queue_url:
+        return None
+    dynamodb = dynamodb or quick_client("dynamodb")
+    try:
+        dynamodb.update_item(
+            TableName=settings.jobs_table,
+            Key={"job_id": {"S": TASK_PREFIX + task_id}},
+            UpdateExpression="SET slot_freed = :t, expires_at = if_not_exists(expires_at, :ttl)",
+            ConditionExpression="attribute_not_exists(slot_freed)",
+            ExpressionAttributeValues={":t": {"BOOL": True}, ":ttl": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)}},
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return None  # the other one saw it first and woke a job for this slot
+        logger.warning("Could not mark the task's slot as freed; waking a job all the same", extra={"error": str(exc)})
+    except BotoCoreError as exc:
+        logger.warning("Could not mark the task's slot as freed; waking a job all the same", extra={"error": str(exc)})
+    return wake_one(dynamodb)
 
 
 def wake_one(dynamodb: Any = None) -> str | None:

@@ -164,7 +164,8 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
     finally:  # counted for the kind whenever it came (after a poll saw the task done, too), once the job was told
         if job_id and history:
             record_webhook_arrival(history, job_id, dynamodb)
-        slot_line.wake_one(dynamodb)  # the task's slot at Novita is free (once per task: the outcome was recorded once)
+        if "slot_freed" not in old:  # the task's slot at Novita is free, and no poll has woken a job for it yet
+            slot_line.task_ended(task_id, dynamodb)
 
 
 def _end_wait(old: dict[str, Any], job_id: str, result: TaskResult, finished_at: str) -> dict[str, Any]:
