@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 import threading
 import time
 import tracemalloc
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -502,13 +503,24 @@ def test_sqs_still_drops_a_message_older_than_its_queues_retention_period(limits
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=urls["new"])["Messages"]] == ["new"]
 
 
+def _race(target: Callable[[], None], threads: int, switch_seconds: float) -> None:
+    """Run `target` on this many threads at once, switching between them every `switch_seconds`, and wait for all."""
+    running = [threading.Thread(target=target) for _ in range(threads)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(switch_seconds)
+    try:
+        for thread in running:
+            thread.start()
+        for thread in running:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+
+
 def test_a_queue_polled_while_its_messages_are_deleted_never_fails_a_receive(limits: None) -> None:
     """chaos found it: moto's receive iterates the queue's in-flight set while another thread's delete changes it; the
     RuntimeError killed the thread polling the UploadQueue, and half the run's jobs never got a notice. On AWS a
     receive never fails because of a concurrent delete (runtime.serialize_sqs_requests)."""
-    import sys
-    import threading
-
     serialize_sqs_requests()
     sqs = boto3.client("sqs", region_name=REGION)
     url = sqs.create_queue(QueueName="busy")["QueueUrl"]
@@ -524,16 +536,7 @@ def test_a_queue_polled_while_its_messages_are_deleted_never_fails_a_receive(lim
         except BaseException as exc:  # any failure of a receive or delete is the finding
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # threads switch often, as on a loaded machine: the race shows in most runs
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(switch)
+    _race(worker, threads=6, switch_seconds=1e-5)  # threads switch often, as on a loaded machine: the race shows in most runs
     assert errors == []
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -544,8 +547,6 @@ def test_a_queue_polled_while_its_messages_are_deleted_never_fails_a_receive(lim
 def test_an_event_source_mapping_keeps_polling_after_a_receive_fails(limits: None) -> None:
     """A receive that failed once (a local-mode fault such as the one above) must not stop the function's polling for
     good: on AWS the event source mapping polls on."""
-    import threading
-
     from img2video_local.event_sources import SqsPoller, SqsSource
 
     sqs = boto3.client("sqs", region_name=REGION)
@@ -579,7 +580,6 @@ def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
     Powertools' metric set. A flush must never raise because another invocation's flush emptied the set meanwhile."""
     import contextlib
     import io
-    import sys
 
     from aws_lambda_powertools import Metrics
     from img2video_local.runtime import one_metrics_flush_at_a_time
@@ -596,18 +596,9 @@ def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within a few hundred flushes
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            threads = [threading.Thread(target=invocation) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(switch)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _race(invocation, threads=8, switch_seconds=1e-6)  # switching as often as possible, it shows within a few hundred flushes
     assert not errors, errors[:3]
 
 
