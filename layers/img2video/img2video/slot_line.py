@@ -31,7 +31,7 @@ from img2video.clients import quick_client
 from img2video.clock import now
 from img2video.observability import logger
 from img2video.settings import Settings, get_settings
-from img2video.task_item import TASK_ITEM_TTL_SECONDS, TASK_PREFIX
+from img2video.task_item import set_fields, task_key
 
 LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
 # UpdateItem of the task's item (its slot freed, once), ReceiveMessage, BatchGetItem of their jobs, SendMessage of the
@@ -92,16 +92,13 @@ def task_ended(task_id: str, dynamodb: Any = None) -> str | None:
     try:
         dynamodb.update_item(
             TableName=settings.jobs_table,
-            Key={"job_id": {"S": TASK_PREFIX + task_id}},
-            UpdateExpression="SET slot_freed = :t, expires_at = if_not_exists(expires_at, :ttl)",
+            Key=task_key(task_id),
             ConditionExpression="attribute_not_exists(slot_freed)",
-            ExpressionAttributeValues={":t": {"BOOL": True}, ":ttl": {"N": str(int(now()) + TASK_ITEM_TTL_SECONDS)}},
+            **set_fields({"slot_freed": {"BOOL": True}}),
         )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return None  # the other one saw it first and woke a job for this slot
-        logger.warning("Could not mark the task's slot as freed; waking a job all the same", extra={"error": str(exc)})
-    except BotoCoreError as exc:
         logger.warning("Could not mark the task's slot as freed; waking a job all the same", extra={"error": str(exc)})
     return wake_one(dynamodb)
 
@@ -115,14 +112,15 @@ def wake_one(dynamodb: Any = None) -> str | None:
     sqs, dynamodb = quick_client("sqs"), dynamodb or quick_client("dynamodb")
     line = settings.slot_line_queue_url
     try:
-        entries = sqs.receive_message(QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30).get("Messages", [])
-        waiting = _waiting_jobs(dynamodb, settings.jobs_table, {j for m in entries if (j := _job_id(m["Body"]))})
-        woken = next((m for m in entries if _job_id(m["Body"]) in waiting), None)
+        messages = sqs.receive_message(QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30).get("Messages", [])
+        entries = [(_job_id(m["Body"]), m) for m in messages]
+        waiting = _waiting_jobs(dynamodb, settings.jobs_table, {job_id for job_id, _ in entries if job_id})
+        woken_id, woken = next(((job_id, m) for job_id, m in entries if job_id in waiting), (None, None))
         if woken is not None:
             sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=_as_woken(woken["Body"]))
         # the woken entry and those of jobs no longer waiting leave the line; the rest go back to it at once
-        done = [m for m in entries if m is woken or _job_id(m["Body"]) not in waiting]
-        back = [m for m in entries if m not in done]
+        done = [m for job_id, m in entries if m is woken or job_id not in waiting]
+        back = [m for _, m in entries if m not in done]
         if done:
             sqs.delete_message_batch(QueueUrl=line, Entries=[_entry(i, m) for i, m in enumerate(done)])
         if back:
@@ -133,11 +131,9 @@ def wake_one(dynamodb: Any = None) -> str | None:
     except (ClientError, BotoCoreError) as exc:
         logger.warning("Could not wake a job waiting for a slot; it keeps its own retry", extra={"error": str(exc)})
         return None
-    if woken is None:
-        return None
-    job_id = _job_id(woken["Body"])
-    logger.info("A task ended; woke a job waiting for a slot", extra={"woken_job_id": job_id})
-    return job_id
+    if woken_id is not None:
+        logger.info("A task ended; woke a job waiting for a slot", extra={"woken_job_id": woken_id})
+    return woken_id
 
 
 def _waiting_jobs(dynamodb: Any, table: str, job_ids: set[str]) -> set[str]:

@@ -49,7 +49,7 @@ def video_fields(result: TaskResult) -> dict[str, dict[str, str]]:
     return fields
 
 
-def set_fields(fields: dict[str, dict[str, str]], remove: tuple[str, ...] = ()) -> dict[str, Any]:
+def set_fields(fields: dict[str, dict[str, Any]], remove: tuple[str, ...] = ()) -> dict[str, Any]:
     """UpdateItem's arguments that set these attributes on a task's item (and its TTL, when it has none yet), and remove
     those named in `remove`."""
     names = {f"#{name}": name for name in (*fields, *remove)}
