@@ -18,6 +18,8 @@ import requests
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from img2video_local import iam
+
 # What each service answers when it is overloaded or failing, as (code, HTTP status, message); the
 # statuses are those of the services' own error shapes in botocore's models.
 TRANSIENT_ERRORS: dict[str, tuple[tuple[str, int, str], ...]] = {
@@ -345,6 +347,7 @@ class _Hooks:
         self.lock = threading.Lock()
         self.users = 0
         self.faults: list[AwsFaults] = []
+        self.policies: list[iam.Policies] = []  # the roles enforced on every call a function or the state machine makes
         self.zombies: set[Invocation] = set()  # abandoned invocations whose thread has not finished yet
         self.original_call: Callable[..., Any] | None = None
         self.original_send: Callable[..., Any] | None = None
@@ -369,6 +372,19 @@ class _Hooks:
         with self.lock:
             self.faults.remove(faults)
             self.users = max(0, self.users - 1)
+            self._unpatch_if_unused()
+
+    def add_policies(self, policies: iam.Policies) -> None:
+        with self.lock:
+            self.users += 1
+            self.policies.append(policies)
+            self._patch()
+
+    def remove_policies(self, policies: iam.Policies) -> None:
+        with self.lock:
+            if policies in self.policies:
+                self.policies.remove(policies)
+                self.users = max(0, self.users - 1)
             self._unpatch_if_unused()
 
     def abandoned(self, invocation: Invocation) -> None:
@@ -419,6 +435,68 @@ def uninstall_hooks() -> None:
     _hooks.release()
 
 
+def enforce_iam(policies: iam.Policies) -> None:
+    """From now on, each call a function (or the state machine) makes is allowed only as its role allows it."""
+    _hooks.add_policies(policies)
+
+
+def stop_enforcing_iam(policies: iam.Policies) -> None:
+    _hooks.remove_policies(policies)
+
+
+# moto's Step Functions interpreter makes a state machine's service calls (Lambda invoke, SQS, DynamoDB) with clients
+# it signs with these keys: such a call is the state machine's role at work.
+_STATE_MACHINE_ACCESS_KEY = "ak"
+
+
+def _acting(client: BaseClient, invocation: Invocation | None) -> str | None:
+    """Whose role a call runs under: an explicit principal, the function whose invocation runs here, or the state machine."""
+    named = iam.acting()
+    if named:
+        return named
+    if invocation:
+        return invocation.function
+    credentials = getattr(client._request_signer, "_credentials", None)
+    if credentials is not None and credentials.access_key == _STATE_MACHINE_ACCESS_KEY:
+        return iam.STATE_MACHINE
+    return None
+
+
+def _principal(policies: iam.Policies, acting: str) -> tuple[str, iam.Principal] | None:
+    name = (policies.state_machine or acting) if acting == iam.STATE_MACHINE else acting
+    principal = policies.principals.get(name)
+    return (name, principal) if principal else None
+
+
+def _authorize(client: BaseClient, service: str, operation: str, params: dict[str, Any], acting: str) -> None:
+    for policies in list(_hooks.policies):
+        found = _principal(policies, acting)
+        if found is None:
+            continue
+        name, principal = found
+        for request in iam.requests_for(service, operation, params, policies.state_machine_arn):
+            decision = policies.check(name, request)
+            if not decision.allowed:
+                message = iam.denial_message(principal, request, decision)
+                raise iam.denied_error(client, service, operation, message, head=operation.startswith("Head"))
+
+
+def _missing_key(client: BaseClient, operation: str, params: dict[str, Any], acting: str, error: ClientError) -> ClientError:
+    """S3 answers a GetObject or HeadObject of a missing key with 403 unless the caller may list the bucket."""
+    if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
+        return error
+    for policies in list(_hooks.policies):
+        found = _principal(policies, acting)
+        if found is None:
+            continue
+        name, principal = found
+        request = iam.Request("s3:ListBucket", f"arn:aws:s3:::{params.get('Bucket', '')}")
+        decision = policies.check(name, request)
+        if not decision.allowed:
+            return iam.denied_error(client, "s3", operation, iam.denial_message(principal, request, decision), head=operation == "HeadObject")
+    return error
+
+
 def _frozen(invocation: Invocation) -> InvocationAbandoned:
     return InvocationAbandoned(f"{invocation.function} invocation {invocation.request_id} was abandoned ({invocation.abandoned})")
 
@@ -437,11 +515,19 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
         if not _hooks.users:  # only a frozen invocation keeps the hooks now
             return original(client, operation, params)
         service = client.meta.service_model.service_name
+        acting = _acting(client, invocation) if _hooks.policies else None
+        if acting:
+            _authorize(client, service, operation, params, acting)
         _check_message_size(client, service, operation, params)
         fault = _hooks.decide(invocation.function, service, operation) if invocation else None
         if fault and not fault.lost:
             raise fault.failure(client, operation)
-        result = original(client, operation, params)
+        try:
+            result = original(client, operation, params)
+        except ClientError as error:
+            if acting and service == "s3" and operation in ("GetObject", "HeadObject"):
+                raise _missing_key(client, operation, params, acting, error) from None
+            raise
         if invocation and invocation.abandoned:  # killed while waiting: the work may be done, the answer is never read
             raise _frozen(invocation)
         if fault:

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
-from img2video_local.aws_faults import AwsFaults
+from img2video_local.aws_faults import AwsFaults, enforce_iam, stop_enforcing_iam
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
 from img2video_local.eventbridge import ExecutionStatusEvents
@@ -125,9 +125,9 @@ class LocalPipeline:
         base_url = self.emulator.start()
         if self.provider_url:
             # Novita cannot reach this machine: images go inline, and no webhook is asked for (its URL would be a loopback one)
-            overrides = {"ImageTransport": "data", "Webhook": "off", **self.parameters, "NovitaBaseUrl": self.provider_url}
+            overrides = {"ImageTransport": "data", "Webhook": "off", **self.parameters}
         else:
-            overrides = {**LOCAL_PARAMETERS, **self.parameters, "NovitaBaseUrl": base_url}
+            overrides = {**LOCAL_PARAMETERS, **self.parameters}
         template = Template.load(overrides)
         self.function_urls = FunctionUrls()
         self.stack: LocalStack = provision(template, self.provider_api_key or self.emulator_config.api_key, self.function_urls.serve)
@@ -135,6 +135,8 @@ class LocalPipeline:
             {
                 **self.stack.environment,
                 "ALLOW_LOOPBACK_HTTP": "true",  # local only: the emulator serves videos over loopback http
+                # local only: the emulator (or the given provider) on loopback http, which NovitaBaseUrl's pattern refuses
+                "NOVITA_BASE_URL": self.provider_url or base_url,
                 # local only: re-try throttled submits within seconds
                 "SUBMIT_RETRY_MAX_SECONDS": None if self.submit_retry_max_seconds is None else str(self.submit_retry_max_seconds),
                 "POWERTOOLS_TRACE_DISABLED": "true",
@@ -151,6 +153,8 @@ class LocalPipeline:
         self._scale_retry_sleeps()
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
+        enforce_iam(self.stack.policies)  # each function's calls (and the state machine's) only as its role allows
+        self._iam_enforced = True
         self.functions = LocalFunctions(
             self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale, memory_limits=self.memory_limits
         )
@@ -174,6 +178,9 @@ class LocalPipeline:
         self._stop.set()
         if getattr(self, "faults", None) is not None:
             self.faults.uninstall()
+        if getattr(self, "_iam_enforced", False):
+            stop_enforcing_iam(self.stack.policies)
+            self._iam_enforced = False
         for thread in self._threads:
             thread.join(timeout=5)
         if hasattr(self, "function_urls"):

@@ -1,4 +1,5 @@
-"""Creating the template's resources inside moto, so local mode runs against the same stack shape."""
+"""Creating the template's resources inside moto, as CloudFormation would: from the SAM-translated template, each
+resource after those it references, so local mode runs against the same stack shape and refuses what AWS refuses."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 import boto3
 
-from img2video_local.template import ACCOUNT, REGION, REPO_ROOT, STACK_NAME, FunctionSpec, Template
+from img2video_local import iam
+from img2video_local.cfn import check_environment, creation_order
+from img2video_local.template import ACCOUNT, PUBLISHED_VERSION, REGION, REPO_ROOT, STACK_NAME, FunctionSpec, Template
 
 
 @dataclass
@@ -19,6 +22,7 @@ class LocalStack:
     template: Template
     environment: dict[str, str]
     functions: dict[str, FunctionSpec]
+    policies: iam.Policies  # every role's statements: what each function and the state machine may call
 
     def id(self, logical_id: str) -> str:
         return self.template.physical_ids[logical_id]
@@ -37,22 +41,34 @@ def _client(service: str) -> Any:
     return boto3.client(service, region_name=REGION)
 
 
-def provision(template: Template, api_key: str, serve_url: Callable[[str], str] | None = None) -> LocalStack:
-    """Create every resource local mode needs (inside an active moto mock) and resolve the functions' environment.
+class _Builder:
+    """Creates one resource at a time, in CloudFormation's order; a resource not modelled locally gets its names only."""
 
-    `serve_url(function_logical_id)` puts a function behind a local Function URL and returns the URL.
-    """
-    ids, arns = template.physical_ids, template.arns
+    def __init__(self, template: Template, api_key: str, serve_url: Callable[[str], str] | None) -> None:
+        self.template = template
+        self.api_key = api_key
+        self.serve_url = serve_url
+        self.functions = {spec.logical_id: spec for spec in template.functions()}
+        self.ids, self.arns, self.attributes = template.physical_ids, template.arns, template.attributes
 
-    for logical, res in template.of_type("AWS::SecretsManager::Secret").items():
-        generate = res["Properties"].get("GenerateSecretString")
+    def create(self, logical: str, resource: dict[str, Any]) -> None:
+        kind = resource["Type"]
+        props = self.template.resolve(resource.get("Properties", {}))  # every reference is to a resource created before
+        creator = getattr(self, "_" + kind.replace("AWS::", "").replace("::", "_").lower(), None)
+        if creator is not None:
+            creator(logical, props)
+        else:
+            self.ids[logical] = f"{STACK_NAME}-{logical}"
+            self.arns[logical] = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:{kind}/{STACK_NAME}-{logical}"
+
+    def _secretsmanager_secret(self, logical: str, props: dict[str, Any]) -> None:
+        generate = props.get("GenerateSecretString")
         # a generated secret (the webhook path) is made here as CloudFormation makes it; the other holds the API key
-        value = _generated(generate) if generate else json.dumps({"api_key": api_key})
+        value = _generated(generate) if generate else json.dumps({"api_key": self.api_key})
         answer = _client("secretsmanager").create_secret(Name=f"{STACK_NAME}-{logical}", SecretString=value)
-        ids[logical] = arns[logical] = answer["ARN"]
+        self.ids[logical] = self.arns[logical] = answer["ARN"]
 
-    for logical, res in template.of_type("AWS::DynamoDB::Table").items():
-        props = res["Properties"]
+    def _dynamodb_table(self, logical: str, props: dict[str, Any]) -> None:
         name = f"{STACK_NAME}-{logical}"
         _client("dynamodb").create_table(
             TableName=name,
@@ -61,75 +77,108 @@ def provision(template: Template, api_key: str, serve_url: Callable[[str], str] 
             KeySchema=props["KeySchema"],
             **({"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}),
         )
-        ttl = props.get("TimeToLiveSpecification")
-        if ttl:
-            _client("dynamodb").update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
-        ids[logical] = name
-        arns[logical] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        if props.get("TimeToLiveSpecification"):
+            _client("dynamodb").update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
+        self.ids[logical] = name
+        self.arns[logical] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
-    queues = template.of_type("AWS::SQS::Queue")
-    # dead-letter queues first: the others name them in their redrive policy
-    for logical in sorted(queues, key=lambda name: "RedrivePolicy" in queues[name]["Properties"]):
-        props = dict(queues[logical]["Properties"])
+    def _sqs_queue(self, logical: str, props: dict[str, Any]) -> None:
+        name = f"{STACK_NAME}-{logical}"
         attributes = {"VisibilityTimeout": str(props.get("VisibilityTimeout", 30))}
         if "RedrivePolicy" in props:
-            attributes["RedrivePolicy"] = json.dumps(template.resolve(props["RedrivePolicy"]))
-        url = _client("sqs").create_queue(QueueName=f"{STACK_NAME}-{logical}", Attributes=attributes)["QueueUrl"]
-        ids[logical] = url
-        arns[logical] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK_NAME}-{logical}"
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        self.ids[logical] = _client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        self.arns[logical] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+        self.attributes[logical] = {"QueueName": name}
 
-    for logical in template.of_type("AWS::SNS::Topic"):
-        arn = _client("sns").create_topic(Name=f"{STACK_NAME}-{logical}")["TopicArn"]
-        ids[logical] = arns[logical] = arn
+    def _sns_topic(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = self.arns[logical] = _client("sns").create_topic(Name=f"{STACK_NAME}-{logical}")["TopicArn"]
+        self.attributes[logical] = {"TopicName": f"{STACK_NAME}-{logical}"}
 
-    s3 = _client("s3")
-    for logical, res in template.of_type("AWS::S3::Bucket").items():
-        props = res["Properties"]
-        name = template.resolve(props["BucketName"]) if "BucketName" in props else f"{STACK_NAME}-{logical.lower()}"
+    def _s3_bucket(self, logical: str, props: dict[str, Any]) -> None:
+        name = props.get("BucketName") or f"{STACK_NAME}-{logical.lower()}"
+        s3 = _client("s3")
         s3.create_bucket(Bucket=name)
-        ids[logical] = name
-        arns[logical] = f"arn:aws:s3:::{name}"
-    for logical, res in template.of_type("AWS::S3::Bucket").items():
-        notifications = res["Properties"].get("NotificationConfiguration", {}).get("QueueConfigurations", [])
+        self.ids[logical] = name
+        self.arns[logical] = f"arn:aws:s3:::{name}"
+        notifications = props.get("NotificationConfiguration", {}).get("QueueConfigurations", [])
         if notifications:
             s3.put_bucket_notification_configuration(
-                Bucket=ids[logical],
+                Bucket=name,
                 NotificationConfiguration={
                     "QueueConfigurations": [
-                        {
-                            "QueueArn": template.resolve(item["Queue"]),
-                            "Events": [item["Event"]],
-                            "Filter": {"Key": {"FilterRules": template.resolve(item["Filter"]["S3Key"]["Rules"])}},
-                        }
+                        {"QueueArn": item["Queue"], "Events": [item["Event"]], "Filter": {"Key": {"FilterRules": item["Filter"]["S3Key"]["Rules"]}}}
                         for item in notifications
                     ]
                 },
             )
 
-    functions = {spec.logical_id: spec for spec in template.functions()}
-    for spec in functions.values():
-        ids[spec.logical_id] = spec.name
-        arns[spec.logical_id] = spec.arn
+    def _lambda_function(self, logical: str, props: dict[str, Any]) -> None:
+        spec = self.functions[logical]
+        check_environment(spec.name, props.get("Environment", {}).get("Variables", {}))
+        self.ids[logical] = spec.name
+        self.arns[logical] = spec.arn
 
-    for logical, res in template.of_type("AWS::Lambda::Url").items():
-        target = template.resolve(res["Properties"]["TargetFunctionArn"])
-        (function,) = [spec.logical_id for spec in functions.values() if spec.arn == target]
+    def _lambda_version(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = self.arns[logical] = f"{self._function_arn(props['FunctionName'])}:{PUBLISHED_VERSION}"
+        self.attributes[logical] = {"Version": PUBLISHED_VERSION}
+
+    def _lambda_alias(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = self.arns[logical] = f"{self._function_arn(props['FunctionName'])}:{props['Name']}"
+
+    def _function_arn(self, name: str) -> str:
+        return name if name.startswith("arn:") else f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+
+    def _iam_role(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = f"{STACK_NAME}-{logical}"
+        self.arns[logical] = f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-{logical}"
+
+    def _events_rule(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = props.get("Name") or f"{STACK_NAME}-{logical}"
+        self.arns[logical] = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.ids[logical]}"
+
+    def _lambda_layerversion(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = self.arns[logical] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{props.get('LayerName', logical)}:1"
+
+    def _logs_loggroup(self, logical: str, props: dict[str, Any]) -> None:
+        self.ids[logical] = props.get("LogGroupName") or f"{STACK_NAME}-{logical}"
+        self.arns[logical] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self.ids[logical]}:*"
+
+    def _lambda_url(self, logical: str, props: dict[str, Any]) -> None:
+        target = props["TargetFunctionArn"]
+        (function,) = [spec.logical_id for spec in self.functions.values() if spec.arn == target]
         # without a server, the URL has AWS's shape and nothing behind it (tests that never call it)
-        ids[logical] = serve_url(function) if serve_url else f"https://{logical.lower()}.lambda-url.{REGION}.on.aws/"
-        arns[logical] = f"{functions[function].arn}:url"
+        self.ids[logical] = self.serve_url(function) if self.serve_url else f"https://{logical.lower()}.lambda-url.{REGION}.on.aws/"
+        self.arns[logical] = f"{self.functions[function].arn}:url"
 
-    for logical, res in template.of_type("AWS::Serverless::StateMachine").items():
-        props = res["Properties"]
-        definition = (REPO_ROOT / props["DefinitionUri"]).read_text(encoding="utf-8")
-        for name, value in template.resolve(props.get("DefinitionSubstitutions", {})).items():
+    def _stepfunctions_statemachine(self, logical: str, props: dict[str, Any]) -> None:
+        # the definition as `sam deploy` uploads it: the SAM resource's file, its substitutions made by CloudFormation
+        definition = (REPO_ROOT / self.template.resources[logical]["Properties"]["DefinitionUri"]).read_text(encoding="utf-8")
+        for name, value in props.get("DefinitionSubstitutions", {}).items():
             definition = definition.replace("${" + name + "}", str(value))
+        name = props.get("StateMachineName") or f"{STACK_NAME}-{logical}"
         arn = _client("stepfunctions").create_state_machine(
-            name=f"{STACK_NAME}-{logical}",
-            definition=definition,
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-{logical}Role",
-            type=props.get("Type", "STANDARD"),
+            name=name, definition=definition, roleArn=props["RoleArn"], type=props.get("StateMachineType", "STANDARD")
         )["stateMachineArn"]
-        ids[logical] = arns[logical] = arn
+        self.ids[logical] = self.arns[logical] = arn
+        self.attributes[logical] = {"Name": name}
+
+
+def provision(template: Template, api_key: str, serve_url: Callable[[str], str] | None = None) -> LocalStack:
+    """Create the stack's resources (inside an active moto mock) in CloudFormation's order, refusing a cycle, and
+    resolve the functions' environment and roles.
+
+    `serve_url(function_logical_id)` puts a function behind a local Function URL and returns the URL.
+    """
+    translated = template.translated
+    order = creation_order(translated["Resources"])  # CloudFormation refuses a cycle, whatever the conditions
+    builder = _Builder(template, api_key, serve_url)
+    for logical in order:
+        resource = translated["Resources"][logical]
+        if "Condition" in resource and not template.condition(resource["Condition"]):
+            continue
+        builder.create(logical, resource)
+    functions = builder.functions
 
     environment: dict[str, str] = {}
     for spec in functions.values():
@@ -138,4 +187,9 @@ def provision(template: Template, api_key: str, serve_url: Callable[[str], str] 
             if environment.get(key, resolved) != resolved:
                 raise ValueError(f"functions disagree on {key}; local mode runs them in one process")
             environment[key] = resolved
-    return LocalStack(template=template, environment=environment, functions=functions)
+    sessions = {logical: spec.name for logical, spec in functions.items()}
+    sessions.update({logical: template.attributes[logical]["Name"] for logical in template.of_type("AWS::Serverless::StateMachine")})
+    policies = iam.principals_from(translated["Resources"], template.resolve, sessions)
+    if policies.state_machine:
+        policies.state_machine_arn = template.arns[policies.state_machine]
+    return LocalStack(template=template, environment=environment, functions=functions, policies=policies)

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from img2video_local.cfn import check_parameters, translate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
@@ -43,6 +45,8 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
         data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)
     return data
 
+
+NO_VALUE = object()  # Ref AWS::NoValue: the property or list item is left out
 
 PUBLISHED_VERSION = "1"  # a fresh stack's first published version of a function with AutoPublishAlias
 
@@ -80,6 +84,7 @@ class Template:
     parameters: dict[str, str]
     physical_ids: dict[str, str] = field(default_factory=dict)
     arns: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)  # Fn::GetAtt beyond Arn: a queue's QueueName, ...
 
     @classmethod
     def load(cls, overrides: dict[str, str] | None = None, path: Path = TEMPLATE_PATH) -> Template:
@@ -89,7 +94,15 @@ class Template:
         if unknown:
             raise ValueError(f"unknown template parameters: {sorted(unknown)}")
         params.update(overrides or {})
+        check_parameters(raw.get("Parameters", {}), params)  # CloudFormation refuses a value its constraints do not allow
         return cls(raw=raw, parameters=params)
+
+    @property
+    def translated(self) -> dict[str, Any]:
+        """The template after the SAM transform: the resources, roles and policies CloudFormation creates."""
+        if not hasattr(self, "_translated"):
+            self._translated = translate(self.raw)
+        return self._translated
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -107,12 +120,14 @@ class Template:
     # -- intrinsic functions, for the subset the template uses --------------------------------
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in (self.resolve(item) for item in value) if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) != 1:
-            return {key: self.resolve(item) for key, item in value.items()}
+            return {key: item for key, item in ((key, self.resolve(item)) for key, item in value.items()) if item is not NO_VALUE}
         ((fn, arg),) = value.items()
+        if fn == "Ref" and arg == "AWS::NoValue":
+            return NO_VALUE
         if fn == "Ref":
             return self._ref(arg)
         if fn == "Fn::GetAtt":
@@ -132,7 +147,8 @@ class Template:
             return str(self.resolve(arg[1])).split(arg[0])
         if fn.startswith("Fn::"):
             raise ValueError(f"local mode does not resolve {fn}")
-        return {key: self.resolve(item) for key, item in value.items()}
+        resolved = self.resolve(arg)
+        return {} if resolved is NO_VALUE else {fn: resolved}
 
     def condition(self, name: str) -> bool:
         """A template condition, for the subset the template uses (Equals, Not)."""
@@ -181,6 +197,8 @@ class Template:
             return self.arns[logical]
         if attribute == "FunctionUrl" and logical in self.physical_ids:  # an AWS::Lambda::Url's physical id is its URL
             return self.physical_ids[logical]
+        if attribute in self.attributes.get(logical, {}):
+            return self.attributes[logical][attribute]
         raise KeyError(f"local mode cannot resolve {logical}.{attribute}")
 
     # -- functions ------------------------------------------------------------------------------

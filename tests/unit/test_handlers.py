@@ -1362,7 +1362,7 @@ def test_a_failure_after_a_success_of_the_same_job_changes_nothing(aws: Aws, sto
 
 def backstop_event(aws: Aws, state: dict[str, Any] | None, status: str, **detail: Any) -> dict[str, Any]:
     """EventBridge's "Step Functions Execution Status Change" event, as the Backstop rule delivers it."""
-    arn = f"arn:aws:states:{REGION}:123456789012:execution:img2video-local-VideoJobStateMachine:{JOB_ID}"
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:img2video-jobs-00000000-0000-4000-8000-000000000000:{JOB_ID}"
     return {
         "version": "0",
         "id": "e-1",
