@@ -493,7 +493,9 @@ def _missing_key(client: BaseClient, operation: str, params: dict[str, Any], act
         request = iam.Request("s3:ListBucket", f"arn:aws:s3:::{params.get('Bucket', '')}")
         decision = policies.check(name, request)
         if not decision.allowed:
-            return iam.denied_error(client, "s3", operation, iam.denial_message(principal, request, decision), head=operation == "HeadObject")
+            return iam.denied_error(
+                client, "s3", operation, iam.denial_message(principal, request, decision), head=operation == "HeadObject"
+            )
     return error
 
 

@@ -194,7 +194,7 @@ def check_environment(function_name: str, variables: dict[str, str]) -> None:
     measured = json.dumps(variables, separators=(",", ":"), ensure_ascii=False)
     if len(measured.encode()) > LAMBDA_ENVIRONMENT_BYTES:
         raise StackRefused(
-            f"Resource handler returned message: \"Lambda was unable to configure your environment variables because the "
-            f"environment variables you have provided exceeded the 4KB limit. String measured: {measured[:200]}...\" "
+            f'Resource handler returned message: "Lambda was unable to configure your environment variables because the '
+            f'environment variables you have provided exceeded the 4KB limit. String measured: {measured[:200]}..." '
             f"(function {function_name}, {len(measured.encode())} bytes)"
         )

@@ -22,7 +22,8 @@ DEFAULT_AWS_FAULTS = (
     "*:s3.CompleteMultipartUpload:lost-rate=0.05"
 )
 # Local parameters for a chaos run: hung tasks give up after 20 s, and a missing sidecar after 3 s.
-CHAOS_PARAMETERS = {"MaxWaitMinutes": "0.34", "SidecarGraceSeconds": "3", "PollMaxSeconds": "3"}
+CHAOS_PARAMETERS = {"SidecarGraceSeconds": "3", "PollMaxSeconds": "3"}
+CHAOS_ENVIRONMENT = {"MAX_WAIT_MINUTES": "0.34"}  # under the template's minimum of a minute: hung tasks time out sooner
 BAD_SIDECAR = b'{"prompt": "x", "durration": 5}'
 
 
@@ -121,7 +122,9 @@ def run_chaos(
     plans = plan_jobs(jobs, rng)
     config = EmulatorConfig(generation_seconds=2, queue_seconds=0.5, fps=4, render_workers=2, faults=Faults.parse(f"{faults},seed={seed}"))
     started = time.monotonic()
-    with LocalPipeline(parameters=CHAOS_PARAMETERS, emulator_config=config, aws_faults=aws_faults, aws_faults_seed=seed) as local:
+    with LocalPipeline(
+        parameters=CHAOS_PARAMETERS, environment=CHAOS_ENVIRONMENT, emulator_config=config, aws_faults=aws_faults, aws_faults_seed=seed
+    ) as local:
         uploads: list[tuple[str, bytes]] = []
         for plan in plans:
             pair = [(plan.image_key, plan.image)]

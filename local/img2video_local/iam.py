@@ -112,10 +112,7 @@ class Statement:
         principal = data.get("Principal")
         principals: tuple[str, ...] = ()
         if principal is not None:
-            if principal == "*":
-                principals = ("*",)
-            else:
-                principals = tuple(str(p) for values in principal.values() for p in _as_list(values))
+            principals = ("*",) if principal == "*" else tuple(str(p) for values in principal.values() for p in _as_list(values))
         return cls(
             policy=policy,
             sid=str(data.get("Sid", f"#{index}")),
@@ -334,7 +331,11 @@ _S3_BUCKET_ACTIONS = {
     "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
     "PutBucketNotificationConfiguration": "s3:PutBucketNotification",
 }
-_SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage", "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
+_SQS_BATCH = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
 _TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
 
 
@@ -386,8 +387,10 @@ def requests_for(service: str, operation: str, params: dict[str, Any], state_mac
         if operation == "Invoke":
             return [Request("lambda:InvokeFunction", _function_arn(params["FunctionName"], params.get("Qualifier")))]
     elif service == "events" and operation == "PutEvents":
-        return [Request("events:PutEvents", entry.get("EventBusName") or f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
-                for entry in params.get("Entries", [])]
+        return [
+            Request("events:PutEvents", entry.get("EventBusName") or f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
+            for entry in params.get("Entries", [])
+        ]
     raise PolicyError(f"local mode does not know what IAM asks for {service}.{operation}; add it to iam.requests_for")
 
 

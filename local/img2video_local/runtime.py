@@ -26,7 +26,7 @@ from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSou
 from img2video_local.eventbridge import ExecutionStatusEvents
 from img2video_local.lambda_server import FunctionUrls, LocalFunctions, not_a_lambda, start_invoke_server
 from img2video_local.stack import LocalStack, provision
-from img2video_local.template import REGION, Template
+from img2video_local.template import REGION, TEMPLATE_PATH, Template
 
 # Template parameters overridden for a quick local run. Every other setting is the template's default.
 LOCAL_PARAMETERS = {
@@ -79,6 +79,11 @@ class LocalPipeline:
     # Images go inline (Novita cannot fetch from this machine) and the template's own poll and wait parameters apply.
     provider_url: str | None = None
     provider_api_key: str | None = None
+    # Another template than the repository's (a test of what local mode refuses or denies)
+    template_path: Path | None = None
+    # The functions' environment beyond what the template's parameters allow (they are checked as CloudFormation checks
+    # them): a test's shortcut, e.g. MAX_WAIT_MINUTES under a minute for a task that never finishes.
+    environment: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.emulator = NovitaEmulator(self.emulator_config)
@@ -128,7 +133,7 @@ class LocalPipeline:
             overrides = {"ImageTransport": "data", "Webhook": "off", **self.parameters}
         else:
             overrides = {**LOCAL_PARAMETERS, **self.parameters}
-        template = Template.load(overrides)
+        template = Template.load(overrides, self.template_path or TEMPLATE_PATH)
         self.function_urls = FunctionUrls()
         self.stack: LocalStack = provision(template, self.provider_api_key or self.emulator_config.api_key, self.function_urls.serve)
         self._set_env(
@@ -141,6 +146,7 @@ class LocalPipeline:
                 "SUBMIT_RETRY_MAX_SECONDS": None if self.submit_retry_max_seconds is None else str(self.submit_retry_max_seconds),
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_DEV": "false",
+                **self.environment,
             }
         )
         self._route_logs()

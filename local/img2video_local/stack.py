@@ -107,7 +107,11 @@ class _Builder:
                 Bucket=name,
                 NotificationConfiguration={
                     "QueueConfigurations": [
-                        {"QueueArn": item["Queue"], "Events": [item["Event"]], "Filter": {"Key": {"FilterRules": item["Filter"]["S3Key"]["Rules"]}}}
+                        {
+                            "QueueArn": item["Queue"],
+                            "Events": [item["Event"]],
+                            "Filter": {"Key": {"FilterRules": item["Filter"]["S3Key"]["Rules"]}},
+                        }
                         for item in notifications
                     ]
                 },

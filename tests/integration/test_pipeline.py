@@ -24,9 +24,11 @@ FAST = {"generation_seconds": 1.5, "queue_seconds": 0.3, "fps": 8}
 
 
 @contextmanager
-def pipeline(faults: str = "", parameters: dict[str, str] | None = None, **emulator: Any) -> Iterator[LocalPipeline]:
+def pipeline(
+    faults: str = "", parameters: dict[str, str] | None = None, environment: dict[str, str] | None = None, **emulator: Any
+) -> Iterator[LocalPipeline]:
     config = EmulatorConfig(api_key=API_KEY, **{**FAST, **emulator}, faults=Faults.parse(faults))
-    with LocalPipeline(parameters=parameters or {}, emulator_config=config) as local:
+    with LocalPipeline(parameters=parameters or {}, environment=environment or {}, emulator_config=config) as local:
         yield local
 
 
@@ -117,7 +119,7 @@ def test_provider_failure_reaches_the_subscriber_with_the_reason() -> None:
 
 
 def test_a_task_that_never_finishes_times_out() -> None:
-    with pipeline(faults="hang=1", parameters={"MaxWaitMinutes": "0.1"}) as local:
+    with pipeline(faults="hang=1", environment={"MAX_WAIT_MINUTES": "0.1"}) as local:
         notice = only(run_jobs(local, [("incoming/h.txt", b"p"), ("incoming/h.jpg", jpeg_bytes())], {"incoming/h.jpg"}, timeout=60))
         assert notice["error"]["code"] == "PROVIDER_TIMEOUT"
         assert "not finished after 0.1 minutes" in notice["error"]["message"]

@@ -9,10 +9,23 @@ from img2video.wait_policy import MAX_POLLS, WaitPolicy
 # Events per poll loop: the wait, as a callback for the webhook (6: entered, scheduled, started, submitted, timed out or
 # failed, exited) and, when the table refused its token for a fault, the Wait state after it (2); the Lambda task (5:
 # entered, scheduled, started, succeeded, exited); the Choice (2). Each Retry of the task adds up to 4 more (failed,
-# scheduled, started, and the wait), with 6 retries at most.
+# scheduled, started, and the wait), with as many retries as its Retry list allows (read from the ASL).
 EVENTS_PER_POLL = 6 + 2 + 5 + 2
-EVENTS_PER_RETRIED_POLL = EVENTS_PER_POLL + 6 * 4
-EVENTS_OUTSIDE_POLLS = 60  # submit, store (with its retries), notice, start and end
+EVENTS_PER_RETRY = 4
+
+
+def _retries(state: str) -> int:
+    import json
+
+    from img2video_local.template import REPO_ROOT
+
+    asl = json.loads((REPO_ROOT / "statemachine" / "video_job.asl.json").read_text(encoding="utf-8"))
+    return sum(int(rule["MaxAttempts"]) for rule in asl["States"][state]["Retry"])
+
+
+EVENTS_PER_RETRIED_POLL = EVENTS_PER_POLL + _retries("CheckVideoTask") * EVENTS_PER_RETRY
+# submit, notice, start and end (60), and the store and the notice with every retry spent (Lambda throttled for hours)
+EVENTS_OUTSIDE_POLLS = 60 + (_retries("StoreVideo") + _retries("PublishNotice")) * EVENTS_PER_RETRY
 # The daily limit holds a job at most once per window that opens within its submit window (SubmitWindowSeconds,
 # at most 7 days, windows of one day): each hold is the submit task (6), the Choice (2) and the Wait (2).
 EVENTS_PER_HOLD = 10

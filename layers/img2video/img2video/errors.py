@@ -115,21 +115,25 @@ ALL_ERROR_CODES = (
     "INTERNAL",
 )
 
-# The errors every Task state retries before any Catch: AWS's own transient faults and Lambda's
-# (service errors, throttling, timeouts and out-of-memory, which Step Functions reports as Lambda.Unknown).
-# The ASL repeats this list in each state's first Retry; tests/template checks they stay identical.
+# The errors every Task state retries before any Catch: AWS's own transient faults and Lambda's (service errors,
+# timeouts and out-of-memory, a runtime that died: Runtime.ExitError after "signal: killed", Runtime.Unknown, and
+# Lambda.Unknown). The ASL repeats this list in each state's first Retry; tests/template checks they stay identical.
 TRANSIENT_AWS_ERRORS = (
     "AwsTransient",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.ClientExecutionTimeoutException",
-    "Lambda.TooManyRequestsException",
     "Lambda.Unknown",
     "Sandbox.Timedout",
     "Runtime.OutOfMemory",
+    "Runtime.ExitError",
+    "Runtime.Unknown",
     "States.Timeout",
 )
+# Lambda refusing an invocation for want of concurrency (an account's quota, a new account's 10) has a Retry of its
+# own in every Lambda state, long enough that no job fails for it (tests/template checks how long).
+LAMBDA_THROTTLED = ("Lambda.TooManyRequestsException",)
 
 
 def error_code(error_name: str) -> str:
