@@ -42,6 +42,8 @@ TRANSIENT_ERRORS: dict[str, tuple[tuple[str, int, str], ...]] = {
     "secretsmanager": (("ThrottlingException", 400, "Rate exceeded"),),
     "lambda": (("TooManyRequestsException", 429, "Rate Exceeded."),),
 }
+# Why DynamoDB cancels a transaction that did nothing wrong (an injected fault names one item with one of these).
+CANCELLATION_REASONS = ("TransactionConflict", "ThrottlingError")
 OTHER_TRANSIENT_ERRORS = (("InternalFailure", 500, "The request processing has failed because of an unknown error, exception or failure."),)
 # The share of injected failures that never reach the service at all (DNS, refused connection).
 CONNECTION_FAILURE_SHARE = 0.2
@@ -150,11 +152,13 @@ class _Fault:
     status: int = 0
     message: str = ""
 
-    def failure(self, client: BaseClient, operation: str) -> Exception:
+    def failure(self, client: BaseClient, operation: str, params: dict[str, Any] | None = None) -> Exception:
         """What boto3 raises once botocore's own retries are exhausted."""
         if self.connection:
             unreachable: Exception = EndpointConnectionError(endpoint_url=client.meta.endpoint_url)
             return unreachable
+        if self.code == "TransactionCanceledException":
+            return _cancelled_transaction(client, operation, (params or {}).get("TransactItems", []), self.message)
         retries = _retry_attempts(client)
         response: dict[str, Any] = {
             "Error": {"Code": self.code, "Message": self.message},
@@ -210,6 +214,11 @@ class AwsFaults:
                         return _Fault(rule.mode, lost=True)
                     if self._random.random() < CONNECTION_FAILURE_SHARE:
                         return _Fault(rule.mode, connection=True)
+                    if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
+                        # moto never cancels a transaction but for a failed condition; DynamoDB also cancels for a
+                        # conflicting transaction on one of its items, and for throttling (botocore does not retry it)
+                        reason = self._random.choice(CANCELLATION_REASONS)
+                        return _Fault(rule.mode, code="TransactionCanceledException", status=400, message=reason)
                     code, status, message = self._random.choice(TRANSIENT_ERRORS.get(service, OTHER_TRANSIENT_ERRORS))
                     return _Fault(rule.mode, code=code, status=status, message=message)
         return None
@@ -325,6 +334,21 @@ def _check_message_size(client: BaseClient, service: str, operation: str, params
             raise _client_error(
                 client, operation, {"Code": "InvalidParameter", "Message": "Invalid parameter: Message too long", "Type": "Sender"}
             )
+
+
+def _cancelled_transaction(client: BaseClient, operation: str, items: list[Any], reason: str) -> ClientError:
+    """TransactionCanceledException as DynamoDB answers it: a reason per item, "None" for those that were fine."""
+    reasons = [{"Code": "None"} for _ in items] or [{"Code": "None"}]
+    # the last item: in this stack, the shared one (the daily limit's window) that concurrent transactions meet
+    reasons[-1] = {"Code": reason, "Message": "Transaction is ongoing for the item" if reason == "TransactionConflict" else "Throttled"}
+    message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(r['Code'] for r in reasons)}]"
+    response: dict[str, Any] = {
+        "Error": {"Code": "TransactionCanceledException", "Message": message},
+        "CancellationReasons": reasons,
+        "ResponseMetadata": {"HTTPStatusCode": 400, "HTTPHeaders": {}, "RetryAttempts": 0},
+    }
+    error_class: type[ClientError] = client.exceptions.from_code("TransactionCanceledException")
+    return error_class(response, operation)
 
 
 def _client_error(client: BaseClient, operation: str, error: dict[str, str]) -> ClientError:
@@ -523,7 +547,7 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
         _check_message_size(client, service, operation, params)
         fault = _hooks.decide(invocation.function, service, operation) if invocation else None
         if fault and not fault.lost:
-            raise fault.failure(client, operation)
+            raise fault.failure(client, operation, params)
         try:
             result = original(client, operation, params)
         except ClientError as error:

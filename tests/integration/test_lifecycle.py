@@ -9,11 +9,12 @@ from typing import Any
 import boto3
 import pytest
 from img2video.jobs_table import plain
+from img2video_local.emulator import EmulatorConfig
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import REGION
 
-from tests.conftest import jpeg_bytes
-from tests.integration.test_pipeline import only, pipeline, run_jobs, sidecar, wait_until
+from tests.conftest import API_KEY, jpeg_bytes
+from tests.integration.test_pipeline import FAST, only, pipeline, run_jobs, sidecar, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +77,20 @@ def test_a_job_the_daily_limit_would_hold_past_its_submit_window_fails_clearly_a
         assert "nothing was paid" in failed["error"]["message"]
         assert len(local.emulator.submissions) == 1
         assert {job["job_id"]: job["state"] for job in _jobs(local)}[failed["job_id"]] == "failed"
+
+
+def test_a_claim_dynamodb_cancels_for_a_conflict_is_tried_again_never_read_as_the_daily_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a daily limit with room, and DynamoDB cancelling claims for a conflicting transaction or throttling, as it
+    # does when five Submits meet on one window's item (moto never does; the fault injector does)
+    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "100000")  # a hold would last past the test: the next window is far
+    images = {f"incoming/c/{index}.jpg" for index in range(3)}
+    uploads = [(key.replace(".jpg", ".txt"), b"the tide comes in") for key in images] + [(key, jpeg_bytes()) for key in images]
+    config = EmulatorConfig(api_key=API_KEY, **FAST)
+    faults = "SubmitFunction:dynamodb.TransactWriteItems:times=4"
+    with LocalPipeline(parameters={"MaxSubmissionsPerDay": "10"}, emulator_config=config, aws_faults=faults, aws_faults_seed=3) as local:
+        # When the jobs run, Then each is submitted once and succeeds, none held for a window that had room
+        received = run_jobs(local, uploads, images, timeout=90)
+        assert sorted(r.notice["event"] for r in received) == ["video.succeeded"] * 3
+        assert len(local.emulator.submissions) == 3
+        assert not [job for job in _jobs(local) if "held_until" in job]
+        assert sum(n for (_, call, _), n in local.faults.fired.items() if call == "dynamodb.TransactWriteItems") >= 1

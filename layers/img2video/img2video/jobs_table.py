@@ -21,6 +21,7 @@ from img2video.clock import iso, now
 from img2video.errors import AwsTransient
 from img2video.observability import logger, metrics
 from img2video.settings import get_settings
+from img2video.transient import cancellation_reasons, is_transient
 
 JobState = Literal["accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled"]
 STATES: tuple[JobState, ...] = ("accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled")
@@ -225,8 +226,12 @@ def claim_submission(job_id: str, limit: int, window_seconds: int) -> float | No
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "TransactionCanceledException":
             raise
-    item = get_job(job_id)
-    if item and "quota_window" in item:
+        # DynamoDB also cancels for a conflicting transaction or throttling: those are tried again (Submit's transient
+        # retry), never read as the limit; only the window's own condition failing means the window is full
+        job_reason, window_reason = [*cancellation_reasons(exc), "None", "None"][:2]
+        if is_transient(exc) or "ConditionalCheckFailed" not in (job_reason, window_reason):
+            raise
+    if job_reason == "ConditionalCheckFailed":
         return None  # counted by an earlier try of this same submit
     return float((window + 1) * window_seconds)
 

@@ -18,13 +18,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 _TRANSIENT_CODES = {*TransientRetryableChecker._TRANSIENT_ERROR_CODES, *ThrottledRetryableChecker._THROTTLED_ERROR_CODES}
 _TRANSIENT_CODES |= {"InternalError", "InternalFailure", "ServiceUnavailable", "SlowDown", "Throttled", "KMSThrottlingException"}
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Why DynamoDB cancels a transaction that is worth trying again: another transaction on one of its items at the same
+# moment (five Submits on one daily-limit item meet this), throttling, a passing fault. ConditionalCheckFailed is not.
+TRANSIENT_CANCELLATIONS = {
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+    "InternalServerError",
+}
 # Powertools raises these when its DynamoDB record could not be read or written, or another attempt holds it.
 _IDEMPOTENCY_TRANSIENT = ("IdempotencyPersistenceLayerError", "IdempotencyAlreadyInProgressError")
+
+
+def cancellation_reasons(exc: ClientError) -> list[str]:
+    """Each item's reason for a cancelled DynamoDB transaction, in the order of its items ("None" for an item that was fine)."""
+    return [str(reason.get("Code", "None")) for reason in exc.response.get("CancellationReasons", [])]  # type: ignore[attr-defined]
 
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
+        if error.get("Code") == "TransactionCanceledException":
+            return bool(set(cancellation_reasons(exc)) & TRANSIENT_CANCELLATIONS)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error.get("Code") in _TRANSIENT_CODES or status in _TRANSIENT_STATUS
     if isinstance(exc, ConnectionError | HTTPClientError):
