@@ -158,7 +158,9 @@ class _Fault:
             unreachable: Exception = EndpointConnectionError(endpoint_url=client.meta.endpoint_url)
             return unreachable
         if self.code == "TransactionCanceledException":
-            return _cancelled_transaction(client, operation, (params or {}).get("TransactItems", []), self.message)
+            items: list[Any] = (params or {}).get("TransactItems", [])
+            cancelled: Exception = _cancelled_transaction(client, operation, items, self.message)
+            return cancelled
         retries = _retry_attempts(client)
         response: dict[str, Any] = {
             "Error": {"Code": self.code, "Message": self.message},

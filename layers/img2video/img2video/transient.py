@@ -33,7 +33,7 @@ _IDEMPOTENCY_TRANSIENT = ("IdempotencyPersistenceLayerError", "IdempotencyAlread
 
 def cancellation_reasons(exc: ClientError) -> list[str]:
     """Each item's reason for a cancelled DynamoDB transaction, in the order of its items ("None" for an item that was fine)."""
-    return [str(reason.get("Code", "None")) for reason in exc.response.get("CancellationReasons", [])]  # type: ignore[attr-defined]
+    return [str(reason.get("Code", "None")) for reason in exc.response.get("CancellationReasons", [])]
 
 
 def is_transient(exc: BaseException) -> bool:
