@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -374,6 +375,7 @@ class _Hooks:
         self.users = 0
         self.faults: list[AwsFaults] = []
         self.policies: list[iam.Policies] = []  # the roles enforced on every call a function or the state machine makes
+        self.short_polls: tuple[float, random.Random] | None = None  # how often a function's short poll comes back empty
         self.zombies: set[Invocation] = set()  # abandoned invocations whose thread has not finished yet
         self.original_call: Callable[..., Any] | None = None
         self.original_send: Callable[..., Any] | None = None
@@ -459,6 +461,35 @@ def install_hooks() -> None:
 
 def uninstall_hooks() -> None:
     _hooks.release()
+
+
+def sample_short_polls(rate: float, seed: int | None = None) -> None:
+    """From now on, a function's short poll of SQS (ReceiveMessage without WaitTimeSeconds) answers with no messages
+    `rate` of the time, messages waiting or not. SQS documents it: a short poll asks a sample of its servers, and from
+    a queue holding few messages it often returns none. moto always returns them. 0 turns it off."""
+    _hooks.short_polls = (rate, random.Random(seed)) if rate > 0 else None
+
+
+def _empty_short_poll(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    sampling = _hooks.short_polls
+    if sampling is None or service != "sqs" or operation != "ReceiveMessage" or int(params.get("WaitTimeSeconds", 0)):
+        return None
+    rate, rng = sampling
+    if rng.random() >= rate:
+        return None
+    return {"ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}}
+
+
+def _long_poll(original: Callable[..., Any], client: BaseClient, params: dict[str, Any]) -> Any:
+    """SQS's long poll, as AWS answers it (as soon as a message is there, else after WaitTimeSeconds), made of short
+    polls: moto would wait inside its request, and local mode runs one SQS request at a time (runtime.serialize_sqs_requests)."""
+    deadline = time.monotonic() + int(params["WaitTimeSeconds"])
+    short = {**params, "WaitTimeSeconds": 0}
+    while True:
+        answer = original(client, "ReceiveMessage", short)
+        if answer.get("Messages") or time.monotonic() >= deadline:
+            return answer
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
 def enforce_iam(policies: iam.Policies) -> None:
@@ -550,8 +581,14 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
         fault = _hooks.decide(invocation.function, service, operation) if invocation else None
         if fault and not fault.lost:
             raise fault.failure(client, operation, params)
+        empty = _empty_short_poll(service, operation, params) if invocation else None
+        if empty is not None:
+            return empty
         try:
-            result = original(client, operation, params)
+            if service == "sqs" and operation == "ReceiveMessage" and int(params.get("WaitTimeSeconds", 0)):
+                result = _long_poll(original, client, params)
+            else:
+                result = original(client, operation, params)
         except ClientError as error:
             if acting and service == "s3" and operation in ("GetObject", "HeadObject"):
                 raise _missing_key(client, operation, params, acting, error) from None

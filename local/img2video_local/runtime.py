@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
-from img2video_local.aws_faults import AwsFaults, enforce_iam, stop_enforcing_iam
+from img2video_local.aws_faults import AwsFaults, enforce_iam, sample_short_polls, stop_enforcing_iam
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
 from img2video_local.eventbridge import ExecutionStatusEvents
@@ -79,6 +79,9 @@ class LocalPipeline:
     # Images go inline (Novita cannot fetch from this machine) and the template's own poll and wait parameters apply.
     provider_url: str | None = None
     provider_api_key: str | None = None
+    # How often a function's short poll of SQS answers with nothing while messages wait, as SQS's sampling does (moto
+    # never does): the functions must long-poll where an empty answer matters.
+    sqs_short_poll_empty: float = 0.5
     # Another template than the repository's (a test of what local mode refuses or denies)
     template_path: Path | None = None
     # The functions' environment beyond what the template's parameters allow (they are checked as CloudFormation checks
@@ -160,6 +163,7 @@ class LocalPipeline:
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
         enforce_iam(self.stack.policies)  # each function's calls (and the state machine's) only as its role allows
+        sample_short_polls(self.sqs_short_poll_empty, self.aws_faults_seed)
         self._iam_enforced = True
         self.functions = LocalFunctions(
             self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale, memory_limits=self.memory_limits
@@ -184,6 +188,7 @@ class LocalPipeline:
         self._stop.set()
         if getattr(self, "faults", None) is not None:
             self.faults.uninstall()
+        sample_short_polls(0)
         if getattr(self, "_iam_enforced", False):
             stop_enforcing_iam(self.stack.policies)
             self._iam_enforced = False

@@ -120,10 +120,13 @@ WAKE = Call(
     slot_line.WAKE_CALLS,
     clients.QUICK_CALL_WORST_SECONDS,
 )
+# the line's ReceiveMessage is a long poll: each of its attempts may wait LINE_WAIT_SECONDS before its answer
+LINE_WAIT = Call("sqs:ReceiveMessage's long poll of the line", "slot_line.wake_one", clients.QUICK_ATTEMPTS, slot_line.LINE_WAIT_SECONDS)
 POLL = [
     SECRET,
     Call("GET task-result", "NovitaClient.task_result", 1, NOVITA_GET),
     WAKE,
+    LINE_WAIT,
     Call("dynamodb:UpdateItem of the task's item (the video URL for Store)", "task_item.remember_video", 1, AWS),
     RECORD,
 ]
@@ -146,6 +149,7 @@ WEBHOOK = [
         QUICK,
     ),
     WAKE,
+    LINE_WAIT,
 ]
 
 

@@ -32,6 +32,7 @@ from img2video import submit as submit_module
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, Submitted
 from img2video.wait_policy import MAX_POLLS
+from img2video_local.aws_faults import Invocation, install_hooks, running, sample_short_polls, uninstall_hooks
 from img2video_local.lambda_server import load_handler
 from img2video_local.stack import provision
 from img2video_local.template import REGION, Template
@@ -1543,3 +1544,23 @@ def test_an_extra_image_whose_key_would_pass_s3s_limit_is_refused_not_looked_up(
     [notice] = aws.notices()
     assert notice["error"]["code"] == "INVALID_SIDECAR" and "its key at most 1024 bytes" in notice["error"]["message"]
     assert executions(aws) == []
+
+
+@responses.activate
+def test_a_task_end_finds_the_job_in_line_even_when_sqs_short_polls_come_back_empty(aws: Aws, answers: Answers) -> None:
+    # SQS documents that a short poll of a queue holding few messages may return none while they wait; moto always
+    # returned them. A task end that read an empty line left its slot to the job's backoff (up to 900 s).
+    responses.post(SUBMIT_URL, status=429, json=FULL)
+    execution, job = accepted_job(aws, key="incoming/waiting.jpg")
+    body = submit_body(execution, job)
+    assert submit(aws, body) == {"batchItemFailures": []}
+    assert _line_length(aws) == 1
+    install_hooks()
+    sample_short_polls(1.0)  # every short poll a function makes comes back empty
+    try:
+        with running(Invocation("PollFunction", "req-wake")):
+            _task_ends(aws)
+    finally:
+        sample_short_polls(0)
+        uninstall_hooks()
+    assert _queued(aws, "SubmitQueue") == [{**body, "attempt": 1, "in_line": False, "woken": True}]

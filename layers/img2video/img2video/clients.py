@@ -64,9 +64,11 @@ _QUICK_CONFIG = Config(
 
 
 @cache
-def quick_client(service: str) -> Any:
-    """A client for a caller that must answer within seconds (the Webhook function): slow AWS fails fast instead."""
-    return boto3.client(service, config=_QUICK_CONFIG)
+def quick_client(service: str, waits: int = 0) -> Any:
+    """A client for a caller that must answer within seconds (the Webhook function): slow AWS fails fast instead.
+    `waits`: the seconds a long poll (SQS's WaitTimeSeconds) may hold each answer, on top of the read timeout."""
+    config = _QUICK_CONFIG if not waits else _QUICK_CONFIG.merge(Config(read_timeout=QUICK_READ_TIMEOUT + waits))
+    return boto3.client(service, config=config)
 
 
 @cache

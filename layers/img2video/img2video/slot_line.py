@@ -34,6 +34,11 @@ from img2video.settings import Settings, get_settings
 from img2video.task_item import set_fields, task_key
 
 LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
+# A long poll, however short: SQS's short poll samples a subset of its servers and, for a queue holding few messages,
+# often answers with none while entries wait; a task end that saw an empty line left its freed slot to the jobs'
+# backoff (up to 900 s). A long poll asks every server and answers as soon as one has a message; it waits the whole
+# second only when the line is empty, which Poll and Webhook can afford (tests/unit/test_budgets.py counts it).
+LINE_WAIT_SECONDS = 1
 # UpdateItem of the task's item (its slot freed, once), ReceiveMessage, BatchGetItem of their jobs, SendMessage of the
 # one woken, DeleteMessageBatch (woken and stale), ChangeMessageVisibilityBatch (the others back in line at once),
 # UpdateItem of the line's last look
@@ -109,10 +114,12 @@ def wake_one(dynamodb: Any = None) -> str | None:
     settings = get_settings()
     if not settings.slot_line_queue_url:
         return None
-    sqs, dynamodb = quick_client("sqs"), dynamodb or quick_client("dynamodb")
+    sqs, dynamodb = quick_client("sqs", waits=LINE_WAIT_SECONDS), dynamodb or quick_client("dynamodb")
     line = settings.slot_line_queue_url
     try:
-        messages = sqs.receive_message(QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30).get("Messages", [])
+        messages = sqs.receive_message(
+            QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30, WaitTimeSeconds=LINE_WAIT_SECONDS
+        ).get("Messages", [])
         entries = [(_job_id(m["Body"]), m) for m in messages]
         waiting = _waiting_jobs(dynamodb, settings.jobs_table, {job_id for job_id, _ in entries if job_id})
         woken_id, woken = next(((job_id, m) for job_id, m in entries if job_id in waiting), (None, None))
