@@ -65,6 +65,9 @@ class FaultSpecError(ValueError):
     """A fault spec that cannot be read; the message names the rule and what is wrong with it."""
 
 
+RUNTIME_EXIT = "Runtime.ExitError"  # what Lambda reports for a runtime that died mid-invocation ("signal: killed")
+
+
 class InvocationAbandoned(BaseException):
     """Raised by any AWS or HTTP call from an abandoned invocation's thread: its sandbox is gone.
 
@@ -128,6 +131,7 @@ class FaultRule:
     operation: str
     mode: str
     lost: bool = False
+    died: bool = False  # the call is made, then the function's runtime dies (Runtime.ExitError)
     times: int | None = None  # None: no limit
     rate: float = 1.0
     _fired: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
@@ -148,6 +152,7 @@ class FaultRule:
 class _Fault:
     mode: str
     lost: bool = False
+    died: bool = False
     connection: bool = False
     code: str = ""
     status: int = 0
@@ -213,8 +218,8 @@ class AwsFaults:
             for rule in self.rules:
                 if rule.matches(function, service, operation) and rule.fires(function, call, self._random):
                     self.fired[(function, call, rule.mode)] += 1
-                    if rule.lost:
-                        return _Fault(rule.mode, lost=True)
+                    if rule.lost or rule.died:
+                        return _Fault(rule.mode, lost=rule.lost, died=rule.died)
                     if self._random.random() < CONNECTION_FAILURE_SHARE:
                         return _Fault(rule.mode, connection=True)
                     if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
@@ -248,11 +253,14 @@ def _parse_rule(text: str) -> FaultRule:
         if not _is_pattern(operation) and operation not in _operations(service):
             raise bad(f"{service} has no operation {operation!r}")
     lost = mode_text == "lost" or mode_text.startswith("lost-")
-    kind = "always" if mode_text == "lost" else mode_text.removeprefix("lost-")
+    died = mode_text == "exit" or mode_text.startswith("exit-")
+    kind = "always" if mode_text in ("lost", "exit") else mode_text.removeprefix("lost-").removeprefix("exit-")
     mode = _MODE.match(kind)
     if mode is None:
-        raise bad(f"unknown mode {mode_text!r} (once, times=N, always, rate=R, lost, lost-once, lost-times=N, lost-rate=R)")
-    rule = FaultRule(function, service, operation, mode_text, lost=lost)
+        raise bad(
+            f"unknown mode {mode_text!r} (once, times=N, always, rate=R; lost or exit, alone or as lost-once, exit-times=N, lost-rate=R...)"
+        )
+    rule = FaultRule(function, service, operation, mode_text, lost=lost, died=died)
     if kind == "once":
         rule.times = 1
     elif mode["times"] is not None:
@@ -579,7 +587,7 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
             _authorize(client, service, operation, params, acting)
         _check_message_size(client, service, operation, params)
         fault = _hooks.decide(invocation.function, service, operation) if invocation else None
-        if fault and not fault.lost:
+        if fault and not (fault.lost or fault.died):
             raise fault.failure(client, operation, params)
         empty = _empty_short_poll(service, operation, params) if invocation else None
         if empty is not None:
@@ -594,6 +602,9 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
                 raise _missing_key(client, operation, params, acting, error) from None
             raise
         if invocation and invocation.abandoned:  # killed while waiting: the work may be done, the answer is never read
+            raise _frozen(invocation)
+        if fault and fault.died and invocation:  # the work is done, then the process is killed: Lambda reports ExitError
+            abandon(invocation, RUNTIME_EXIT)
             raise _frozen(invocation)
         if fault:
             raise ReadTimeoutError(endpoint_url=client.meta.endpoint_url)

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from img2video_local.aws_faults import Invocation, abandon, install_hooks, running, uninstall_hooks
+from img2video_local.aws_faults import RUNTIME_EXIT, Invocation, abandon, install_hooks, running, uninstall_hooks
 from img2video_local.template import PUBLISHED_VERSION, FunctionSpec
 
 InvokeHook = Callable[[str, dict[str, Any], Any, BaseException | None], None]
@@ -41,6 +41,10 @@ MEMORY_SAMPLE_SECONDS = 0.005
 
 TIMED_OUT = "Sandbox.Timedout"
 OUT_OF_MEMORY = "Runtime.OutOfMemory"
+
+
+class Throttled(Exception):
+    """Lambda refused the invocation: the account's concurrency is all in use (TooManyRequestsException, HTTP 429)."""
 
 
 class LambdaError(Exception):
@@ -248,8 +252,12 @@ class LocalFunctions:
         on_invoke: InvokeHook | None = None,
         time_scale: float = 1.0,
         memory_limits: bool = True,
+        account_concurrency: int | None = None,
     ) -> None:
         self.specs = specs
+        # an account's concurrent executions quota (a new account may have 10): invocations beyond it are throttled
+        self.account_concurrency = account_concurrency
+        self.throttled: dict[str, int] = {logical: 0 for logical in specs}
         self.memory_limits = memory_limits
         self.handlers = {logical: load_handler(spec) for logical, spec in specs.items()}
         self.on_invoke = on_invoke
@@ -281,6 +289,9 @@ class LocalFunctions:
         with self._lock:
             if self._closed:  # the runtime is shutting down: behave like a throttled Lambda
                 raise RuntimeError("local runtime is shutting down")
+            if self.account_concurrency is not None and self._running >= self.account_concurrency:
+                self.throttled[logical] += 1
+                raise Throttled("Rate Exceeded.")
             self.invocations[logical] += 1
             self._running += 1
         try:
@@ -322,6 +333,8 @@ class LocalFunctions:
             raise LambdaError(TIMED_OUT, f"RequestId: {request_id} Error: Task timed out after {spec.timeout:.2f} seconds")
         if run.invocation.abandoned == OUT_OF_MEMORY:
             raise LambdaError(OUT_OF_MEMORY, f"RequestId: {request_id} Error: Runtime exited with error: signal: killed")
+        if run.invocation.abandoned == RUNTIME_EXIT:
+            raise LambdaError(RUNTIME_EXIT, f"RequestId: {request_id} Error: Runtime exited with error: signal: killed")
         if run.error is not None:
             raise run.error
         return _marshal(run.result)
@@ -423,6 +436,10 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             return
         try:
             result = self.server.functions.invoke(logical, payload)
+        except Throttled as exc:
+            body = {"Type": "User", "message": str(exc), "Reason": "ConcurrentInvocationLimitExceeded"}
+            self._send(429, body, {"x-amzn-ErrorType": "TooManyRequestsException"})
+            return
         except Exception as exc:
             self._send(200, error_payload(exc), {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": executed})
             return

@@ -79,6 +79,9 @@ class LocalPipeline:
     # Images go inline (Novita cannot fetch from this machine) and the template's own poll and wait parameters apply.
     provider_url: str | None = None
     provider_api_key: str | None = None
+    # The account's Lambda concurrency quota (None: unlimited). A new account may have 10; invocations beyond it are
+    # refused with TooManyRequestsException, which the state machine sees as Lambda.TooManyRequestsException.
+    account_concurrency: int | None = None
     # How often a function's short poll of SQS answers with nothing while messages wait, as SQS's sampling does (moto
     # never does): the functions must long-poll where an empty answer matters.
     sqs_short_poll_empty: float = 0.5
@@ -116,6 +119,7 @@ class LocalPipeline:
         serialize_dynamodb_requests()
         serialize_sqs_requests()
         keep_task_failure_causes()
+        lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
@@ -166,7 +170,11 @@ class LocalPipeline:
         sample_short_polls(self.sqs_short_poll_empty, self.aws_faults_seed)
         self._iam_enforced = True
         self.functions = LocalFunctions(
-            self.stack.functions, on_invoke=self._observe_invoke, time_scale=self.time_scale, memory_limits=self.memory_limits
+            self.stack.functions,
+            on_invoke=self._observe_invoke,
+            time_scale=self.time_scale,
+            memory_limits=self.memory_limits,
+            account_concurrency=self.account_concurrency,
         )
         self.function_urls.attach(self.functions)
         self._invoke_server, invoke_url = start_invoke_server(self.functions)
@@ -514,6 +522,33 @@ def keep_task_failure_causes() -> None:
 
     send_task_failure.img2video_keeps_cause = True  # type: ignore[attr-defined]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+
+
+def lambda_service_errors_keep_their_names() -> None:
+    """Step Functions names an error of the Lambda service itself (not of the handler) Lambda.<exception>:
+    Lambda.TooManyRequestsException for a throttled invocation, Lambda.AWSLambdaException for the others. moto's
+    interpreter names every one "Exception", which no Retry lists: a throttled step would fail its job at once."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
+
+    original = StateTaskLambda._from_error
+    if getattr(original, "img2video_named", False):
+        return
+
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        event = original(self, env, ex)
+        if isinstance(ex, ClientError):
+            code = ex.response.get("Error", {}).get("Code", "")
+            name = f"Lambda.{code}" if code in ("TooManyRequestsException", "ServiceException") else "Lambda.AWSLambdaException"
+            event.error_name = CustomErrorName(name)
+            details = (event.event_details or {}).get("lambdaFunctionFailedEventDetails")
+            if details is not None:
+                details["error"] = name
+        return event
+
+    from_error.img2video_named = True  # type: ignore[attr-defined]
+    StateTaskLambda._from_error = from_error  # type: ignore[method-assign]
 
 
 def stopped_executions_stay_aborted() -> None:

@@ -49,6 +49,7 @@ ONE_FAULT = [
     "*:sns.Publish:once",
     "*:s3.UploadPart:once",
     "*:s3.CompleteMultipartUpload:lost-once",  # the crash right after the upload completed
+    "StoreFunction:s3.CompleteMultipartUpload:exit-once",  # Store's runtime killed right after it (Runtime.ExitError)
     "*:s3.PutObject:once",  # the manifest
     "*:dynamodb.PutItem:once",  # an idempotency record
     "*:dynamodb.UpdateItem:once",
@@ -72,7 +73,7 @@ def test_a_passing_aws_fault_never_fails_a_paid_video_nor_doubles_its_notice(rul
     assert fired >= 1, f"{rule} never fired: the test proves nothing"
     assert [n["event"] for n in notices] == ["video.succeeded"], [n.get("error") for n in notices]
     assert len(local.emulator.submissions) == 1, "paid twice"
-    if rule in ("*:s3.PutObject:once", "*:s3.CompleteMultipartUpload:lost-once"):
+    if rule in ("*:s3.PutObject:once", "*:s3.CompleteMultipartUpload:lost-once", "StoreFunction:s3.CompleteMultipartUpload:exit-once"):
         assert downloads == 1, "a video already stored was fetched again"
 
 
@@ -117,3 +118,19 @@ def test_throttled_polls_wait_in_the_state_machine_not_in_the_function() -> None
     assert throttled > 0
     assert [n["event"] for n in distinct(received)] == ["video.succeeded"]
     assert len(local.emulator.submissions) == 1
+
+
+def test_lambda_throttled_at_the_accounts_quota_never_fails_a_job() -> None:
+    # Given an account whose Lambda concurrency quota is 2 (a new account may have 10, for every function it runs)
+    config = EmulatorConfig(api_key=API_KEY, **FAST)
+    images = {f"incoming/t/{index}.jpg" for index in range(4)}
+    with LocalPipeline(emulator_config=config, account_concurrency=2, time_scale=0.05) as local:
+        for key in sorted(images):
+            local.upload(key.replace(".jpg", ".json"), SIDECAR)
+            local.upload(key, jpeg_bytes())
+        received = local.wait_for_notices(images, 180)
+        throttled = sum(local.functions.throttled.values())
+    # Then every job succeeds once, paid once, though Lambda refused invocations on the way
+    assert throttled > 0, "nothing was throttled: the test proves nothing"
+    assert sorted(n["event"] for n in distinct(received)) == ["video.succeeded"] * 4
+    assert len(local.emulator.submissions) == 4
