@@ -437,8 +437,8 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         try:
             result = self.server.functions.invoke(logical, payload)
         except Throttled as exc:
-            body = {"Type": "User", "message": str(exc), "Reason": "ConcurrentInvocationLimitExceeded"}
-            self._send(429, body, {"x-amzn-ErrorType": "TooManyRequestsException"})
+            refused = {"Type": "User", "message": str(exc), "Reason": "ConcurrentInvocationLimitExceeded"}
+            self._send(429, refused, {"x-amzn-ErrorType": "TooManyRequestsException"})
             return
         except Exception as exc:
             self._send(200, error_payload(exc), {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": executed})

@@ -541,10 +541,10 @@ def lambda_service_errors_keep_their_names() -> None:
         if isinstance(ex, ClientError):
             code = ex.response.get("Error", {}).get("Code", "")
             name = f"Lambda.{code}" if code in ("TooManyRequestsException", "ServiceException") else "Lambda.AWSLambdaException"
-            event.error_name = CustomErrorName(name)
-            details = (event.event_details or {}).get("lambdaFunctionFailedEventDetails")
-            if details is not None:
-                details["error"] = name
+            event.error_name = CustomErrorName(name)  # type: ignore[misc]  # Final in moto; set once, before anyone reads it
+            details: Any = event.event_details or {}
+            if details.get("lambdaFunctionFailedEventDetails") is not None:
+                details["lambdaFunctionFailedEventDetails"]["error"] = name
         return event
 
     from_error.img2video_named = True  # type: ignore[attr-defined]
