@@ -15,7 +15,7 @@ FIND_PYTHON313 := { python3.13 -c 'import sys; assert sys.version_info[:2] == (3
 		"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null && break; done; } | head -n 1
 NO_PYTHON313 := make build: needs Python 3.13 (sam build runs pip under the functions' python3.13 runtime): install it (pyenv install 3.13, or your package manager) and retry, or where Docker exists run 'sam build --use-container' instead
 
-.PHONY: demo test lint typecheck unit template integration bench chaos burst build python313 clean
+.PHONY: demo test lint typecheck check-deploy unit template integration bench chaos burst build python313 clean
 
 # `make demo` installs only what local mode needs; the tests, linters and type checker come with the first `make test`.
 # PYTHONWARNINGS=ignore keeps setuptools' build-time advice about editable installs off the screen.
@@ -33,7 +33,7 @@ $(STAMP): $(LOCAL_STAMP) requirements-dev.txt
 demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
 	$(BIN)/img2video demo
 
-test: lint typecheck $(STAMP)  ## ruff, cfn-lint, mypy + the whole pytest suite (unit, template, integration)
+test: lint typecheck check-deploy $(STAMP)  ## ruff, cfn-lint, mypy, the deploy check + the whole pytest suite
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -42,6 +42,15 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy layers/img2video/img2video local/img2video_local
+
+# asl-validator from npm, pinned, in its own folder (Node.js and npm come with the machine).
+ASL_VALIDATOR_VERSION := 4.0.0
+ASL_VALIDATOR := .npm-tools/node_modules/.bin/asl-validator
+$(ASL_VALIDATOR):
+	npm install --silent --no-audit --no-fund --prefix .npm-tools asl-validator@$(ASL_VALIDATOR_VERSION)
+
+check-deploy: $(STAMP) $(ASL_VALIDATOR)  ## what CloudFormation and Step Functions would refuse: SAM translation, cfn-lint on both forms, cycles, asl-validator
+	ASL_VALIDATOR=$(ASL_VALIDATOR) $(BIN)/python -m img2video_local.deploy_check
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/template
@@ -77,4 +86,4 @@ build: python313 $(SAM_STAMP)  ## sam build into .aws-sam/build: the layer gets 
 	set -x; PATH="$$(dirname "$$py"):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --template-file template.yaml --cached --parallel
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .npm-tools .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam

@@ -192,3 +192,16 @@ class FakeContext:
 
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "img2video")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """IAM as local mode enforced it in this run: calls checked, denied, and the grants no call used."""
+    from img2video_local import iam
+
+    checked, denied, unused = iam.report([p for p in iam.ENFORCED if p.checked])
+    if not checked:
+        return
+    terminalreporter.section("IAM (local mode enforces each role of the SAM-translated template)")
+    terminalreporter.write_line(f"{checked} calls checked, {denied} denied; {len(unused)} grants no call in this run used:")
+    for statement, action in unused:
+        terminalreporter.write_line(f"  {statement}  {action}")

@@ -216,6 +216,7 @@ class Policies:
         self.used: Counter[tuple[str, str]] = Counter()  # (statement name, action granted)
         self.denials: list[tuple[str, str, str]] = []  # (principal, action, resource)
         self._lock = threading.Lock()
+        ENFORCED.append(self)
 
     def decide(self, principal: Principal, request: Request) -> Decision:
         context = {
@@ -266,6 +267,17 @@ class Policies:
     @staticmethod
     def _grant_used(grant: tuple[str, str], used: tuple[str, str]) -> bool:
         return grant[0] == used[0] and fnmatchcase(used[1], grant[1])
+
+
+ENFORCED: list[Policies] = []  # every stack's policies in this process: the suite reports what none of its calls used
+
+
+def report(everything: list[Policies]) -> tuple[int, int, list[tuple[str, str]]]:
+    """Across stacks: calls checked, calls denied, and grants no call used (least privilege)."""
+    used = [grant for policies in everything for grant in policies.used]
+    granted = {grant for policies in everything for grant in policies.grants()}
+    unused = sorted(grant for grant in granted if not any(Policies._grant_used(grant, u) for u in used))
+    return sum(p.checked for p in everything), sum(len(p.denials) for p in everything), unused
 
 
 def denial_message(principal: Principal, request: Request, decision: Decision) -> str:
