@@ -49,8 +49,18 @@ ASL_VALIDATOR := .npm-tools/node_modules/.bin/asl-validator
 $(ASL_VALIDATOR):
 	npm install --silent --no-audit --no-fund --prefix .npm-tools asl-validator@$(ASL_VALIDATOR_VERSION)
 
-check-deploy: $(STAMP) $(ASL_VALIDATOR)  ## what CloudFormation and Step Functions would refuse: SAM translation, cfn-lint on both forms, cycles, asl-validator
-	ASL_VALIDATOR=$(ASL_VALIDATOR) $(BIN)/python -m img2video_local.deploy_check
+# checkov in its own venv, pinned: its dependencies clash with .venv's pins.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV_STAMP)
+
+check-deploy: $(STAMP) $(ASL_VALIDATOR) $(CHECKOV_STAMP)  ## what CloudFormation and Step Functions would refuse: SAM translation, cfn-lint on both forms, cycles, asl-validator, checkov
+	ASL_VALIDATOR=$(ASL_VALIDATOR) CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m img2video_local.deploy_check
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/template
@@ -86,4 +96,4 @@ build: python313 $(SAM_STAMP)  ## sam build into .aws-sam/build: the layer gets 
 	set -x; PATH="$$(dirname "$$py"):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --template-file template.yaml --cached --parallel
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .npm-tools .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .npm-tools .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
