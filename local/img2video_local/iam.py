@@ -428,6 +428,31 @@ def acting_as(name: str) -> Iterator[None]:
         _acting.name = previous
 
 
+# -- what a service may invoke: Lambda's resource-based permissions ---------------------------------------------------
+
+
+def service_may_invoke(
+    resources: dict[str, dict[str, Any]], resolve: Callable[[Any], Any], service: str, function_arn: str, source_arn: str
+) -> bool:
+    """Whether the stack's AWS::Lambda::Permission resources let `service` (events.amazonaws.com, ...) invoke
+    `function_arn` (qualified as the target names it) for `source_arn` (the rule). Without one, EventBridge's call to
+    the function is refused and the event never reaches it."""
+    for resource in resources.values():
+        if resource["Type"] != "AWS::Lambda::Permission":
+            continue
+        try:
+            props = resolve(resource.get("Properties", {}))
+        except KeyError:  # a permission the stack does not create (a false Condition)
+            continue
+        if props.get("Principal") != service or props.get("Action") not in ("lambda:InvokeFunction", "lambda:*"):
+            continue
+        if "SourceArn" in props and not fnmatchcase(source_arn, str(props["SourceArn"])):
+            continue
+        if _function_arn(str(props["FunctionName"]), None) == function_arn:
+            return True
+    return False
+
+
 # -- building the principals from the translated template --------------------------------------------------------
 
 

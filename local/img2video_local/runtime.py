@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
+from img2video_local import iam
 from img2video_local.aws_faults import AwsFaults, enforce_iam, sample_short_polls, stop_enforcing_iam
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
@@ -357,12 +358,34 @@ class LocalPipeline:
                     self.sfn,
                     self.stack.id("VideoJobStateMachine"),
                     statuses,
-                    deliver=functools.partial(self.functions.invoke, logical),
+                    deliver=self._rule_target(logical, functools.partial(self.functions.invoke, logical)),
                     on_failure=self._backstop_failed,
                     stop=self._stop,
                     retry_delay=max(0.05, self.time_scale),
                 )
         return None
+
+    def _rule_target(self, function: str, invoke: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        """EventBridge invokes a rule's target only as the function's resource-based permission allows: without one,
+        every delivery is refused (and the event lost after the rule's retries), as on AWS."""
+        resources = self.stack.template.translated["Resources"]
+        for logical, resource in resources.items():
+            if resource["Type"] != "AWS::Events::Rule" or logical not in self.stack.template.arns:
+                continue
+            for target in resource["Properties"].get("Targets", []):
+                arn = str(self.stack.template.resolve(target["Arn"]))
+                if arn.split(":")[6] != self.stack.functions[function].name:
+                    continue
+                rule_arn = self.stack.arn(logical)
+                if iam.service_may_invoke(resources, self.stack.template.resolve, "events.amazonaws.com", arn, rule_arn):
+                    return invoke
+                message = f"events.amazonaws.com is not authorized to invoke {arn} for {rule_arn}: no AWS::Lambda::Permission allows it"
+
+                def refused(event: dict[str, Any], message: str = message) -> Any:
+                    raise PermissionError(message)
+
+                return refused
+        return invoke
 
     def _backstop_failed(self, event: dict[str, Any], error: BaseException) -> None:
         """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue."""

@@ -202,3 +202,14 @@ def test_grants_no_call_used_are_reported(stack: Any) -> None:
     unused = stack.policies.unused_grants()
     assert ("PollFunctionRole/PollFunctionRolePolicy0:WakeAJobWaitingForASlot", "sqs:sendmessage") not in unused
     assert ("PollFunctionRole/PollFunctionRolePolicy0:WakeAJobWaitingForASlot", "sqs:deletemessage") in unused
+
+
+def test_eventbridge_may_invoke_the_backstop_only_through_the_permission_sam_made(stack: Any) -> None:
+    resources = stack.template.translated["Resources"]
+    target = f"{stack.arn('PublishFunction')}:live"
+    rule = stack.arn("PublishFunctionBackstop")
+    assert iam.service_may_invoke(resources, stack.template.resolve, "events.amazonaws.com", target, rule)
+    assert not iam.service_may_invoke(resources, stack.template.resolve, "events.amazonaws.com", stack.arn("PublishFunction"), rule)
+    assert not iam.service_may_invoke(resources, stack.template.resolve, "events.amazonaws.com", target, rule + "-other")
+    without = {name: res for name, res in resources.items() if name != "PublishFunctionBackstopPermission"}
+    assert not iam.service_may_invoke(without, stack.template.resolve, "events.amazonaws.com", target, rule)
