@@ -17,16 +17,16 @@ from tests.integration.test_pipeline import FAST, run_jobs, wait_until
 pytestmark = pytest.mark.integration
 
 SIDECAR = json.dumps({"prompt": "waves roll in", "duration": 2, "resolution": "540p"}).encode()
-STORE_LISTS = '''            - Sid: ListVideos  # without it S3 answers HeadObject of a video not stored yet with 403, not 404
+STORE_LISTS = """            - Sid: ListVideos  # without it S3 answers HeadObject of a video not stored yet with 403, not 404
               Effect: Allow
               Action: s3:ListBucket
               Resource: !GetAtt OutputBucket.Arn
-'''
-PUBLISH_LISTS = '''            - Sid: ListVideos  # without it S3 answers a manifest that does not exist (a failed job's) with 403, not 404
+"""
+PUBLISH_LISTS = """            - Sid: ListVideos  # without it S3 answers a manifest that does not exist (a failed job's) with 403, not 404
               Effect: Allow
               Action: s3:ListBucket
               Resource: !GetAtt OutputBucket.Arn
-'''
+"""
 
 
 def without(tmp_path: Path, grant: str) -> Path:
