@@ -16,6 +16,7 @@ import pytest
 from hypothesis import strategies as st
 from img2video.clients import reset
 from img2video.settings import Settings
+from img2video_local.aws_faults import Invocation, enforce_iam, running, stop_enforcing_iam
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 from moto import mock_aws
@@ -89,7 +90,22 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         queue = sqs.create_queue(QueueName="test-notices")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         boto3.client("sns", region_name=REGION).subscribe(TopicArn=stack.id("NoticesTopic"), Protocol="sqs", Endpoint=arn)
-        yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
+        # a handler the tests run as its function (as_function) calls AWS only as its role allows, as in local mode
+        enforce_iam(stack.policies)
+        try:
+            yield Aws(stack, boto3.client("s3", region_name=REGION), sqs, boto3.client("stepfunctions", region_name=REGION), queue)
+        finally:
+            stop_enforcing_iam(stack.policies)
+
+
+def as_function(function: str, handler: Any) -> Any:
+    """`handler`, run as `function`'s invocation: its AWS calls under the function's role (and its faults, if any)."""
+
+    def invoke(event: Any, context: Any) -> Any:
+        with running(Invocation(function, "req-unit")):
+            return handler(event, context)
+
+    return invoke
 
 
 def stack_settings(**overrides: Any) -> Settings:

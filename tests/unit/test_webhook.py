@@ -17,7 +17,7 @@ from img2video.webhook import path_secret
 from img2video_local.lambda_server import load_handler
 from img2video_local.template import REGION
 
-from tests.conftest import API_KEY, NOVITA, Aws
+from tests.conftest import API_KEY, NOVITA, Aws, as_function
 
 RESULT_URL = f"{NOVITA}/v3/async/task-result"
 TASK = "task-7f3a"
@@ -44,7 +44,7 @@ def call(aws: Aws, body: Any, path: str | None = None, method: str = "POST") -> 
         "body": body if isinstance(body, str) else json.dumps(body),
         "isBase64Encoded": False,
     }
-    answer: dict[str, Any] = load_handler(aws.stack.functions["WebhookFunction"])(event, Context())
+    answer: dict[str, Any] = as_function("WebhookFunction", load_handler(aws.stack.functions["WebhookFunction"]))(event, Context())
     return answer
 
 
