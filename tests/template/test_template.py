@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -12,16 +11,10 @@ from typing import Any
 
 import pytest
 from img2video import errors
-from img2video_local.cfn import references
+from img2video_local.cfn import references, translate
 from img2video_local.template import REPO_ROOT, load_template
-from samtranslator.translator.transform import transform
 
 ASL_PATH = REPO_ROOT / "statemachine" / "video_job.asl.json"
-
-
-class _NoManagedPolicies:
-    def load(self) -> dict[str, str]:
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +25,7 @@ def sam() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cfn(sam: dict[str, Any]) -> dict[str, Any]:
     """The template after the SAM transform, with code locations as `sam package` would write them."""
-    packaged = copy.deepcopy(sam)
-    for resource in packaged["Resources"].values():
-        props = resource.get("Properties", {})
-        for field in ("CodeUri", "ContentUri"):
-            if field in props:
-                props[field] = "s3://artifacts/code.zip"
-        if "DefinitionUri" in props:
-            props["DefinitionUri"] = {"Bucket": "artifacts", "Key": "video_job.asl.json"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the transform builds ARNs for a region
-        return dict(transform(packaged, {}, _NoManagedPolicies()))
+    return translate(sam)
 
 
 def of_type(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
