@@ -253,11 +253,18 @@ class LocalFunctions:
         time_scale: float = 1.0,
         memory_limits: bool = True,
         account_concurrency: int | None = None,
+        function_concurrency: dict[str, int] | None = None,
     ) -> None:
         self.specs = specs
         # an account's concurrent executions quota (a new account may have 10): invocations beyond it are throttled
         self.account_concurrency = account_concurrency
+        # a function's own limit, as ReservedConcurrentExecutions sets it: invocations of it beyond are throttled
+        self.function_concurrency = {
+            **{logical: spec.reserved_concurrency for logical, spec in specs.items() if spec.reserved_concurrency is not None},
+            **(function_concurrency or {}),
+        }
         self.throttled: dict[str, int] = {logical: 0 for logical in specs}
+        self._running_of: dict[str, int] = {logical: 0 for logical in specs}
         self.memory_limits = memory_limits
         self.handlers = {logical: load_handler(spec) for logical, spec in specs.items()}
         self.on_invoke = on_invoke
@@ -289,9 +296,13 @@ class LocalFunctions:
         with self._lock:
             if self._closed:  # the runtime is shutting down: behave like a throttled Lambda
                 raise RuntimeError("local runtime is shutting down")
-            if self.account_concurrency is not None and self._running >= self.account_concurrency:
+            own_limit = self.function_concurrency.get(logical)
+            if (self.account_concurrency is not None and self._running >= self.account_concurrency) or (
+                own_limit is not None and self._running_of[logical] >= own_limit
+            ):
                 self.throttled[logical] += 1
                 raise Throttled("Rate Exceeded.")
+            self._running_of[logical] += 1
             self.invocations[logical] += 1
             self._running += 1
         try:
@@ -303,6 +314,7 @@ class LocalFunctions:
         finally:
             with self._lock:
                 self._running -= 1
+                self._running_of[logical] -= 1
                 self._idle.notify_all()
         if self.on_invoke:
             self.on_invoke(logical, event, result, None)

@@ -83,6 +83,8 @@ class LocalPipeline:
     # The account's Lambda concurrency quota (None: unlimited). A new account may have 10; invocations beyond it are
     # refused with TooManyRequestsException, which the state machine sees as Lambda.TooManyRequestsException.
     account_concurrency: int | None = None
+    # Concurrency limits of single functions, as ReservedConcurrentExecutions sets them (the template's own are applied)
+    function_concurrency: dict[str, int] = field(default_factory=dict)
     # How often a function's short poll of SQS answers with nothing while messages wait, as SQS's sampling does (moto
     # never does): the functions must long-poll where an empty answer matters.
     sqs_short_poll_empty: float = 0.5
@@ -176,6 +178,7 @@ class LocalPipeline:
             time_scale=self.time_scale,
             memory_limits=self.memory_limits,
             account_concurrency=self.account_concurrency,
+            function_concurrency=self.function_concurrency,
         )
         self.function_urls.attach(self.functions)
         self._invoke_server, invoke_url = start_invoke_server(self.functions)

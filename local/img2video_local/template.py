@@ -47,6 +47,11 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 
 
 NO_VALUE = object()  # Ref AWS::NoValue: the property or list item is left out
+NO_VALUE_REF = {"Ref": "AWS::NoValue"}
+
+
+def _reserved(value: Any) -> int | None:
+    return None if value is NO_VALUE else int(value)
 
 PUBLISHED_VERSION = "1"  # a fresh stack's first published version of a function with AutoPublishAlias
 
@@ -61,6 +66,7 @@ class FunctionSpec:
     memory: int
     events: dict[str, Any] = field(default_factory=dict)  # the SAM Events block: SQS event sources, EventBridge rules
     alias: str | None = None  # AutoPublishAlias: SAM publishes version 1 of a new stack and points this alias at it
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions: invocations beyond it are throttled
 
     @property
     def qualifiers(self) -> set[str]:
@@ -219,6 +225,7 @@ class Template:
                     memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
                     events=props.get("Events", {}),
                     alias=props.get("AutoPublishAlias", globals_.get("AutoPublishAlias")),
+                    reserved_concurrency=_reserved(self.resolve(props.get("ReservedConcurrentExecutions", NO_VALUE_REF))),
                 )
             )
         return specs

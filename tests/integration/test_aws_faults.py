@@ -120,11 +120,13 @@ def test_throttled_polls_wait_in_the_state_machine_not_in_the_function() -> None
     assert len(local.emulator.submissions) == 1
 
 
-def test_lambda_throttled_at_the_accounts_quota_never_fails_a_job() -> None:
-    # Given an account whose Lambda concurrency quota is 2 (a new account may have 10, for every function it runs)
+def test_lambda_throttling_the_state_machines_steps_never_fails_a_job() -> None:
+    # Given Poll, Store and Publish each refused beyond one invocation at a time (as an account's quota, or a
+    # reservation, refuses them), and four jobs at once
     config = EmulatorConfig(api_key=API_KEY, **FAST)
     images = {f"incoming/t/{index}.jpg" for index in range(4)}
-    with LocalPipeline(emulator_config=config, account_concurrency=2, time_scale=0.05) as local:
+    one_each = {"PollFunction": 1, "StoreFunction": 1, "PublishFunction": 1}
+    with LocalPipeline(emulator_config=config, function_concurrency=one_each, time_scale=0.05) as local:
         for key in sorted(images):
             local.upload(key.replace(".jpg", ".json"), SIDECAR)
             local.upload(key, jpeg_bytes())

@@ -106,3 +106,9 @@ def test_the_longest_default_prompt_the_stack_allows_still_fits_each_functions_e
         if resource["Type"] == "AWS::Lambda::Function":
             variables = stack.template.resolve(resource["Properties"]["Environment"]["Variables"])
             assert len(json.dumps(variables, separators=(",", ":"), ensure_ascii=False).encode()) <= 4096 - 1000, logical
+
+
+def test_a_reservation_in_the_template_limits_its_function_locally_as_lambda_does() -> None:
+    specs = {spec.logical_id: spec for spec in Template.load({"WebhookReservedConcurrency": "5"}).functions()}
+    assert specs["WebhookFunction"].reserved_concurrency == 5 and specs["StoreFunction"].reserved_concurrency is None
+    assert {spec.reserved_concurrency for spec in Template.load().functions()} == {None}
