@@ -53,6 +53,7 @@ NO_VALUE_REF = {"Ref": "AWS::NoValue"}
 def _reserved(value: Any) -> int | None:
     return None if value is NO_VALUE else int(value)
 
+
 PUBLISHED_VERSION = "1"  # a fresh stack's first published version of a function with AutoPublishAlias
 
 
