@@ -357,6 +357,7 @@ class LocalPipeline:
                 if event.get("Type") != "EventBridgeRule":
                     continue
                 statuses = event["Properties"]["Pattern"]["detail"]["status"]
+                self._backstop_function = logical
                 return ExecutionStatusEvents(
                     self.sfn,
                     self.stack.id("VideoJobStateMachine"),
@@ -391,9 +392,11 @@ class LocalPipeline:
         return invoke
 
     def _backstop_failed(self, event: dict[str, Any], error: BaseException) -> None:
-        """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue."""
+        """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue. Lambda sends it
+        with the function's own role (SAM grants it), so local mode does too."""
         body = {"requestPayload": event, "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)}}
-        self.sqs.send_message(QueueUrl=self.stack.id("BackstopFailureQueue"), MessageBody=json.dumps(body))
+        with iam.acting_as(self._backstop_function):
+            self.sqs.send_message(QueueUrl=self.stack.id("BackstopFailureQueue"), MessageBody=json.dumps(body))
 
     def _before_upload_batch(self, source: SqsSource, messages: list[dict[str, Any]]) -> None:
         for message in messages:
