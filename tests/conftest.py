@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from img2video.clients import reset
 from img2video.settings import Settings
 from img2video_local.aws_faults import Invocation, enforce_iam, running, stop_enforcing_iam
+from img2video_local.runtime import serialize_dynamodb_requests, serialize_sqs_requests
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 from moto import mock_aws
@@ -80,6 +81,9 @@ class Aws:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     """The template's stack in moto (no Step Functions execution: handlers are tested one at a time)."""
+    # each DynamoDB and SQS request whole, as on AWS (moto's are not: concurrent conditional writes could both pass)
+    serialize_dynamodb_requests()
+    serialize_sqs_requests()
     with mock_aws():
         template = Template.load({"NovitaBaseUrl": NOVITA, "SidecarGraceSeconds": "60"})
         stack = provision(template, API_KEY)

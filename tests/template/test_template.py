@@ -274,7 +274,7 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
     webhook = actions("WebhookFunctionRole")
     assert _dynamodb_grants(cfn, "WebhookFunctionRole") == {"JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", *line}}
     # a task ended: one job from the line for a slot to the SubmitQueue, the others looked at back in line
-    wake = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"}
+    wake = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage", "sqs:GetQueueAttributes"}
     assert webhook - {"dynamodb:GetItem", "dynamodb:UpdateItem", *line} == {
         "states:SendTaskSuccess",
         "states:SendTaskFailure",

@@ -114,7 +114,8 @@ def inline_images(images: int) -> list[Call]:
 
 # -- Poll --------------------------------------------------------------------------------------------------
 WAKE = Call(
-    "dynamodb:UpdateItem of the task's slot (freed once), sqs:ReceiveMessage, dynamodb:BatchGetItem, sqs:SendMessage, "
+    "dynamodb:UpdateItem of the task's slot (freed once), sqs:ReceiveMessage (short; if empty, GetQueueAttributes and a long "
+    "one), dynamodb:BatchGetItem, sqs:SendMessage, "
     "DeleteMessageBatch, ChangeMessageVisibilityBatch, dynamodb:UpdateItem of the line's last look (quick client)",
     "slot_line.task_ended",
     slot_line.WAKE_CALLS,

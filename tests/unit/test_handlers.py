@@ -1574,3 +1574,21 @@ def test_a_task_end_finds_the_job_in_line_even_when_sqs_short_polls_come_back_em
         sample_short_polls(0)
         uninstall_hooks()
     assert _queued(aws, "SubmitQueue") == [{**body, "attempt": 1, "in_line": False, "woken": True}]
+
+
+@responses.activate
+def test_a_task_end_with_nobody_in_line_returns_at_once_without_a_long_poll(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a poll that sees its task end must not wait a second for a line that is empty: its job's Store would start later
+    polls: list[dict[str, Any]] = []
+    real_client = slot_line.quick_client
+
+    def recording_client(service: str, waits: int = 0) -> Any:
+        client = real_client(service, waits=waits)
+        if service == "sqs":
+            receive = client.receive_message
+            client.receive_message = lambda **kwargs: polls.append(kwargs) or receive(**kwargs)
+        return client
+
+    monkeypatch.setattr(slot_line, "quick_client", recording_client)
+    _task_ends(aws)
+    assert polls and not [p for p in polls if p.get("WaitTimeSeconds")]

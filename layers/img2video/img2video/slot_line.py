@@ -34,15 +34,16 @@ from img2video.settings import Settings, get_settings
 from img2video.task_item import set_fields, task_key
 
 LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
-# A long poll, however short: SQS's short poll samples a subset of its servers and, for a queue holding few messages,
-# often answers with none while entries wait; a task end that saw an empty line left its freed slot to the jobs'
-# backoff (up to 900 s). A long poll asks every server and answers as soon as one has a message; it waits the whole
-# second only when the line is empty, which Poll and Webhook can afford (tests/unit/test_budgets.py counts it).
+# SQS's short poll samples a subset of its servers and, for a queue holding few messages, often answers with none while
+# entries wait: a task end that believed an empty line left its freed slot to the jobs' backoff (up to 900 s). So an
+# empty short poll is checked against the queue's count, and a line that holds entries is looked at again with a long
+# poll, which asks every server and answers as soon as one has an entry. A line that is truly empty costs no wait: a
+# poll that sees its task end returns at once (tests/unit/test_budgets.py counts the long poll's second all the same).
 LINE_WAIT_SECONDS = 1
-# UpdateItem of the task's item (its slot freed, once), ReceiveMessage, BatchGetItem of their jobs, SendMessage of the
-# one woken, DeleteMessageBatch (woken and stale), ChangeMessageVisibilityBatch (the others back in line at once),
-# UpdateItem of the line's last look
-WAKE_CALLS = 7
+# UpdateItem of the task's item (its slot freed, once), ReceiveMessage (short, then GetQueueAttributes and a long one
+# when it came back empty), BatchGetItem of their jobs, SendMessage of the one woken, DeleteMessageBatch (woken and
+# stale), ChangeMessageVisibilityBatch (the others back in line at once), UpdateItem of the line's last look
+WAKE_CALLS = 9
 # The line's patience: a line whose last look woke a job within this long is moving, and a job in it asks Novita this
 # often. Long enough to span the gaps between task ends of a busy account (tasks of minutes over a few slots), short
 # enough that a line nobody wakes delays its jobs by minutes at most. Never longer than a throttled submit's backoff
@@ -117,9 +118,7 @@ def wake_one(dynamodb: Any = None) -> str | None:
     sqs, dynamodb = quick_client("sqs", waits=LINE_WAIT_SECONDS), dynamodb or quick_client("dynamodb")
     line = settings.slot_line_queue_url
     try:
-        messages = sqs.receive_message(
-            QueueUrl=line, MaxNumberOfMessages=LOOK_AT, VisibilityTimeout=30, WaitTimeSeconds=LINE_WAIT_SECONDS
-        ).get("Messages", [])
+        messages = _look(sqs, line)
         entries = [(_job_id(m["Body"]), m) for m in messages]
         waiting = _waiting_jobs(dynamodb, settings.jobs_table, {job_id for job_id, _ in entries if job_id})
         woken_id, woken = next(((job_id, m) for job_id, m in entries if job_id in waiting), (None, None))
@@ -141,6 +140,19 @@ def wake_one(dynamodb: Any = None) -> str | None:
     if woken_id is not None:
         logger.info("A task ended; woke a job waiting for a slot", extra={"woken_job_id": woken_id})
     return woken_id
+
+
+def _look(sqs: Any, line: str) -> list[dict[str, Any]]:
+    """The entries at the head of the line: a short poll, and if it saw none while the queue counts some, a long one."""
+    look = {"QueueUrl": line, "MaxNumberOfMessages": LOOK_AT, "VisibilityTimeout": 30}
+    messages: list[dict[str, Any]] = sqs.receive_message(**look).get("Messages", [])
+    if messages:
+        return messages
+    counts = sqs.get_queue_attributes(QueueUrl=line, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    if not int(counts.get("ApproximateNumberOfMessages", 0)):
+        return []
+    found: list[dict[str, Any]] = sqs.receive_message(**look, WaitTimeSeconds=LINE_WAIT_SECONDS).get("Messages", [])
+    return found
 
 
 def _waiting_jobs(dynamodb: Any, table: str, job_ids: set[str]) -> set[str]:
