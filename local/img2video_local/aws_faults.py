@@ -527,41 +527,35 @@ def _acting(client: BaseClient, invocation: Invocation | None) -> str | None:
     return None
 
 
-def _principal(policies: iam.Policies, acting: str) -> tuple[str, iam.Principal] | None:
-    name = (policies.state_machine or acting) if acting == iam.STATE_MACHINE else acting
-    principal = policies.principals.get(name)
-    return (name, principal) if principal else None
-
-
-def _authorize(client: BaseClient, service: str, operation: str, params: dict[str, Any], acting: str) -> None:
+def _denial(
+    client: BaseClient, service: str, operation: str, acting: str, requests: Callable[[iam.Policies], list[iam.Request]]
+) -> ClientError | None:
+    """The error AWS answers if `acting`'s role is denied any of the requests a call makes, else None."""
     for policies in list(_hooks.policies):
-        found = _principal(policies, acting)
-        if found is None:
+        name = (policies.state_machine or acting) if acting == iam.STATE_MACHINE else acting
+        principal = policies.principals.get(name)
+        if principal is None:
             continue
-        name, principal = found
-        for request in iam.requests_for(service, operation, params, policies.state_machine_arn):
+        for request in requests(policies):
             decision = policies.check(name, request)
             if not decision.allowed:
                 message = iam.denial_message(principal, request, decision)
-                raise iam.denied_error(client, service, operation, message, head=operation.startswith("Head"))
+                return iam.denied_error(client, service, operation, message, head=operation.startswith("Head"))
+    return None
+
+
+def _authorize(client: BaseClient, service: str, operation: str, params: dict[str, Any], acting: str) -> None:
+    denied = _denial(client, service, operation, acting, lambda p: iam.requests_for(service, operation, params, p.state_machine_arn))
+    if denied is not None:
+        raise denied
 
 
 def _missing_key(client: BaseClient, operation: str, params: dict[str, Any], acting: str, error: ClientError) -> ClientError:
     """S3 answers a GetObject or HeadObject of a missing key with 403 unless the caller may list the bucket."""
     if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
         return error
-    for policies in list(_hooks.policies):
-        found = _principal(policies, acting)
-        if found is None:
-            continue
-        name, principal = found
-        request = iam.Request("s3:ListBucket", f"arn:aws:s3:::{params.get('Bucket', '')}")
-        decision = policies.check(name, request)
-        if not decision.allowed:
-            return iam.denied_error(
-                client, "s3", operation, iam.denial_message(principal, request, decision), head=operation == "HeadObject"
-            )
-    return error
+    bucket = f"arn:aws:s3:::{params.get('Bucket', '')}"
+    return _denial(client, "s3", operation, acting, lambda _: [iam.Request("s3:ListBucket", bucket)]) or error
 
 
 def _frozen(invocation: Invocation) -> InvocationAbandoned:

@@ -171,7 +171,7 @@ def _condition_holds(operator: str, key: str, values: tuple[str, ...], context: 
 class Principal:
     """A role: the function's or the state machine's, with every statement of its inline and managed policies."""
 
-    role: str  # the role's logical id
+    role: str  # the role's name, as CloudFormation made it
     session: str  # the session name AWS shows in a denial (the function's name, or the execution's)
     statements: list[Statement]
 
@@ -206,12 +206,16 @@ class Policies:
     """Every principal's statements and every resource policy, evaluated as AWS evaluates them."""
 
     def __init__(
-        self, principals: dict[str, Principal], resource_policies: dict[str, list[Statement]], state_machine: str | None = None
+        self,
+        principals: dict[str, Principal],
+        resource_policies: dict[str, list[Statement]],
+        state_machine: str | None = None,
+        state_machine_arn: str = "",
     ) -> None:
         self.principals = principals  # by the logical id of the function or state machine acting
         self.resource_policies = resource_policies  # by the ARN of the bucket or queue it is attached to
         self.state_machine = state_machine  # the logical id of the state machine whose role its service calls use
-        self.state_machine_arn = ""  # set once it is created: a task token's resource
+        self.state_machine_arn = state_machine_arn  # a task token's resource
         self.checked = 0
         self.used: Counter[tuple[str, str]] = Counter()  # (statement name, action granted)
         self.denials: list[tuple[str, str, str]] = []  # (principal, action, resource)
@@ -262,11 +266,7 @@ class Policies:
                         yield statement.name, action.lower()
 
     def unused_grants(self) -> list[tuple[str, str]]:
-        return sorted(grant for grant in set(self.grants()) if not any(self._grant_used(grant, used) for used in self.used))
-
-    @staticmethod
-    def _grant_used(grant: tuple[str, str], used: tuple[str, str]) -> bool:
-        return grant[0] == used[0] and fnmatchcase(used[1], grant[1])
+        return report([self])[2]
 
 
 ENFORCED: list[Policies] = []  # every stack's policies in this process: the suite reports what none of its calls used
@@ -276,7 +276,7 @@ def report(everything: list[Policies]) -> tuple[int, int, list[tuple[str, str]]]
     """Across stacks: calls checked, calls denied, and grants no call used (least privilege)."""
     used = [grant for policies in everything for grant in policies.used]
     granted = {grant for policies in everything for grant in policies.grants()}
-    unused = sorted(grant for grant in granted if not any(Policies._grant_used(grant, u) for u in used))
+    unused = sorted(grant for grant in granted if not any(grant[0] == u[0] and fnmatchcase(u[1], grant[1]) for u in used))
     return sum(p.checked for p in everything), sum(len(p.denials) for p in everything), unused
 
 
@@ -313,7 +313,8 @@ def _table_arn(name: str) -> str:
     return name if name.startswith("arn:") else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
 
-def _function_arn(name: str, qualifier: str | None) -> str:
+def function_arn(name: str, qualifier: str | None = None) -> str:
+    """A function's ARN from its name or ARN, qualified when a qualifier is given and the ARN has none."""
     arn = name if name.startswith("arn:") else f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
     return f"{arn}:{qualifier}" if qualifier and arn.count(":") == 6 else arn
 
@@ -397,7 +398,7 @@ def requests_for(service: str, operation: str, params: dict[str, Any], state_mac
             return [Request(f"secretsmanager:{operation}", _secret_arn(params["SecretId"]))]
     elif service == "lambda":
         if operation == "Invoke":
-            return [Request("lambda:InvokeFunction", _function_arn(params["FunctionName"], params.get("Qualifier")))]
+            return [Request("lambda:InvokeFunction", function_arn(params["FunctionName"], params.get("Qualifier")))]
     elif service == "events" and operation == "PutEvents":
         return [
             Request("events:PutEvents", entry.get("EventBusName") or f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
@@ -432,10 +433,10 @@ def acting_as(name: str) -> Iterator[None]:
 
 
 def service_may_invoke(
-    resources: dict[str, dict[str, Any]], resolve: Callable[[Any], Any], service: str, function_arn: str, source_arn: str
+    resources: dict[str, dict[str, Any]], resolve: Callable[[Any], Any], service: str, target: str, source_arn: str
 ) -> bool:
     """Whether the stack's AWS::Lambda::Permission resources let `service` (events.amazonaws.com, ...) invoke
-    `function_arn` (qualified as the target names it) for `source_arn` (the rule). Without one, EventBridge's call to
+    `target` (a function's ARN, qualified as the rule names it) for `source_arn` (the rule). Without one, EventBridge's call to
     the function is refused and the event never reaches it."""
     for resource in resources.values():
         if resource["Type"] != "AWS::Lambda::Permission":
@@ -448,7 +449,7 @@ def service_may_invoke(
             continue
         if "SourceArn" in props and not fnmatchcase(source_arn, str(props["SourceArn"])):
             continue
-        if _function_arn(str(props["FunctionName"]), None) == function_arn:
+        if function_arn(str(props["FunctionName"])) == target:
             return True
     return False
 
@@ -490,7 +491,7 @@ def principals_from(resources: dict[str, dict[str, Any]], resolve: Callable[[Any
         statements = [Statement.parse(logical, i, s) for i, s in enumerate(_as_list(document["Statement"]))]
         for target in targets:
             resource_policies.setdefault(target, []).extend(statements)
-    return Policies(principals, resource_policies, state_machine)
+    return Policies(principals, resource_policies, state_machine, str(resolve({"Ref": state_machine})) if state_machine else "")
 
 
 def _role_statements(role: str, props: dict[str, Any], resolve: Callable[[Any], Any]) -> list[Statement]:

@@ -357,13 +357,12 @@ class LocalPipeline:
                 if event.get("Type") != "EventBridgeRule":
                     continue
                 statuses = event["Properties"]["Pattern"]["detail"]["status"]
-                self._backstop_function = logical
                 return ExecutionStatusEvents(
                     self.sfn,
                     self.stack.id("VideoJobStateMachine"),
                     statuses,
                     deliver=self._rule_target(logical, functools.partial(self.functions.invoke, logical)),
-                    on_failure=self._backstop_failed,
+                    on_failure=functools.partial(self._backstop_failed, logical),
                     stop=self._stop,
                     retry_delay=max(0.05, self.time_scale),
                 )
@@ -391,11 +390,11 @@ class LocalPipeline:
                 return refused
         return invoke
 
-    def _backstop_failed(self, event: dict[str, Any], error: BaseException) -> None:
+    def _backstop_failed(self, function: str, event: dict[str, Any], error: BaseException) -> None:
         """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue. Lambda sends it
         with the function's own role (SAM grants it), so local mode does too."""
         body = {"requestPayload": event, "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)}}
-        with iam.acting_as(self._backstop_function):
+        with iam.acting_as(function):
             self.sqs.send_message(QueueUrl=self.stack.id("BackstopFailureQueue"), MessageBody=json.dumps(body))
 
     def _before_upload_batch(self, source: SqsSource, messages: list[dict[str, Any]]) -> None:

@@ -124,14 +124,11 @@ class _Builder:
         self.arns[logical] = spec.arn
 
     def _lambda_version(self, logical: str, props: dict[str, Any]) -> None:
-        self.ids[logical] = self.arns[logical] = f"{self._function_arn(props['FunctionName'])}:{PUBLISHED_VERSION}"
+        self.ids[logical] = self.arns[logical] = iam.function_arn(props["FunctionName"], PUBLISHED_VERSION)
         self.attributes[logical] = {"Version": PUBLISHED_VERSION}
 
     def _lambda_alias(self, logical: str, props: dict[str, Any]) -> None:
-        self.ids[logical] = self.arns[logical] = f"{self._function_arn(props['FunctionName'])}:{props['Name']}"
-
-    def _function_arn(self, name: str) -> str:
-        return name if name.startswith("arn:") else f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+        self.ids[logical] = self.arns[logical] = iam.function_arn(props["FunctionName"], props["Name"])
 
     def _iam_role(self, logical: str, props: dict[str, Any]) -> None:
         self.ids[logical] = f"{STACK_NAME}-{logical}"
@@ -194,6 +191,4 @@ def provision(template: Template, api_key: str, serve_url: Callable[[str], str] 
     sessions = {logical: spec.name for logical, spec in functions.items()}
     sessions.update({logical: template.attributes[logical]["Name"] for logical in template.of_type("AWS::Serverless::StateMachine")})
     policies = iam.principals_from(translated["Resources"], template.resolve, sessions)
-    if policies.state_machine:
-        policies.state_machine_arn = template.arns[policies.state_machine]
     return LocalStack(template=template, environment=environment, functions=functions, policies=policies)
