@@ -35,6 +35,7 @@ S3_FAILURES = {"SlowDown", "InternalError", "EndpointConnectionError"}
 
 HANDLERS = '''
 import json
+import os
 import time
 
 import boto3
@@ -56,8 +57,9 @@ def sleeper(event, context):
         seen["http"] = "ok"
     except BaseException as exc:
         seen["http"] = type(exc).__name__
-    with open(event["report"], "w") as handle:
+    with open(event["report"] + ".part", "w") as handle:
         json.dump(seen, handle)
+    os.replace(event["report"] + ".part", event["report"])  # a reader never sees a half-written report
     return seen
 
 
@@ -129,7 +131,7 @@ def s3() -> Iterator[Any]:
         yield client
 
 
-def _wait_for(path: Path, seconds: float = 5) -> dict[str, str]:
+def _wait_for(path: Path, seconds: float = 60) -> dict[str, str]:
     deadline = time.monotonic() + seconds
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -150,11 +152,10 @@ def _exists(s3: Any, key: str) -> bool:
 
 def test_a_handler_past_its_timeout_is_abandoned_and_frozen(functions: LocalFunctions, s3: Any, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    started = time.monotonic()
     with pytest.raises(LambdaError) as raised:
-        functions.invoke("SleepFunction", {"sleep": 1.0, "bucket": BUCKET, "report": str(report)})
+        functions.invoke("SleepFunction", {"sleep": 5.0, "bucket": BUCKET, "report": str(report)})
 
-    assert time.monotonic() - started < 0.8  # 1 s scaled by 0.1, not the handler's 1 s
+    assert not report.exists()  # the invocation ended at its scaled timeout (0.1 s), not when the handler did
     assert raised.value.error_type == TIMED_OUT == "Sandbox.Timedout"
     assert re.fullmatch(r"RequestId: [0-9a-f-]{36} Error: Task timed out after 1\.00 seconds", str(raised.value))
     # The abandoned thread wakes up later: its AWS and HTTP calls raise, and nothing reaches moto.
@@ -181,14 +182,13 @@ def test_a_handler_over_its_memory_is_killed(functions: LocalFunctions) -> None:
 
 
 def test_a_handler_growing_past_its_memory_is_stopped_while_it_runs(functions: LocalFunctions) -> None:
-    started = time.monotonic()
     with pytest.raises(LambdaError, match="signal: killed"):
-        functions.invoke("HogFunction", {"mib": 100, "pause": 0.01})  # would take over 1 s to finish
+        functions.invoke("HogFunction", {"mib": 100, "pause": 0.05})  # would take over 5 s to finish
 
-    assert time.monotonic() - started < 0.8
-    for thread in threading.enumerate():  # let the abandoned handler finish and free its memory
-        if thread.name == "lambda-HogFunction":
-            thread.join(timeout=2)
+    handlers = [thread for thread in threading.enumerate() if thread.name == "lambda-HogFunction"]
+    assert any(thread.is_alive() for thread in handlers)  # killed while it ran, not when it ended
+    for thread in handlers:  # let the abandoned handler finish and free its memory
+        thread.join(timeout=60)
 
 
 def test_memory_limits_are_off_only_when_asked_and_then_nothing_is_traced(code: Path) -> None:
