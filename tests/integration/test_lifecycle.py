@@ -89,7 +89,7 @@ def test_a_claim_dynamodb_cancels_for_a_conflict_is_tried_again_never_read_as_th
     faults = "SubmitFunction:dynamodb.TransactWriteItems:times=4"
     with LocalPipeline(parameters={"MaxSubmissionsPerDay": "10"}, emulator_config=config, aws_faults=faults, aws_faults_seed=3) as local:
         # When the jobs run, Then each is submitted once and succeeds, none held for a window that had room
-        received = run_jobs(local, uploads, images, timeout=90)
+        received = run_jobs(local, uploads, images, timeout=180)
         assert sorted(r.notice["event"] for r in received) == ["video.succeeded"] * 3
         assert len(local.emulator.submissions) == 3
         assert not [job for job in _jobs(local) if "held_until" in job]

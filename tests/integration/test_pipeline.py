@@ -120,14 +120,14 @@ def test_provider_failure_reaches_the_subscriber_with_the_reason() -> None:
 
 def test_a_task_that_never_finishes_times_out() -> None:
     with pipeline(faults="hang=1", environment={"MAX_WAIT_MINUTES": "0.1"}) as local:
-        notice = only(run_jobs(local, [("incoming/h.txt", b"p"), ("incoming/h.jpg", jpeg_bytes())], {"incoming/h.jpg"}, timeout=60))
+        notice = only(run_jobs(local, [("incoming/h.txt", b"p"), ("incoming/h.jpg", jpeg_bytes())], {"incoming/h.jpg"}, timeout=120))
         assert notice["error"]["code"] == "PROVIDER_TIMEOUT"
         assert "not finished after 0.1 minutes" in notice["error"]["message"]
 
 
 def test_a_429_storm_still_succeeds_with_one_submission() -> None:
     with pipeline(faults="429=0.6,seed=3") as local:
-        notice = only(run_jobs(local, [("incoming/s.txt", b"p"), ("incoming/s.jpg", jpeg_bytes())], {"incoming/s.jpg"}, timeout=90))
+        notice = only(run_jobs(local, [("incoming/s.txt", b"p"), ("incoming/s.jpg", jpeg_bytes())], {"incoming/s.jpg"}, timeout=180))
         assert notice["event"] == "video.succeeded"
         assert len(local.emulator.submissions) == 1 and local.emulator.requests_seen["throttled"] > 0
 
@@ -143,7 +143,7 @@ def test_duplicated_s3_events_make_one_job_and_one_notice() -> None:
 
 def test_expired_and_truncated_video_urls_are_fetched_again() -> None:
     with pipeline(faults="expire=1,truncate=1") as local:
-        notice = only(run_jobs(local, [("incoming/e.txt", b"p"), ("incoming/e.jpg", jpeg_bytes())], {"incoming/e.jpg"}, timeout=90))
+        notice = only(run_jobs(local, [("incoming/e.txt", b"p"), ("incoming/e.jpg", jpeg_bytes())], {"incoming/e.jpg"}, timeout=180))
         assert notice["event"] == "video.succeeded"
         data = local.s3.get_object(Bucket=local.output_bucket, Key=notice["video"]["key"])["Body"].read()
         assert (
@@ -164,12 +164,12 @@ def test_stored_videos_never_retrigger_the_pipeline() -> None:
 
 def test_missing_sidecar_fails_after_the_grace_period() -> None:
     with pipeline(parameters={"SidecarGraceSeconds": "2"}) as local:
-        notice = only(run_jobs(local, [("incoming/alone.png", jpeg_bytes())], {"incoming/alone.png"}, timeout=30))
+        notice = only(run_jobs(local, [("incoming/alone.png", jpeg_bytes())], {"incoming/alone.png"}, timeout=120))
         assert notice["error"]["code"] == "MISSING_SIDECAR" and notice["error"]["stage"] == "submit"
         assert local.emulator.submissions == []
         # as the notice says: uploading the sidecar now starts the job, as a new job with its own notice
         local.upload("incoming/alone.txt", b"late but here")
-        late = wait_until(lambda: [r.notice for r in local.notices if r.notice["event"] == "video.succeeded"], 30)
+        late = wait_until(lambda: [r.notice for r in local.notices if r.notice["event"] == "video.succeeded"], 120)
         assert len(late) == 1 and late[0]["job_id"] != notice["job_id"] and late[0]["request"]["prompt"] == "late but here"
 
 

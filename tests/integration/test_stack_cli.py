@@ -121,7 +121,7 @@ def test_cancel_ends_a_running_job_with_one_cancelled_notice(
     assert cli(capsys, "cancel", running["job_id"])[0] == 0
     code, [ended] = cli(capsys, "watch", running["job_id"], "--timeout", "60")
     assert code == 1 and ended["state"] == "cancelled" and ended["error_code"] == "CANCELLED"
-    notices = pipeline.wait_for_notices({"incoming/slow.jpg"}, 10)
+    notices = pipeline.wait_for_notices({"incoming/slow.jpg"}, 120)
     assert [(r.notice["event"], r.notice["error"]["code"]) for r in notices] == [("video.failed", "CANCELLED")]
     assert cli(capsys, "cancel", running["job_id"])[0] == 1  # already ended: said so, nothing changes
 
@@ -172,7 +172,7 @@ def test_a_users_own_http_subscriber_gets_the_notice_from_the_local_stack(
         endpoint = f"http://127.0.0.1:{server.server_address[1]}/notices"
         stack.client("sns").subscribe(TopicArn=pipeline.stack.id("NoticesTopic"), Protocol="http", Endpoint=endpoint)
         cli(capsys, "drop", str(photo(tmp_path, "sub.jpg")), "--prompt", "p", "--wait", "--timeout", "60")
-        notices = wait_until(lambda: [json.loads(m["Message"]) for m in received if m.get("Type") == "Notification"], 10)
+        notices = wait_until(lambda: [json.loads(m["Message"]) for m in received if m.get("Type") == "Notification"], 120)
         assert [(n["event"], n["source"]["key"]) for n in notices] == [("video.succeeded", "incoming/sub.jpg")]
     finally:
         server.shutdown()

@@ -81,7 +81,7 @@ def test_a_webhook_that_comes_before_the_job_waits_is_not_lost() -> None:
 def test_lost_webhooks_are_caught_by_the_polls() -> None:
     with pipeline("webhook_lost=1") as local:
         images = drop(local, 3, "lost")
-        notices = one_notice_each(local, images, timeout=60)
+        notices = one_notice_each(local, images, timeout=180)
         assert all(n["event"] == "video.succeeded" and n["timings"]["polls"] >= 1 for n in notices)
         assert all(set(left_its_wait(local, n)) == {"timeout"} for n in notices)
         assert local.emulator.webhooks == {"lost": 3} and local.functions.invocations["WebhookFunction"] == 0
@@ -95,9 +95,9 @@ def test_webhooks_that_come_after_a_poll_saw_the_task_done_still_count_for_the_k
     would otherwise never be trusted, and its jobs would poll on as if it had none (issue 10: 2.4 status calls a job)."""
     with pipeline("webhook_late=1,webhook_late_seconds=3") as local:
         images = drop(local, 4, "late")
-        notices = one_notice_each(local, images, timeout=60)
+        notices = one_notice_each(local, images, timeout=180)
         assert all(n["timings"]["polls"] >= 1 for n in notices)  # seen done by their polls, before the webhooks came
-        delivered = wait_until(lambda: [e for e in local.emulator.webhook_log if e["kind"] == "delivered"][3:], timeout=20)
+        delivered = wait_until(lambda: [e for e in local.emulator.webhook_log if e["kind"] == "delivered"][3:], timeout=120)
         assert delivered and all(e["status"] == 200 for e in local.emulator.webhook_log if e["kind"] == "delivered")
         key = history_key("vidu-q2-turbo-img2video", "540p", 2, False)
         table = local.stack.id("JobsTable")
@@ -113,7 +113,7 @@ def test_forged_duplicated_and_late_webhooks_change_nothing() -> None:
     faults = "webhook_forged=1,webhook_dup=1,webhook_late=1,webhook_late_seconds=4"
     with pipeline(faults) as local:
         images = drop(local, 3, "forged")
-        notices = one_notice_each(local, images, timeout=60)
+        notices = one_notice_each(local, images, timeout=180)
         assert all(n["event"] == "video.succeeded" for n in notices)
         log = local.emulator.webhook_log
         # a forged success while the task ran was answered 200 and ignored; without the URL's secret, 404
@@ -130,7 +130,7 @@ def test_with_webhook_off_no_url_exists_and_polls_do_the_work() -> None:
     with pipeline(parameters={"Webhook": "off"}) as local:
         assert "WebhookFunction" not in local.stack.functions and not local.stack.environment.get("WEBHOOK_URL")
         images = drop(local, 2, "off")
-        notices = one_notice_each(local, images, timeout=60)
+        notices = one_notice_each(local, images, timeout=180)
         assert all(n["event"] == "video.succeeded" for n in notices)
         assert all("extra" not in task.body for task in local.emulator.tasks.values())
         assert all(left_its_wait(local, n) == [] for n in notices)
