@@ -24,7 +24,7 @@ from typing import Any
 
 import botocore.client
 import pytest
-from img2video import accept, clients, jobs_table, novita, slot_line, video_transfer, webhook
+from img2video import accept, clients, jobs_table, novita, secret_store, slot_line, video_transfer, webhook
 from img2video.sidecar import MAX_EXTRA_IMAGES
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
@@ -61,16 +61,16 @@ def table(calls: list[Call]) -> str:
 # Powertools idempotency (clients.once_per): a conditional PutItem, then UpdateItem (result saved), GetItem (the record
 # was there and the failed put did not return it) or DeleteItem (the function raised): two calls whichever way.
 IDEMPOTENT = 2
-SECRET = Call("secretsmanager:GetSecretValue, and again after Novita refused the key", "novita.load_api_key via _fresh_key", 2, AWS)
+SECRET = Call("secretsmanager:GetSecretValue, and again after Novita refused the key", "load_api_key via _fresh_key", 2, AWS)
 # jobs_table.record_quietly: one conditional UpdateItem of the job's item, in every step
 RECORD = Call("dynamodb:UpdateItem of the job's state", "jobs_table.record_quietly", 1, AWS)
-# publish.publish_notice: the decision, the final state, the publish, the image's tag
+# notify.publish_notice: the decision, the final state, the publish, the image's tag
 NOTICE = [
-    Call("dynamodb: the notice decided once per job id", "publish._decide (once_per)", IDEMPOTENT, AWS),
+    Call("dynamodb: the notice decided once per job id", "notify._decide (once_per)", IDEMPOTENT, AWS),
     RECORD,
-    Call("dynamodb: the notice published once per notice id", "publish._publish_once (once_per)", IDEMPOTENT, AWS),
-    Call("sns:Publish", "publish._publish_once", 1, AWS),
-    Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS),
+    Call("dynamodb: the notice published once per notice id", "notify._publish_once (once_per)", IDEMPOTENT, AWS),
+    Call("sns:Publish", "notify._publish_once", 1, AWS),
+    Call("s3:GetObjectTagging, s3:PutObjectTagging", "s3_objects.tag_source", 2, AWS),
 ]
 
 # -- Submit (one SubmitQueue message per invocation) ----------------------------------------------------------
@@ -79,7 +79,10 @@ SUBMIT_URL = [
     Call("dynamodb: the daily limit's claim (TransactWriteItems, then GetItem when refused)", "jobs_table.claim_submission", 2, AWS),
     Call("dynamodb:GetItem of the history of the job's kind", "jobs_table.kind_history", 1, AWS),
     Call(
-        "secretsmanager:GetSecretValue of the webhook URL's path (quick client)", "webhook.webhook_url", 1, clients.QUICK_CALL_WORST_SECONDS
+        "secretsmanager:GetSecretValue of the webhook URL's path (quick client)",
+        "secret_store.webhook_url",
+        1,
+        clients.QUICK_CALL_WORST_SECONDS,
     ),
     Call("dynamodb: the POST once per job id", "submit.submit_task (once_per)", IDEMPOTENT, AWS),
     Call("s3:HeadObject IfMatch of the image (not replaced since it was accepted)", "submit.image_reference", 1, AWS),
@@ -136,9 +139,9 @@ POLL = [
 # -- Webhook (one call to its Function URL) ----------------------------------------------------------------
 QUICK = clients.QUICK_CALL_WORST_SECONDS
 WEBHOOK = [
-    Call("secretsmanager:GetSecretValue of the URL's path", "webhook.path_secret (quick client)", 1, QUICK),
+    Call("secretsmanager:GetSecretValue of the URL's path", "secret_store.path_secret (quick client)", 1, QUICK),
     Call("dynamodb:GetItem of the task's item", "webhook._settle (quick client)", 1, QUICK),
-    Call("secretsmanager:GetSecretValue of the API key", "novita.load_api_key", 1, AWS),
+    Call("secretsmanager:GetSecretValue of the API key", "secret_store.load_api_key", 1, AWS),
     Call("GET task-result: one attempt, short waits, no second key", "NovitaClient.task_result", 1, sum(webhook.CONFIRM_TIMEOUT)),
     Call("dynamodb:UpdateItem of the task's item (the outcome, once)", "webhook._settle (quick client)", 1, QUICK),
     Call("states:SendTaskSuccess | SendTaskFailure", "webhook._end_wait (quick client)", 1, QUICK),
@@ -205,7 +208,7 @@ START = Call("states:StartExecution", "accept.start_execution", 1, AWS)
 LATEST = Call("dynamodb:Query of the image's last job (a pair uploaded again?)", "jobs_table.latest_attempt", 1, AWS)
 # the job's item and attempt number: GetItem (counter), TransactWriteItems, GetItem (job) when it was refused
 OPEN = Call("dynamodb: the job's item and attempt number", "jobs_table.open_attempt", jobs_table.OPEN_ATTEMPT_CALLS, AWS)
-TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "publish.tag_source", 2, AWS)
+TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "s3_objects.tag_source", 2, AWS)
 ACCEPT_PATHS = {
     "accepted": accept_path(LATEST, OPEN, START, TAG),
     "awaiting its sidecar": [
@@ -356,7 +359,7 @@ def test_the_api_key_is_read_through_a_client_as_bounded_as_every_other_aws_call
 
         secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="k", SecretString='{"api_key": "x"}')
         seen.clear()
-        assert novita.load_api_key(secret["ARN"], refresh=True) == "x"
+        assert secret_store.load_api_key(secret["ARN"], refresh=True) == "x"
     [config] = [config for service, config in seen if service == "secretsmanager"]
     expected = clients.client("s3").meta.config
     assert (config.connect_timeout, config.read_timeout, config.retries) == (

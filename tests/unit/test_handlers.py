@@ -27,10 +27,10 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from img2video import accept as accept_module
-from img2video import clients, jobs_table, publish, slot_line, video_transfer
+from img2video import clients, jobs_table, publish, s3_objects, slot_line, video_transfer
 from img2video import submit as submit_module
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
-from img2video.jobs import ExecutionState, Submitted
+from img2video.jobs import ExecutionState, Submitted, history_key
 from img2video.wait_policy import MAX_POLLS
 from img2video_local.aws_faults import Invocation, install_hooks, running, sample_short_polls, uninstall_hooks
 from img2video_local.lambda_server import load_handler
@@ -1268,7 +1268,7 @@ def test_store_downloads_from_the_url_the_poll_just_read_and_keeps_novitas_gener
     store(aws, state)
     assert len(novita_calls(RESULT_URL)) == 1 and len(novita_calls(VIDEO_URL)) == 1
     assert manifest(aws)["provider_seed"] == "42"
-    assert jobs_table.kind_history(jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)).samples == [61.5]
+    assert jobs_table.kind_history(history_key("vidu-q2-turbo-img2video", "720p", 5, False)).samples == [61.5]
 
 
 @responses.activate
@@ -1468,11 +1468,11 @@ def test_a_tag_never_goes_back(aws: Aws, stored_state: dict[str, Any]) -> None:
         Bucket=aws.input_bucket, Key="incoming/cat.jpg", Tagging={"TagSet": [{"Key": "owner", "Value": "me"}]}
     )  # the user's own tag survives every update
     publish_(aws, stored_state)
-    publish.tag_source(aws.input_bucket, "incoming/cat.jpg", "queued", JOB_ID)  # e.g. a late duplicate upload event
-    publish.tag_source(aws.input_bucket, "incoming/cat.jpg", "submitted", JOB_ID)
+    s3_objects.tag_source(aws.input_bucket, "incoming/cat.jpg", "queued", JOB_ID)  # e.g. a late duplicate upload event
+    s3_objects.tag_source(aws.input_bucket, "incoming/cat.jpg", "submitted", JOB_ID)
     assert tags(aws, "incoming/cat.jpg") == {"owner": "me", "img2video-status": "succeeded", "img2video-job": JOB_ID}
     # a new job of the same image (e.g. a changed sidecar) does start from "queued"
-    publish.tag_source(aws.input_bucket, "incoming/cat.jpg", "queued", "cat-newer")
+    s3_objects.tag_source(aws.input_bucket, "incoming/cat.jpg", "queued", "cat-newer")
     assert tags(aws, "incoming/cat.jpg") == {"owner": "me", "img2video-status": "queued", "img2video-job": "cat-newer"}
 
 

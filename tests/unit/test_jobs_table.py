@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from img2video import jobs_table
 from img2video.errors import AwsTransient
+from img2video.jobs import history_key
 from img2video_local.runtime import serialize_dynamodb_requests
 from img2video_local.template import REGION
 
@@ -102,20 +103,20 @@ def test_the_daily_limit_is_never_exceeded_by_concurrent_submits_and_a_job_count
 
 
 def test_generation_times_are_kept_per_kind_in_a_bounded_ring(aws: Aws) -> None:
-    key = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
+    key = history_key("vidu-q2-turbo-img2video", "720p", 5, False)
     assert jobs_table.kind_history(key).samples == []  # no history yet: the policy polls as without one
     for index in range(400):
         jobs_table.record_generation_time(key, f"job-{index}", 60 + index % 7)
     times = jobs_table.kind_history(key).samples
     assert 100 <= len(times) <= jobs_table.HISTORY_SLOTS and set(times) <= {float(60 + i) for i in range(7)}
-    other = jobs_table.history_key("vidu-q2-turbo-img2video", "1080p", 5, False)
+    other = history_key("vidu-q2-turbo-img2video", "1080p", 5, False)
     assert jobs_table.kind_history(other).samples == []  # another kind has its own
 
 
 def test_a_kinds_first_job_with_a_webhook_keeps_its_generation_time(aws: Aws) -> None:
     """The kind has times from jobs without webhooks (Webhook was off), and this is its first job that asked for one:
     its maps of webhooks do not exist yet, and its time must still be kept."""
-    key = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
+    key = history_key("vidu-q2-turbo-img2video", "720p", 5, False)
     jobs_table.record_generation_time(key, "before", 50)
     jobs_table.record_generation_time(key, "with-webhook", 70, "arrived")
     history = jobs_table.kind_history(key)
@@ -128,9 +129,9 @@ def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(a
     from img2video.submit import submitted_output
 
     request = VideoRequest(prompt="p", duration=5, resolution="720p", movement_amplitude="auto")
-    for index in range(60):
-        jobs_table.record_generation_time(request.history_key(), f"earlier-{index}", 80 + index % 20)
     job = jobs_table_job(request)
+    for index in range(60):
+        jobs_table.record_generation_time(job.history_key, f"earlier-{index}", 80 + index % 20)
     output = submitted_output(job, {"task_id": "t", "submitted_at": "2026-11-25T12:00:00.000Z"}, get_settings())
     assert output.first_poll.wait_seconds is not None and output.first_poll.wait_seconds >= 60  # never done sooner than 80 s
     plan = output.first_poll.plan

@@ -20,7 +20,7 @@ import responses
 from aws_lambda_powertools.utilities import parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from img2video import novita, request_body
+from img2video import novita, request_body, secret_store
 from img2video.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
 from img2video.novita import (
     CONNECT_TIMEOUT,
@@ -32,6 +32,7 @@ from img2video.novita import (
     worst_case_seconds,
 )
 from img2video.request_body import InlineImage, InlineImageSizeMismatch, json_body
+from img2video.secret_store import novita_client
 from moto import mock_aws
 
 from tests.conftest import API_KEY, NOVITA
@@ -402,7 +403,7 @@ def _answer_by_key(request: Any) -> tuple[int, dict[str, str], str]:
 @responses.activate
 def test_a_refused_key_is_read_again_and_the_request_retried_once_with_the_new_one(secret: Any) -> None:
     responses.add_callback(responses.POST, SUBMIT_URL, callback=_answer_by_key)
-    client = NovitaClient.for_secret(NOVITA, "novita-key")  # reads and caches the old key
+    client = novita_client(NOVITA, "novita-key")  # reads and caches the old key
     secret.put_secret_value(SecretId="novita-key", SecretString=json.dumps({"api_key": NEW_KEY}))
     entry, source = inline(b"\xff\xd8\xff" + bytes(3000) + b"\xff\xd9")
 
@@ -417,7 +418,7 @@ def test_a_refused_key_is_read_again_and_the_request_retried_once_with_the_new_o
 @responses.activate
 def test_an_unchanged_key_is_not_retried(secret: Any) -> None:
     responses.add_callback(responses.GET, RESULT_URL, callback=_answer_by_key)
-    client = NovitaClient.for_secret(NOVITA, "novita-key")
+    client = novita_client(NOVITA, "novita-key")
     with pytest.raises(ProviderAuth):
         client.task_result("t")
     assert len(responses.calls) == 1
@@ -425,7 +426,7 @@ def test_an_unchanged_key_is_not_retried(secret: Any) -> None:
 
 @responses.activate
 def test_a_client_given_a_key_does_not_look_for_another(client: NovitaClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(novita, "load_api_key", lambda *args, **kwargs: pytest.fail("the secret was read"))
+    monkeypatch.setattr(secret_store, "load_api_key", lambda *args, **kwargs: pytest.fail("the secret was read"))
     responses.post(SUBMIT_URL, status=403, json={"reason": "INVALID_API_KEY"})
     with pytest.raises(ProviderAuth):
         client.submit({"images": ["u"], "prompt": "p"})
@@ -440,9 +441,9 @@ def test_refresh_bypasses_the_powertools_cache(monkeypatch: pytest.MonkeyPatch) 
             asked.append({"name": name, **kwargs})
             return " sk-plain-text-key \n"
 
-    monkeypatch.setattr(novita, "_secrets_provider", lambda: Provider())
-    assert novita.load_api_key("s") == "sk-plain-text-key"
-    assert novita.load_api_key("s", refresh=True) == "sk-plain-text-key"
+    monkeypatch.setattr(secret_store, "_secrets_provider", lambda: Provider())
+    assert secret_store.load_api_key("s") == "sk-plain-text-key"
+    assert secret_store.load_api_key("s", refresh=True) == "sk-plain-text-key"
     assert [a["force_fetch"] for a in asked] == [False, True] and all(a["max_age"] == 300 for a in asked)
 
 
@@ -491,7 +492,7 @@ def test_after_a_rotation_neither_key_appears(secret: Any) -> None:
         return 401, {}, json.dumps({"reason": "INVALID_API_KEY", "message": f"{API_KEY} and {NEW_KEY} refused"})
 
     responses.add_callback(responses.POST, SUBMIT_URL, callback=echo)
-    client = NovitaClient.for_secret(NOVITA, "novita-key")
+    client = novita_client(NOVITA, "novita-key")
     secret.put_secret_value(SecretId="novita-key", SecretString=NEW_KEY)
     with pytest.raises(ProviderAuth) as caught:
         client.submit({"images": ["u"], "prompt": "p"})

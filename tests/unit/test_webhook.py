@@ -11,9 +11,9 @@ import boto3
 import pytest
 import responses
 from img2video import clients, jobs_table, slot_line, task_item
-from img2video.jobs import PollRecord
+from img2video.jobs import PollRecord, history_key
+from img2video.secret_store import path_secret
 from img2video.settings import get_settings
-from img2video.webhook import path_secret
 from img2video_local.lambda_server import load_handler
 from img2video_local.template import REGION
 
@@ -21,7 +21,7 @@ from tests.conftest import API_KEY, NOVITA, Aws, as_function
 
 RESULT_URL = f"{NOVITA}/v3/async/task-result"
 TASK = "task-7f3a"
-KIND = jobs_table.history_key("vidu-q2-turbo-img2video", "720p", 5, False)
+KIND = history_key("vidu-q2-turbo-img2video", "720p", 5, False)
 
 
 class Context:
@@ -244,8 +244,8 @@ def test_a_busy_novita_is_answered_503_so_the_webhook_comes_again(aws: Aws, sfn:
 def test_an_unreadable_webhook_secret_means_a_submit_without_a_webhook_not_a_failure(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     """The webhook only makes a job faster: a Secrets Manager fault never holds up (or fails) the paid submit."""
     from botocore.exceptions import ClientError
-    from img2video import novita
-    from img2video.webhook import webhook_url
+    from img2video import secret_store
+    from img2video.secret_store import webhook_url
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetSecretValue")
@@ -253,7 +253,7 @@ def test_an_unreadable_webhook_secret_means_a_submit_without_a_webhook_not_a_fai
     settings = get_settings()
     assert webhook_url(settings) is not None
     clients.reset()
-    monkeypatch.setattr(novita._quick_secrets_provider(), "get", refuse)
+    monkeypatch.setattr(secret_store._quick_secrets_provider(), "get", refuse)
     assert webhook_url(get_settings()) is None
 
 

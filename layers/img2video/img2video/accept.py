@@ -28,8 +28,9 @@ from img2video.keys import (
     resolve_relative,
 )
 from img2video.notices import NoticeError, failure_notice
+from img2video.notify import publish_notice
 from img2video.observability import logger, metrics
-from img2video.publish import publish_notice, tag_source
+from img2video.s3_objects import is_missing, tag_source
 from img2video.settings import Settings, get_settings
 from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.transient import backoff_seconds, describe, is_transient
@@ -81,7 +82,7 @@ def _head(bucket: str, key: str) -> dict[str, Any] | None:
     try:
         return dict(client("s3").head_object(Bucket=bucket, Key=key))
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(exc):
             return None
         raise
 

@@ -179,15 +179,22 @@ def _undo_failed_attempt(purpose: str, data: Any, exc: IdempotencyPersistenceLay
     return None
 
 
+_on_reset: list[Any] = []
+
+
+def forget_on_reset(cached: T) -> T:
+    """Register a cache kept outside this module (an lru_cache'd function) for `reset` to clear too."""
+    _on_reset.append(cached)
+    return cached
+
+
 def reset() -> None:
     """Forget cached clients and settings (tests and the local runtime change the environment)."""
     client.cache_clear()
     quick_client.cache_clear()
     transfer_client.cache_clear()
-    from img2video import novita
-
-    getattr(novita._secrets_provider, "cache_clear", lambda: None)()  # tests may stand a fake in its place
-    novita._quick_secrets_provider.cache_clear()
+    for forget in _on_reset:
+        getattr(forget, "cache_clear", lambda: None)()  # tests may stand a fake in a cache's place
     presigner.cache_clear()
     idempotency_store.cache_clear()
     get_settings.cache_clear()

@@ -25,6 +25,15 @@ def job_id(bucket: str, image_key: str, image_etag: str, sidecar_key: str, sidec
     return f"{readable_slug(stem).replace('.', '-')}-{digest}"
 
 
+HISTORY_PREFIX = "#history#"
+
+
+def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> str:
+    """The kind of job whose earlier generation times tell when one of its kind can be expected: the key of the jobs
+    table's item that keeps them."""
+    return f"{HISTORY_PREFIX}{model}#{resolution}#{duration}#{'off-peak' if off_peak else 'normal'}"
+
+
 class SourceObject(BaseModel):
     bucket: str
     key: str
@@ -45,6 +54,12 @@ class Job(BaseModel):
     video_key: str
     manifest_key: str
     uploaded_at: str = ""
+
+    @property
+    def history_key(self) -> str:
+        """The kind of this job (`history_key`)."""
+        request = self.request
+        return history_key(request.model, request.resolution, request.duration, request.off_peak)
 
 
 class PollRecord(BaseModel):
@@ -71,7 +86,7 @@ class Submitted(BaseModel):
     # Novita was asked for a webhook: the execution waits in a callback task (its token stored by task id until this
     # epoch second) that the Webhook function can end early. None: it waits in a plain Wait state.
     webhook_expires_at: int | None = None
-    # The kind of job (jobs_table.history_key), left on the task's item while it waits: its webhook's arrival is counted
+    # The kind of job (Job.history_key), left on the task's item while it waits: its webhook's arrival is counted
     # for the kind whenever it comes. Set with webhook_expires_at.
     history_key: str | None = None
 

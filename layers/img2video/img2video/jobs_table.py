@@ -239,12 +239,7 @@ def claim_submission(job_id: str, limit: int, window_seconds: int) -> float | No
 
 # -- generation times of earlier jobs, by kind: what the wait policy plans the polls of a job without hints from --
 
-_HISTORY_PREFIX = "#history#"
 HISTORY_SLOTS = 128  # a ring: each job writes one slot (by its id), so the item stays small and needs no trimming
-
-
-def history_key(model: str, resolution: str, duration: int, off_peak: bool) -> str:
-    return f"{_HISTORY_PREFIX}{model}#{resolution}#{duration}#{'off-peak' if off_peak else 'normal'}"
 
 
 def _slot(job_id: str) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any, cast
 
 import requests
@@ -25,9 +24,9 @@ from img2video.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
+from img2video.masking import scrub, scrub_values
 from img2video.observability import logger, mask_in_logs
 from img2video.request_body import json_body
-from img2video.text import map_text
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
 RESULT_PATH = "/v3/async/task-result"
@@ -118,7 +117,7 @@ def read_timeout(method: str) -> float:
 def worst_case_seconds(method: str, *, key_refresh: bool = False) -> float:
     """The longest one client call can take: one attempt, its connect and its read timing out, never retried.
 
-    `key_refresh=True` counts the one second attempt a `for_secret` client makes after Novita refused
+    `key_refresh=True` counts the one second attempt a client with `read_key_afresh` makes after Novita refused
     the key (the Secrets Manager read between them is not included). The read timeout bounds each wait
     on the socket, which for Novita's few-hundred-byte answers is the whole answer; an inline image is
     written with CONNECT_TIMEOUT per send, its total depending on bandwidth (~67 MB at most).
@@ -236,54 +235,6 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None, 
     return error
 
 
-GENERATED_SECRET_CHARS = 64  # the webhook path secret the template generates
-
-
-def is_generated_secret(secret: str) -> bool:
-    """A secret we generated (64 letters and digits): masked with a plain replace. API keys, which a provider may echo
-    in any spelling, keep the any-spelling pattern."""
-    return len(secret) >= GENERATED_SECRET_CHARS and secret.isascii() and secret.isalnum()
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """`text` with each secret masked, also where it was echoed JSON-escaped (\\u0073k-...) or URL-encoded (%73k-...)."""
-    for secret in secrets:
-        if is_generated_secret(secret):  # escaping and URL encoding leave letters and digits as they are
-            text = text.replace(secret, "***")
-        elif secret:
-            text = _secret_pattern(secret).sub("***", text)
-    return text
-
-
-def scrub_values(value: Any, *secrets: str) -> Any:
-    """A decoded JSON value with `scrub` applied to every string in it, names included."""
-    return map_text(value, lambda text: scrub(text, *secrets))
-
-
-@lru_cache(maxsize=8)  # a key or two per container, and the one it replaced
-def _secret_pattern(secret: str) -> re.Pattern[str]:
-    """Each character of the secret in any spelling a provider's text may carry it, mixed freely:
-    itself; a JSON \\uXXXX escape however often escaped (its backslash perhaps URL-encoded); %XX per UTF-8 byte,
-    URL-encoded once or more (its % perhaps JSON-escaped); an HTML character reference (&#115; or &#x73;)."""
-
-    def either_case(hex_digits: str) -> str:
-        return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in hex_digits)
-
-    backslashes = r"(?:\\|%5[cC])+"
-    percent = rf"(?:%|{backslashes}u0025|&#0*37;|&#[xX]0*25;)"
-
-    def spellings(char: str) -> str:
-        forms = [re.escape(char), rf"&#0*{ord(char)};", rf"&#[xX]0*{either_case(f'{ord(char):x}')};"]
-        if ord(char) < 0x10000:
-            forms.append(rf"{backslashes}u{either_case(f'{ord(char):04x}')}")
-        if char == "/":
-            forms.append(rf"{backslashes}/")
-        forms.append("".join(f"{percent}(?:25)*{either_case(f'{byte:02x}')}" for byte in char.encode()))
-        return f"(?:{'|'.join(forms)})"
-
-    return re.compile("".join(spellings(char) for char in secret))
-
-
 @cache
 def shared_session() -> requests.Session:
     """One session per container, so a warm Lambda reuses its connection to Novita between calls."""
@@ -295,20 +246,16 @@ def shared_session() -> requests.Session:
 
 
 class NovitaClient:
-    def __init__(self, base_url: str, api_key: str, session: requests.Session | None = None) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, session: requests.Session | None = None, read_key_afresh: Callable[[], str] | None = None
+    ) -> None:
+        """`read_key_afresh`, when given, reads the key again from where it is kept: once, should Novita refuse the key."""
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._session = session or shared_session()
-        self._secret_id: str | None = None
+        self._read_key_afresh = read_key_afresh
         self._old_keys: list[str] = []  # masked too, should Novita echo a key it was sent earlier (or the webhook's secret)
         mask_in_logs(api_key)
-
-    @classmethod
-    def for_secret(cls, base_url: str, secret_id: str, session: requests.Session | None = None) -> NovitaClient:
-        """A client whose key comes from Secrets Manager, and is read afresh once if Novita refuses it."""
-        client = cls(base_url, load_api_key(secret_id), session)
-        client._secret_id = secret_id
-        return client
 
     def mask(self, secret: str) -> None:
         """Mask another secret the requests carry (the webhook URL's path) wherever Novita's answers echo it."""
@@ -333,14 +280,14 @@ class NovitaClient:
             if not self._fresh_key():
                 raise
         # a refused key created nothing, so even a POST is safe to send again
-        logger.info("Novita refused the API key; trying once more with the key just read from Secrets Manager", extra={"path": path})
+        logger.info("Novita refused the API key; trying once more with the key just read again", extra={"path": path})
         return self._attempt(method, path, params, body, timeout)
 
     def _fresh_key(self) -> bool:
-        """Read the secret again, bypassing the cache: true if it now holds another key (just rotated or set)."""
-        if self._secret_id is None:
+        """Read the key again, bypassing any cache: true if it is now another key (just rotated or set)."""
+        if self._read_key_afresh is None:
             return False
-        fresh = load_api_key(self._secret_id, refresh=True)
+        fresh = self._read_key_afresh()
         if fresh == self._api_key:
             return False
         self._old_keys.append(self._api_key)
@@ -405,41 +352,3 @@ class NovitaClient:
             return TaskResult.model_validate(data)
         except ValueError:
             raise ProviderUnavailable(f"Novita's task result for {task_id} has an unexpected shape") from None
-
-
-@lru_cache(maxsize=1)
-def _secrets_provider() -> Any:
-    """Powertools' secrets cache over our own client, so the read has the same bounded timeouts and retries as every AWS call."""
-    from aws_lambda_powertools.utilities import parameters
-
-    from img2video.clients import client
-
-    return parameters.SecretsProvider(boto3_client=client("secretsmanager"))
-
-
-@lru_cache(maxsize=1)
-def _quick_secrets_provider() -> Any:
-    """The same cache over a client that fails fast (clients.quick_client), for a secret nothing must wait long for."""
-    from aws_lambda_powertools.utilities import parameters
-
-    from img2video.clients import quick_client
-
-    return parameters.SecretsProvider(boto3_client=quick_client("secretsmanager"))
-
-
-def secret_string(secret_id: str, refresh: bool = False, quick: bool = False) -> str:
-    """A secret's value as stored, cached for five minutes; `quick` reads it through the fast-failing client."""
-    provider = _quick_secrets_provider() if quick else _secrets_provider()
-    return str(provider.get(secret_id, max_age=300, force_fetch=refresh))
-
-
-def load_api_key(secret_id: str, refresh: bool = False) -> str:
-    """The key from Secrets Manager, plain text or {"api_key": "..."}: cached by Powertools, or read afresh on `refresh`."""
-    value = secret_string(secret_id, refresh)
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return value.strip()
-    if isinstance(data, dict) and isinstance(data.get("api_key"), str):
-        return str(data["api_key"]).strip()
-    return value.strip()

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 
+from img2video.masking import scrub_values
+
 NAMESPACE = "img2video"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +41,7 @@ tracer = _tracer()
 
 
 class _SecretMask(logging.Filter):
-    """Masks every registered secret in a log record's message and fields, however it was spelled (novita.scrub).
+    """Masks every registered secret in a log record's message and fields, however it was spelled (masking.scrub).
 
     The Novita client masks provider text where it arrives; this is the second line, for anything else.
     """
@@ -50,8 +52,6 @@ class _SecretMask(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            from img2video.novita import scrub_values  # novita imports this module
-
             if record.args:
                 record.msg, record.args = record.getMessage(), ()
             for name, value in list(vars(record).items()):
@@ -66,6 +66,6 @@ logger.addFilter(_mask)
 
 def mask_in_logs(secret: Any) -> None:
     """From now on, no log line of this process shows `secret` (the API key once read, the webhook's path secret;
-    novita.scrub masks the generated one with a plain replace, which costs next to nothing)."""
+    masking.scrub masks the generated one with a plain replace, which costs next to nothing)."""
     if isinstance(secret, str) and secret and secret not in _mask.secrets:
         _mask.secrets.append(secret)

@@ -11,8 +11,9 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
 from img2video.jobs_table import record_quietly
-from img2video.novita import NovitaClient, TaskStatus
+from img2video.novita import TaskStatus
 from img2video.observability import logger, metrics
+from img2video.secret_store import novita_client
 from img2video.settings import get_settings
 from img2video.task_item import remember_video
 from img2video.wait_policy import MAX_POLLS, policy_for
@@ -32,7 +33,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
     policy = policy_for(settings, off_peak)
     remaining = submitted.deadline - now()
     try:
-        result = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
+        result = novita_client(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
     except PipelineError as exc:
         if not exc.transient:
             raise

@@ -101,12 +101,6 @@ class VideoRequest(BaseModel):
         body = self.model_dump(exclude={"model", "extra_images", "output_name", "tags"}, exclude_none=True)
         return {"images": images, **body}
 
-    def history_key(self) -> str:
-        """The kind of job whose earlier generation times tell when this one can be expected (the jobs table's item)."""
-        from img2video.jobs_table import history_key
-
-        return history_key(self.model, self.resolution, self.duration, self.off_peak)
-
     def for_notice(self) -> dict[str, Any]:
         return self.model_dump(exclude={"tags"}, exclude_none=True, mode="json")
 

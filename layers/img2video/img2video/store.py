@@ -14,8 +14,10 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
 from img2video.jobs import ExecutionState, Stored
 from img2video.jobs_table import record_generation_time, record_quietly
-from img2video.novita import NovitaClient, TaskStatus
+from img2video.novita import TaskStatus
 from img2video.observability import logger, metrics
+from img2video.s3_objects import is_missing
+from img2video.secret_store import novita_client
 from img2video.settings import get_settings
 from img2video.task_item import take_notes
 from img2video.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
@@ -42,7 +44,7 @@ def store_video(state: ExecutionState) -> Stored:
         if notes.video_url:  # as the poll or the webhook that saw the task done read it: no second Task Result call
             video_url = notes.video_url
         else:  # none kept, or it was tried once and failed: ask Novita for a fresh one
-            result = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
+            result = novita_client(settings.novita_base_url, settings.novita_secret_id).task_result(task_id)
             if result.task.task_status is not TaskStatus.SUCCEED or not result.videos:
                 raise DownloadInterrupted(f"the task {task_id} reports no video to download (status {result.task.status})")
             video_url, provider_seed, generation = result.videos[0].video_url, result.extra.get("seed"), result.generation_seconds
@@ -73,7 +75,7 @@ def store_video(state: ExecutionState) -> Stored:
         # their webhooks only while they arrive
         asked = state.submitted is not None and state.submitted.webhook_expires_at is not None
         came = notes.webhook_arrived or state.poll.detected_by == "webhook"
-        record_generation_time(job.request.history_key(), job.job_id, generation, ("arrived" if came else "asked") if asked else None)
+        record_generation_time(job.history_key, job.job_id, generation, ("arrived" if came else "asked") if asked else None)
     logger.info("Stored video", extra={"key": job.video_key, "size_bytes": stored.size_bytes})
     record_quietly(job.job_id, "storing", video_key=job.video_key, size_bytes=stored.size_bytes, stored_at=timings["stored"])
     return Stored(
@@ -94,7 +96,7 @@ def _already_stored(
     try:
         head = s3.head_object(Bucket=bucket, Key=video_key)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(exc):
             return None, None
         raise
     if head.get("Metadata", {}).get("job-id") != job_id or head.get("Metadata", {}).get("task-id") != task_id:
@@ -106,7 +108,7 @@ def _already_stored(
         if manifest.get("job_id") == job_id and video.get("size_bytes") == size and video.get("sha256"):
             return StoredVideo(size_bytes=size, sha256=str(video["sha256"])), manifest
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+        if not is_missing(exc):
             raise
     # Stored, but the manifest was not written: hash what S3 holds (in-region), never the provider again.
     digest = hashlib.sha256()

@@ -19,13 +19,14 @@ from img2video.errors import PipelineError, ProviderThrottled, UnsupportedImage
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Held, Job, PollRecord, Submitted
 from img2video.jobs_table import claim_submission, kind_history, record_quietly
-from img2video.novita import NovitaClient, worst_case_seconds
+from img2video.novita import worst_case_seconds
 from img2video.observability import logger, metrics
 from img2video.request_body import InlineImage
+from img2video.secret_store import novita_client, webhook_url
 from img2video.settings import Settings, get_settings
+from img2video.task_tokens import answer_task
 from img2video.transient import backoff_seconds, describe, is_transient
 from img2video.wait_policy import policy_for, webhook_first_wait
-from img2video.webhook import webhook_url
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
 # history, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
@@ -37,7 +38,6 @@ SUBMIT_WORST_SECONDS = (
 )  # the quick calls: the webhook URL's path secret, whether the line for a task slot moves, and joining it when throttled
 
 # The task token is no longer valid: the execution ended (cancelled, timed out) or another delivery already answered.
-_GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
 
 
 class SubmitRequest(BaseModel):
@@ -112,7 +112,7 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
         images = [image_reference(source.bucket, source.key, parsed.request.off_peak, settings, etag=source.etag)]
         images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
         body = parsed.request.provider_body(images)  # type: ignore[arg-type]  # InlineImage is streamed
-        novita = NovitaClient.for_secret(settings.novita_base_url, settings.novita_secret_id)
+        novita = novita_client(settings.novita_base_url, settings.novita_secret_id)
         callback = webhook_url(settings)  # holds the path secret: it goes to Novita only, never to a log or the state
         if callback:
             body["extra"] = {"webhook": {"url": callback}}
@@ -133,7 +133,7 @@ def submitted_output(job: Job, submitted: dict[str, Any], settings: Settings) ->
     # from then on each poll picks the next wait
     # (with a webhook that this kind's jobs have been getting: once the job is surely done, the poll being only its net)
     policy = policy_for(settings, off_peak)
-    kind = job.request.history_key()
+    kind = job.history_key
     history = kind_history(kind)
     plan = policy.plan(history.samples)
     webhook = bool(submitted.get("webhook"))
@@ -194,7 +194,7 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
             )
         raise
     record_quietly(request.job.job_id, "submitted", task_id=submitted.task_id, submitted_at=submitted.submitted_at)
-    return _answer(request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=submitted.model_dump_json()), "submitted")
+    return _answer(request, "submitted", output=submitted.model_dump_json())
 
 
 def _running_since(execution_arn: str) -> float | None:
@@ -227,26 +227,17 @@ def _hold(request: SubmitRequest, opens: float, started: float, settings: Settin
     logger.info("Daily limit reached; holding the job until the next window", extra={"until": until, "limit": limit})
     record_quietly(request.job.job_id, "held", held_until=until)
     held = Held(until=until, limit=limit)
-    return _answer(
-        request, lambda sfn: sfn.send_task_success(taskToken=request.token, output=json.dumps({"held": held.model_dump()})), "held"
-    )
+    return _answer(request, "held", output=json.dumps({"held": held.model_dump()}))
 
 
-def _answer(request: SubmitRequest, send: Any, outcome: str) -> str:
-    try:
-        send(client("stepfunctions"))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in _GONE:
-            logger.info("The execution no longer waits for this answer", extra={"error": exc.response["Error"]["Code"]})
-            return "gone"
-        raise
-    return outcome
+def _answer(request: SubmitRequest, outcome: str, *, output: str | None = None, error: str | None = None, message: str = "") -> str:
+    answered = answer_task(client("stepfunctions"), request.token, output=output, error=error, message=message)
+    return outcome if answered else "gone"
 
 
 def _answer_failure(request: SubmitRequest, error: str, message: str) -> str:
     logger.warning("Submit failed", extra={"error": error, "reason": message})
-    cause = json.dumps({"errorType": error, "errorMessage": message})
-    return _answer(request, lambda sfn: sfn.send_task_failure(taskToken=request.token, error=error, cause=cause), f"failed:{error}")
+    return _answer(request, f"failed:{error}", error=error, message=message)
 
 
 def _retry_later(

@@ -28,44 +28,20 @@ from img2video.clock import iso, now
 from img2video.errors import PipelineError, ProviderRejected
 from img2video.jobs import PollRecord
 from img2video.jobs_table import record_quietly, record_webhook_arrival
-from img2video.novita import NovitaClient, TaskResult, TaskStatus, load_api_key, secret_string
-from img2video.observability import logger, mask_in_logs, metrics
+from img2video.novita import TaskResult, TaskStatus
+from img2video.observability import logger, metrics
+from img2video.secret_store import novita_client, path_secret
 from img2video.settings import Settings, get_settings
 from img2video.task_item import set_fields, task_key, video_fields
+from img2video.task_tokens import answer_task
 
 EVENT_TYPE = "ASYNC_TASK_RESULT"
-MIN_SECRET_CHARS = 32
 MAX_BODY_BYTES = 256 * 1024  # Novita's webhook is the Task Result answer: a few KB
 # The confirmation must leave time to answer within Novita's 5 s: a slow Task Result API means "come back later".
 CONFIRM_TIMEOUT = (1.0, 2.0)
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _FINISHED = (TaskStatus.SUCCEED, TaskStatus.FAILED)
 # The wait's token no longer waits: the wait timed out (the execution is polling) or the execution ended.
-_GONE = ("TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "ExecutionDoesNotExist")
-
-
-def path_secret(settings: Settings) -> str:
-    """The Webhook URL's secret path segment (Secrets Manager, cached, read through the fast-failing client), masked in
-    every log line once read."""
-    secret = secret_string(settings.webhook_secret_id, quick=True).strip()
-    mask_in_logs(secret)
-    if len(secret) < MIN_SECRET_CHARS or not secret.isalnum():
-        raise RuntimeError(f"the webhook path secret must be at least {MIN_SECRET_CHARS} letters and digits")
-    return secret
-
-
-def webhook_url(settings: Settings) -> str | None:
-    """The URL Submit gives Novita (`extra.webhook.url`), or None when the stack's Webhook parameter is off, or when
-    its secret cannot be read now: a webhook only makes a job faster, so the paid submit never waits on it."""
-    if not settings.webhook_url or not settings.webhook_secret_id:
-        return None
-    try:
-        secret = path_secret(settings)
-    except Exception as exc:
-        logger.warning("No webhook for this job: its URL's secret could not be read", extra={"error": type(exc).__name__})
-        metrics.add_metric(name="WebhookNotRequested", unit=MetricUnit.Count, value=1)
-        return None
-    return f"{settings.webhook_url.rstrip('/')}/{secret}"
 
 
 def _answer(status: int, outcome: str) -> dict[str, Any]:
@@ -131,7 +107,7 @@ def _settle(task_id: str, settings: Settings) -> dict[str, Any]:
         metrics.add_metric(name="WebhookRepeated", unit=MetricUnit.Count, value=1)
         return _answer(200, "already handled")
     # The one request a forged call can cost: the body only names a task; Novita says what became of it.
-    novita = NovitaClient(settings.novita_base_url, load_api_key(settings.novita_secret_id))
+    novita = novita_client(settings.novita_base_url, settings.novita_secret_id, read_key_afresh=False)
     try:
         result = novita.task_result(task_id, timeout=CONFIRM_TIMEOUT)
     except ProviderRejected:  # TASK_NOT_FOUND: not a task of this account
@@ -177,18 +153,13 @@ def _end_wait(old: dict[str, Any], job_id: str, result: TaskResult, finished_at:
         return _answer(200, "recorded; the job will see it at its next poll")
     polls = int(old.get("polls", {}).get("N", "0"))
     sfn = quick_client("stepfunctions")
-    try:
-        if status is TaskStatus.SUCCEED:
-            record = PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=finished_at, detected_by="webhook")
-            sfn.send_task_success(taskToken=token, output=record.model_dump_json())
-        else:
-            message = f"Novita could not generate the video: {result.task.reason or 'no reason given'}"
-            cause = json.dumps({"errorType": "ProviderFailed", "errorMessage": message})
-            sfn.send_task_failure(taskToken=token, error="ProviderFailed", cause=cause)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] not in _GONE:
-            raise
-        logger.info("The job was no longer waiting; its poll sees the outcome", extra={"error": exc.response["Error"]["Code"]})
+    if status is TaskStatus.SUCCEED:
+        record = PollRecord(status="succeeded", polls=polls, progress_percent=100, finished_at=finished_at, detected_by="webhook")
+        answered = answer_task(sfn, token, output=record.model_dump_json())
+    else:
+        message = f"Novita could not generate the video: {result.task.reason or 'no reason given'}"
+        answered = answer_task(sfn, token, error="ProviderFailed", message=message)
+    if not answered:  # its poll sees the outcome
         return _answer(200, "recorded; the job was polling")
     logger.info("Webhook ended the job's wait", extra={"status": status.value, "job_id": job_id})
     metrics.add_metric(name="PollsPerJob", unit=MetricUnit.Count, value=polls)
