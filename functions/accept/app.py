@@ -6,7 +6,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from img2video.accept import ACCEPT_RECORD_WORST_SECONDS, handle_trigger, triggers_from_body
-from img2video.clients import remaining_seconds, use_lambda_context
+from img2video.invocation import remaining_seconds, use_lambda_context
 from img2video.observability import logger, metrics, tracer
 from img2video.settings import get_settings
 

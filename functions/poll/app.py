@@ -3,7 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.clients import use_lambda_context
+from img2video.invocation import use_lambda_context
 from img2video.jobs import ExecutionState
 from img2video.observability import logger, metrics, tracer
 from img2video.poll import poll_task

@@ -10,7 +10,7 @@ reported failed, and SQS delivers it again, without the invocation counting as a
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.clients import use_lambda_context
+from img2video.invocation import use_lambda_context
 from img2video.observability import logger, metrics, tracer
 from img2video.settings import get_settings
 from img2video.submit import SubmitRequest, handle_submit

@@ -58,7 +58,7 @@ def table(calls: list[Call]) -> str:
 
 
 # -- the shared pieces ---------------------------------------------------------------------------------------
-# Powertools idempotency (clients.once_per): a conditional PutItem, then UpdateItem (result saved), GetItem (the record
+# Powertools idempotency (idempotency.once_per): a conditional PutItem, then UpdateItem (result saved), GetItem (the record
 # was there and the failed put did not return it) or DeleteItem (the function raised): two calls whichever way.
 IDEMPOTENT = 2
 SECRET = Call("secretsmanager:GetSecretValue, and again after Novita refused the key", "load_api_key via _fresh_key", 2, AWS)

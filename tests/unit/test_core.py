@@ -18,7 +18,8 @@ from img2video.failure import describe_error
 from img2video.images import MAX_IMAGE_BYTES, ImageHeader, check_image
 from img2video.jobs import StepError, job_id
 from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
-from img2video.novita import TaskResult, TaskStatus, classify_http_error, provider_message
+from img2video.novita_errors import classify_http_error, provider_message
+from img2video.novita_models import TaskResult, TaskStatus
 from img2video.wait_policy import Plan, WaitPolicy
 from PIL import Image, PngImagePlugin
 

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from img2video import accept as accept_module
-from img2video import clients, jobs_table, publish, s3_objects, slot_line, video_transfer
+from img2video import clients, idempotency, jobs_table, publish, s3_objects, slot_line, video_transfer
 from img2video import submit as submit_module
 from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, Submitted, history_key
@@ -1096,7 +1096,7 @@ def test_a_503_with_retry_after_is_honoured_too(aws: Aws) -> None:
     assert len(novita_calls(RESULT_URL)) == 1 and answer["status"] == "running"
     assert answer["wait_seconds"] >= 120, (
         f"PRODUCT BUG: a 503 answer with Retry-After: 120 gave a wait of {answer['wait_seconds']} s. "
-        "novita.classify_http_error keeps Retry-After only for ProviderThrottled (429), and poll.poll_task reads it only "
+        "novita_errors.classify_http_error keeps Retry-After only for ProviderThrottled (429), and poll.poll_task reads it only "
         "from ProviderThrottled, so a 503's Retry-After is dropped and the next poll comes too early"
     )
 
@@ -1527,7 +1527,7 @@ def test_a_throttled_submit_whose_record_could_not_be_removed_is_not_held_off(aw
     responses.post(SUBMIT_URL, status=429, json={"reason": "RATE_LIMIT_EXCEEDED", "message": "busy"}, headers={"Retry-After": "3"})
     execution, job = accepted_job(aws, key="incoming/held.jpg")
     body = submit_body(execution, job)
-    store = clients.idempotency_store("img2video-submit")
+    store = idempotency.idempotency_store("img2video-submit")
     real_delete = store._delete_record
     failures = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "DeleteItem")])
 

@@ -20,17 +20,10 @@ import responses
 from aws_lambda_powertools.utilities import parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from img2video import novita, request_body, secret_store
+from img2video import novita, novita_errors, request_body, secret_store
 from img2video.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
-from img2video.novita import (
-    CONNECT_TIMEOUT,
-    RESULT_READ_TIMEOUT,
-    SUBMIT_READ_TIMEOUT,
-    NovitaClient,
-    classify_http_error,
-    parse_retry_after,
-    worst_case_seconds,
-)
+from img2video.novita import CONNECT_TIMEOUT, RESULT_READ_TIMEOUT, SUBMIT_READ_TIMEOUT, NovitaClient, worst_case_seconds
+from img2video.novita_errors import classify_http_error, parse_retry_after
 from img2video.request_body import InlineImage, InlineImageSizeMismatch, json_body
 from img2video.secret_store import novita_client
 from moto import mock_aws
@@ -314,7 +307,7 @@ def test_retry_after_reads_seconds_fractions_and_http_dates(header: str | None, 
 
 @responses.activate
 def test_a_throttled_answer_carries_its_retry_after(client: NovitaClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(novita, "now", lambda: AT)
+    monkeypatch.setattr(novita_errors, "now", lambda: AT)
     when = format_datetime(datetime.fromtimestamp(AT + 90, UTC), usegmt=True)
     responses.get(RESULT_URL, status=429, json={"reason": "RATE_LIMIT_EXCEEDED"}, headers={"Retry-After": when})
     with pytest.raises(ProviderThrottled) as caught:

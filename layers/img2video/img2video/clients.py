@@ -1,16 +1,12 @@
-"""The boto3 clients and the idempotency stores, created once per container and shared."""
+"""The boto3 clients, created once per container and shared, each call bounded by short timeouts and few retries."""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
 import boto3
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.config import Config
 
 from img2video.settings import get_settings
@@ -39,10 +35,6 @@ _CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": AWS_ATTEMPTS}, connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=AWS_READ_TIMEOUT
 )
 _TRANSFER_CONFIG = _CONFIG.merge(Config(read_timeout=TRANSFER_READ_TIMEOUT))
-
-# Idempotency records (the paid submit, the notice decided for a job) outlive the 90 days for which
-# Step Functions reserves an execution name, so no retry of a job can ever pay or notify twice.
-IDEMPOTENCY_TTL_SECONDS = 91 * 24 * 3600
 
 
 @cache
@@ -92,93 +84,6 @@ def presigner() -> Any:
     )
 
 
-@cache
-def idempotency_store(purpose: str) -> DynamoDBPersistenceLayer:
-    """One store per idempotent operation: Powertools configures a store once, with the first key path it sees."""
-    return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table, boto3_client=client("dynamodb"))
-
-
-_lambda_context: list[Any] = []
-
-
-def use_lambda_context(context: Any) -> None:
-    """Let idempotency records in progress expire with the invocation, so a crashed attempt can be retried."""
-    _lambda_context[:] = [context]
-
-
-def remaining_seconds(default: float = 900.0) -> float:
-    """Time left in this invocation (the default outside Lambda)."""
-    if _lambda_context and hasattr(_lambda_context[0], "get_remaining_time_in_millis"):
-        return float(_lambda_context[0].get_remaining_time_in_millis()) / 1000
-    return default
-
-
-def idempotency_config(key_path: str) -> IdempotencyConfig:
-    # A missing key must fail loudly: skipping idempotency could pay for a video twice.
-    config = IdempotencyConfig(event_key_jmespath=key_path, expires_after_seconds=IDEMPOTENCY_TTL_SECONDS, raise_on_no_idempotency_key=True)
-    if _lambda_context:
-        config.register_lambda_context(_lambda_context[0])
-    return config
-
-
-def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Run the decorated function once per value of `key_path` in its `argument` (a JSON-able dict).
-
-    A retry gets the first call's result back from DynamoDB instead of running it again; a call that
-    raised leaves no record, so it can be retried. When the function ran but its result could not be
-    saved (DynamoDB failed after the work was done), the result is returned all the same: the work is
-    not lost, and the record left in progress keeps any other attempt from redoing it until it expires.
-    """
-    powertools: Callable[[Callable[..., T]], Callable[..., T]] = idempotent_function(
-        data_keyword_argument=argument,
-        persistence_store=idempotency_store(purpose),
-        config=idempotency_config(key_path),
-        key_prefix=purpose,
-    )
-
-    def decorator(function: Callable[..., T]) -> Callable[..., T]:
-        done: list[T] = []
-
-        def run(**kwargs: Any) -> T:
-            result = function(**kwargs)
-            done.append(result)
-            return result
-
-        wrapped = powertools(functools.wraps(function)(run))
-
-        def call(**kwargs: Any) -> T:
-            try:
-                return wrapped(**kwargs)
-            except IdempotencyPersistenceLayerError as exc:
-                if done:
-                    return done[-1]
-                original = _undo_failed_attempt(purpose, kwargs[argument], exc)
-                if original is not None:
-                    raise original from None
-                raise
-
-        return call
-
-    return decorator
-
-
-def _undo_failed_attempt(purpose: str, data: Any, exc: IdempotencyPersistenceLayerError) -> BaseException | None:
-    """The function raised, and removing its in-progress record failed too: that record would hold every retry off
-    until the invocation's whole timeout had passed (15 minutes for Submit). Try the removal again; when it works,
-    hand back the function's own error, so the caller treats it as it would have (a 429 is retried after Retry-After)."""
-    delete_failure = exc.__cause__
-    original = delete_failure.__context__ if delete_failure is not None else None
-    if original is None or not str(exc).startswith("Failed to delete record"):
-        return None
-    for _ in range(2):
-        try:
-            idempotency_store(purpose).delete_record(data=data, exception=original)  # type: ignore[arg-type]
-        except Exception:
-            continue
-        return original
-    return None
-
-
 _on_reset: list[Any] = []
 
 
@@ -196,5 +101,4 @@ def reset() -> None:
     for forget in _on_reset:
         getattr(forget, "cache_clear", lambda: None)()  # tests may stand a fake in a cache's place
     presigner.cache_clear()
-    idempotency_store.cache_clear()
     get_settings.cache_clear()

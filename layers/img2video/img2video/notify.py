@@ -9,8 +9,9 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from img2video.clients import client, once_per
+from img2video.clients import client
 from img2video.clock import iso, now
+from img2video.idempotency import once_per
 from img2video.jobs_table import JobState as TableState
 from img2video.jobs_table import record_quietly
 from img2video.notices import Notice, sns_publish_arguments

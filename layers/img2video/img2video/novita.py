@@ -1,30 +1,18 @@
-"""The Novita VIDU Q2 Turbo client: submit a task, read its result, map failures to named errors."""
+"""The Novita client: submit a task and read its result, one bounded HTTP attempt per call, every answer masked."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
-from datetime import UTC
-from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from functools import cache
 from typing import Any, cast
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from requests.adapters import HTTPAdapter
 
-from img2video.clock import now
-from img2video.errors import (
-    InsufficientBalance,
-    PipelineError,
-    ProviderAuth,
-    ProviderRejected,
-    ProviderThrottled,
-    ProviderUnavailable,
-)
-from img2video.masking import scrub, scrub_values
+from img2video.errors import ProviderAuth, ProviderUnavailable
+from img2video.masking import scrub_values
+from img2video.novita_errors import classify_http_error
+from img2video.novita_models import TaskResult
 from img2video.observability import logger, mask_in_logs
 from img2video.request_body import json_body
 
@@ -36,73 +24,6 @@ RESULT_PATH = "/v3/async/task-result"
 CONNECT_TIMEOUT = 3.05
 SUBMIT_READ_TIMEOUT = 30.0  # creating a task, after a body that may carry a 50 MB image, takes Novita a while
 RESULT_READ_TIMEOUT = 10.0
-MAX_MESSAGE_CHARS = 300
-
-
-class TaskStatus(StrEnum):
-    QUEUED = "TASK_STATUS_QUEUED"
-    PROCESSING = "TASK_STATUS_PROCESSING"
-    SUCCEED = "TASK_STATUS_SUCCEED"
-    FAILED = "TASK_STATUS_FAILED"
-    UNKNOWN = "UNKNOWN"
-
-
-def _lenient_float(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-class TaskInfo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    task_id: str = ""
-    status: str = ""
-    reason: str = ""
-    eta: float | None = None
-    progress_percent: float | None = None
-
-    _lenient = field_validator("eta", "progress_percent", mode="before")(lambda v: _lenient_float(v))
-
-    @property
-    def task_status(self) -> TaskStatus:
-        try:
-            return TaskStatus(self.status)
-        except ValueError:
-            return TaskStatus.UNKNOWN
-
-
-class VideoInfo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    video_url: str
-    video_url_ttl: float | None = None
-    video_type: str = "mp4"
-
-    _lenient = field_validator("video_url_ttl", mode="before")(lambda v: _lenient_float(v))
-
-
-class TaskResult(BaseModel):
-    """The Task Result answer, parsed leniently: numbers may arrive as strings, unknown keys are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    task: TaskInfo
-    videos: list[VideoInfo] = Field(default_factory=list)
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def generation_seconds(self) -> float | None:
-        """How long the task took, submit to completion, by Novita's own clock (`extra.debug_info`); None when it does
-        not say. Unlike the moment a poll or a webhook saw it done, this does not depend on when anyone looked."""
-        info = self.extra.get("debug_info")
-        if not isinstance(info, dict):
-            return None
-        submitted, completed = _lenient_float(info.get("submit_time_ms")), _lenient_float(info.get("complete_time_ms"))
-        if submitted is None or completed is None or not 0 < completed - submitted < 7 * 86400 * 1000:
-            return None
-        return (completed - submitted) / 1000
 
 
 def read_timeout(method: str) -> float:
@@ -124,115 +45,6 @@ def worst_case_seconds(method: str, *, key_refresh: bool = False) -> float:
     """
     attempts = 2 if key_refresh else 1
     return attempts * (CONNECT_TIMEOUT + read_timeout(method))
-
-
-def parse_retry_after(value: str | None, at: float | None = None) -> float | None:
-    """Seconds a Retry-After header asks for, or None if absent or unreadable.
-
-    Both RFC 9110 forms: delta-seconds (fractional too, as the local emulator's scaled clock sends them)
-    and an HTTP-date, counted from `at` (epoch seconds, default now); a date already past means 0.
-    """
-    text = (value or "").strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        # a date without a zone (or with -0000) is still GMT, as HTTP-dates always are
-        epoch = when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()
-        return max(0.0, epoch - (now() if at is None else at))
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def provider_reason(body: str) -> str:
-    """The `reason` of a Novita error body (`{"code", "reason", "message", "metadata"}`), or "" if it has none."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
-    reason = data.get("reason") if isinstance(data, dict) else None
-    return reason.strip().upper() if isinstance(reason, str) else ""
-
-
-def provider_message(body: str, secrets: tuple[str, ...] = ()) -> str:
-    """The provider's own words from an error body, whatever its shape, masked, then kept short (never cut inside a key)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        parts = [str(data[k]) for k in ("message", "reason", "code") if data.get(k) not in (None, "")]
-        if isinstance(data.get("metadata"), dict) and data["metadata"]:
-            parts.append(json.dumps(data["metadata"], ensure_ascii=False))
-        text = "; ".join(parts) if parts else body
-    else:
-        text = body
-    text = scrub(" ".join(text.split()), *secrets)
-    return text[:MAX_MESSAGE_CHARS] + ("..." if len(text) > MAX_MESSAGE_CHARS else "")
-
-
-# Novita's error-code table (its API reference, "Errors"): the reason decides, whatever the status;
-# BILLING_BALANCE_NOT_ENOUGH, for one, arrives as a plain 400.
-_REASONS: dict[type[PipelineError], tuple[str, ...]] = {
-    InsufficientBalance: ("BILLING_BALANCE_NOT_ENOUGH",),
-    ProviderAuth: ("MISSING_API_KEY", "INVALID_API_KEY", "API_NOT_ALLOWED", "NEED_REAL_NAME_VERIFY", "BILLING_AUTH_FAILED"),
-    ProviderThrottled: ("RATE_LIMIT_EXCEEDED",),
-    ProviderUnavailable: ("BILLING_FAILED", "CREATE_TASK_FAILED", "GET_RESULT_FAILED", "TASK_FAILED"),
-    ProviderRejected: (
-        "INVALID_REQUEST_BODY",
-        "IMAGE_FILE_EXCEEDS_MAX_SIZE",
-        "INVALID_IMAGE_FORMAT",
-        "IMAGE_EXCEEDS_MAX_RESOLUTION",
-        "INVALID_IMAGE_SIZE",
-        "ILLEGAL_PROMPT",
-        "ILLEGAL_IMAGE_CONTENT",
-        "API_NOT_FOUND",
-        "TASK_NOT_FOUND",
-    ),
-}
-REASON_ERRORS: dict[str, type[PipelineError]] = {reason: kind for kind, reasons in _REASONS.items() for reason in reasons}
-
-_WHAT_HAPPENED: dict[type[PipelineError], str] = {
-    InsufficientBalance: "Novita account balance is too low",
-    ProviderAuth: "Novita refused the API key or its account",
-    ProviderThrottled: "Novita is throttling requests",
-    ProviderUnavailable: "Novita is unavailable",
-    ProviderRejected: "Novita rejected the request",
-}
-
-
-def _error_by_status(status: int, message: str) -> type[PipelineError]:
-    if status == 429:
-        return ProviderThrottled
-    if status >= 500:
-        return ProviderUnavailable
-    if status in (401, 403):
-        return ProviderAuth
-    # an error body without a known reason: its words are all there is to tell a balance problem by
-    if any(word in message.lower() for word in ("balance", "insufficient", "credit", "quota exceeded")):
-        return InsufficientBalance
-    return ProviderRejected
-
-
-def classify_http_error(status: int, body: str, retry_after: str | None = None, secrets: tuple[str, ...] = ()) -> PipelineError:
-    """Map a non-2xx answer to the error the pipeline reports or retries: by Novita's reason first, then by status.
-
-    `secrets` are masked in the message, however the provider echoed them.
-    """
-    body = scrub(body, *secrets)
-    # scrubbed again once decoded: a form the pattern missed in the raw JSON is plain text by now
-    message = provider_message(body, secrets) or f"HTTP {status}"
-    kind = REASON_ERRORS.get(provider_reason(body)) or _error_by_status(status, message)
-    text = f"{_WHAT_HAPPENED[kind]} (HTTP {status}): {message}"
-    if kind is ProviderThrottled:
-        return ProviderThrottled(text, parse_retry_after(retry_after))
-    error = kind(text)
-    error.retry_after = parse_retry_after(retry_after)  # a 503 may say when to come back, too
-    return error
 
 
 @cache

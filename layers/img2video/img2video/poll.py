@@ -11,7 +11,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
 from img2video.jobs import ExecutionState, PollRecord
 from img2video.jobs_table import record_quietly
-from img2video.novita import TaskStatus
+from img2video.novita_models import TaskStatus
 from img2video.observability import logger, metrics
 from img2video.secret_store import novita_client
 from img2video.settings import get_settings

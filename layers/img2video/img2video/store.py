@@ -14,7 +14,7 @@ from img2video.clock import iso, now, parse_iso
 from img2video.errors import DownloadInterrupted
 from img2video.jobs import ExecutionState, Stored
 from img2video.jobs_table import record_generation_time, record_quietly
-from img2video.novita import TaskStatus
+from img2video.novita_models import TaskStatus
 from img2video.observability import logger, metrics
 from img2video.s3_objects import is_missing
 from img2video.secret_store import novita_client

@@ -13,9 +13,10 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from img2video import slot_line
-from img2video.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, once_per, presigner
+from img2video.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, presigner
 from img2video.clock import iso, now, parse_iso
 from img2video.errors import PipelineError, ProviderThrottled, UnsupportedImage
+from img2video.idempotency import once_per
 from img2video.images import SNIFF_BYTES, sniff_image_type
 from img2video.jobs import Held, Job, PollRecord, Submitted
 from img2video.jobs_table import claim_submission, kind_history, record_quietly

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from img2video.clients import client
 from img2video.clock import now
-from img2video.novita import TaskResult
+from img2video.novita_models import TaskResult
 from img2video.observability import logger
 from img2video.settings import get_settings
 

@@ -28,7 +28,7 @@ from img2video.clock import iso, now
 from img2video.errors import PipelineError, ProviderRejected
 from img2video.jobs import PollRecord
 from img2video.jobs_table import record_quietly, record_webhook_arrival
-from img2video.novita import TaskResult, TaskStatus
+from img2video.novita_models import TaskResult, TaskStatus
 from img2video.observability import logger, metrics
 from img2video.secret_store import novita_client, path_secret
 from img2video.settings import Settings, get_settings
