@@ -36,8 +36,10 @@ demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/
 test: lint typecheck check-deploy $(STAMP)  ## ruff, cfn-lint, mypy, the deploy check + the whole pytest suite
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (rules and formatting), the package's import contracts, cfn-lint
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	PYTHONPATH=layers/img2video $(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml
 
 typecheck: $(STAMP)

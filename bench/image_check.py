@@ -27,9 +27,10 @@ for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS
     os.environ.setdefault(name, value)
 
 import boto3  # noqa: E402
-from img2video import accept, clients  # noqa: E402
-from img2video.errors import PipelineError  # noqa: E402
-from img2video.images import MAX_IMAGE_BYTES, check_image  # noqa: E402
+from img2video.aws import clients  # noqa: E402
+from img2video.core.errors import PipelineError  # noqa: E402
+from img2video.core.images import MAX_IMAGE_BYTES, check_image  # noqa: E402
+from img2video.steps import accept  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from PIL import Image  # noqa: E402
 

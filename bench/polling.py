@@ -1,6 +1,6 @@
 """Polls, state transitions and notice delay per job: the WaitPolicy against every fixed interval, per provider-hint regime.
 
-A seeded simulation of the wait loop with the real WaitPolicy and plan_from_history (layers/img2video/img2video/wait_policy.py).
+A seeded simulation of the wait loop with the real WaitPolicy and plan_from_history (layers/img2video/img2video/core/wait_policy.py).
 Workload: a job's generation time depends on its resolution and duration (15 s + 6 s per second of video, x0.6 at
 540p, x1.8 at 1080p) with a log-normal spread (sigma 0.25); off-peak jobs add a queue wait of 10 min to 3 h. Each kind
 of job (resolution, duration, off-peak) has a history of 128 earlier jobs of the same distribution, as the jobs table
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "img2video"))
 
-from img2video.wait_policy import Plan, WaitPolicy, webhook_first_wait
+from img2video.core.wait_policy import Plan, WaitPolicy, webhook_first_wait
 
 TRANSITIONS_PER_POLL = 3
 INTERVALS = (5, 10, 15, 30, 60)

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "img2video"))
 
-from img2video import video_transfer
+from img2video.aws import video_transfer
 
 MIB = 1024 * 1024
 CHUNK = b"\x00" * MIB

@@ -80,8 +80,8 @@ def _submit_old(base_url: str, path: str) -> str:
 
 
 def _submit_streamed(base_url: str, path: str) -> str:
-    from img2video.novita import NovitaClient
-    from img2video.request_body import InlineImage
+    from img2video.novita.client import NovitaClient
+    from img2video.novita.request_body import InlineImage
 
     # the streamed body closes each stream it opens, as it does S3's
     image = InlineImage(mime="image/jpeg", size=os.path.getsize(path), open=lambda: Path(path).open("rb"))  # noqa: SIM115
@@ -92,7 +92,7 @@ def _submit_streamed(base_url: str, path: str) -> str:
 def measure(approach: str, base_url: str, path: str) -> dict[str, float]:
     """One submit in this (fresh) process: tracemalloc's peak and how far the peak RSS rose above the start."""
     import requests  # noqa: F401  (imported before the baseline, so its modules are not counted)
-    from img2video import novita, request_body  # noqa: F401
+    from img2video.novita import client as novita  # noqa: F401
 
     submit = {"old": _submit_old, "streamed": _submit_streamed}[approach]
     rss_before = _rss_now()

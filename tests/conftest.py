@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 from hypothesis import strategies as st
-from img2video.clients import reset
-from img2video.settings import Settings
+from img2video.aws.clients import reset
+from img2video.core.settings import Settings
 from img2video_local.aws_faults import Invocation, enforce_iam, running, stop_enforcing_iam
 from img2video_local.runtime import serialize_dynamodb_requests, serialize_sqs_requests
 from img2video_local.stack import LocalStack, provision

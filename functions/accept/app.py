@@ -5,10 +5,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.accept import ACCEPT_RECORD_WORST_SECONDS, handle_trigger, triggers_from_body
-from img2video.invocation import remaining_seconds, use_lambda_context
+from img2video.aws.invocation import remaining_seconds, use_lambda_context
+from img2video.core.settings import get_settings
 from img2video.observability import logger, metrics, tracer
-from img2video.settings import get_settings
+from img2video.steps.accept import ACCEPT_RECORD_WORST_SECONDS, handle_trigger, triggers_from_body
 
 # A batch that failed whole is reported record by record too, so each record keeps its own retry count.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

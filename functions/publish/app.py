@@ -3,11 +3,11 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.invocation import use_lambda_context
-from img2video.jobs import ExecutionState
+from img2video.aws.invocation import use_lambda_context
+from img2video.aws.transient import as_step_errors
+from img2video.core.jobs import ExecutionState
 from img2video.observability import logger, metrics, tracer
-from img2video.publish import publish_for_ended_execution, publish_for_state
-from img2video.transient import as_step_errors
+from img2video.steps.publish import publish_for_ended_execution, publish_for_state
 
 
 @logger.inject_lambda_context

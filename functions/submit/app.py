@@ -10,10 +10,10 @@ reported failed, and SQS delivers it again, without the invocation counting as a
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.invocation import use_lambda_context
+from img2video.aws.invocation import use_lambda_context
+from img2video.core.settings import get_settings
 from img2video.observability import logger, metrics, tracer
-from img2video.settings import get_settings
-from img2video.submit import SubmitRequest, handle_submit
+from img2video.steps.submit import SubmitRequest, handle_submit
 
 
 def record_handler(record: dict[str, Any]) -> None:

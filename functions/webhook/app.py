@@ -3,9 +3,9 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from img2video.invocation import use_lambda_context
+from img2video.aws.invocation import use_lambda_context
 from img2video.observability import logger, metrics, tracer
-from img2video.webhook import handle_webhook
+from img2video.steps.webhook import handle_webhook
 
 
 @logger.inject_lambda_context(log_event=False)  # the event's path holds the URL's secret: it is never logged

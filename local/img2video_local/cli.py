@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from img2video.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
+from img2video.core.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape as rich_escape

@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from img2video.jobs_table import BY_SOURCE_INDEX, BY_STATE_INDEX, STATES, plain
-from img2video.keys import IMAGE_SUFFIXES
+from img2video.aws.jobs_table import BY_SOURCE_INDEX, BY_STATE_INDEX, STATES, plain
+from img2video.core.keys import IMAGE_SUFFIXES
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 LOCAL_STATE_ENV = "IMG2VIDEO_LOCAL_STATE"

@@ -163,7 +163,7 @@ class LocalPipeline:
         # moto's Step Functions interpreter logs every failed execution as an error; a failed job is an
         # outcome here, reported by its notice.
         logging.getLogger("moto").setLevel(logging.CRITICAL)
-        from img2video.clients import reset
+        from img2video.aws.clients import reset
 
         reset()
         self._scale_retry_sleeps()
@@ -231,7 +231,7 @@ class LocalPipeline:
 
             retrier_decl.time = self._saved_retrier_time  # type: ignore[attr-defined]
         _state_durations.scale = 1.0
-        from img2video.clients import reset
+        from img2video.aws.clients import reset
 
         reset()
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from img2video.keys import IMAGE_SUFFIXES
+from img2video.core.keys import IMAGE_SUFFIXES
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table

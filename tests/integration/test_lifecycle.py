@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from img2video.jobs_table import plain
+from img2video.aws.jobs_table import plain
 from img2video_local.emulator import EmulatorConfig
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import REGION

@@ -12,7 +12,7 @@ from typing import Any
 
 import av
 import pytest
-from img2video.notices import Notice
+from img2video.core.notices import Notice
 from img2video_local.emulator import EmulatorConfig, Faults
 from img2video_local.runtime import LocalPipeline, Received
 

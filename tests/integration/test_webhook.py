@@ -9,8 +9,8 @@ from typing import Any
 
 import boto3
 import pytest
-from img2video.jobs import history_key
-from img2video.jobs_table import _slot
+from img2video.aws.jobs_table import _slot
+from img2video.core.jobs import history_key
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import REGION
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from img2video import errors
+from img2video.core import errors
 from img2video_local.cfn import references, translate
 from img2video_local.template import REPO_ROOT, load_template
 

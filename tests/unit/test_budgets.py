@@ -24,8 +24,10 @@ from typing import Any
 
 import botocore.client
 import pytest
-from img2video import accept, clients, jobs_table, novita, secret_store, slot_line, video_transfer, webhook
-from img2video.sidecar import MAX_EXTRA_IMAGES
+from img2video.aws import clients, jobs_table, secrets, slot_line, video_transfer
+from img2video.core.sidecar import MAX_EXTRA_IMAGES
+from img2video.novita import client as novita
+from img2video.steps import accept, webhook
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
 
@@ -80,7 +82,7 @@ SUBMIT_URL = [
     Call("dynamodb:GetItem of the history of the job's kind", "jobs_table.kind_history", 1, AWS),
     Call(
         "secretsmanager:GetSecretValue of the webhook URL's path (quick client)",
-        "secret_store.webhook_url",
+        "secrets.webhook_url",
         1,
         clients.QUICK_CALL_WORST_SECONDS,
     ),
@@ -139,9 +141,9 @@ POLL = [
 # -- Webhook (one call to its Function URL) ----------------------------------------------------------------
 QUICK = clients.QUICK_CALL_WORST_SECONDS
 WEBHOOK = [
-    Call("secretsmanager:GetSecretValue of the URL's path", "secret_store.path_secret (quick client)", 1, QUICK),
+    Call("secretsmanager:GetSecretValue of the URL's path", "secrets.path_secret (quick client)", 1, QUICK),
     Call("dynamodb:GetItem of the task's item", "webhook._settle (quick client)", 1, QUICK),
-    Call("secretsmanager:GetSecretValue of the API key", "secret_store.load_api_key", 1, AWS),
+    Call("secretsmanager:GetSecretValue of the API key", "secrets.load_api_key", 1, AWS),
     Call("GET task-result: one attempt, short waits, no second key", "NovitaClient.task_result", 1, sum(webhook.CONFIRM_TIMEOUT)),
     Call("dynamodb:UpdateItem of the task's item (the outcome, once)", "webhook._settle (quick client)", 1, QUICK),
     Call("states:SendTaskSuccess | SendTaskFailure", "webhook._end_wait (quick client)", 1, QUICK),
@@ -276,7 +278,7 @@ RESERVE_CALLS = accept.ACCEPT_RECORD_WORST_SECONDS / AWS
 def test_accepts_reserve_covers_every_path_of_one_record() -> None:
     short = {name: total(calls) for name, calls in ACCEPT_PATHS.items() if total(calls) > accept.ACCEPT_RECORD_WORST_SECONDS}
     assert not short, (
-        f"PRODUCT BUG (layers/img2video/img2video/accept.py, ACCEPT_RECORD_WORST_SECONDS = {RESERVE_CALLS:g} AWS calls "
+        f"PRODUCT BUG (layers/img2video/img2video/steps/accept.py, ACCEPT_RECORD_WORST_SECONDS = {RESERVE_CALLS:g} AWS calls "
         f"= {accept.ACCEPT_RECORD_WORST_SECONDS:g} s): these paths of one record make more calls, so the handler may start "
         f"a record it cannot finish before the {timeout('AcceptFunction')} s timeout: "
         + "; ".join(f"{name}: {seconds:g} s" for name, seconds in short.items())
@@ -289,7 +291,7 @@ def test_an_off_peak_job_with_every_extra_image_a_sidecar_allows_fits_the_submit
     calls = SUBMIT_URL + inline_images(1 + MAX_EXTRA_IMAGES)
     fitting = math.floor((timeout("SubmitFunction") - total(SUBMIT_URL)) / total(inline_images(1)))
     assert total(calls) <= timeout("SubmitFunction"), (
-        f"PRODUCT BUG (layers/img2video/img2video/submit.py image_reference, template.yaml SubmitFunction Timeout): an "
+        f"PRODUCT BUG (layers/img2video/img2video/steps/submit.py image_reference, template.yaml SubmitFunction Timeout): an "
         f"off_peak job sends its image and up to {MAX_EXTRA_IMAGES} extra images inline, 3 S3 calls each, all before or "
         f"during the one POST and with no check of the time left; at worst that is {total(calls):g} s against a "
         f"{timeout('SubmitFunction')} s timeout (only {fitting} inline image(s) fit). A Submit killed after its POST and "
@@ -334,7 +336,7 @@ def test_one_aws_call_makes_as_many_attempts_as_its_worst_case_counts() -> None:
         if reserve > timeout("AcceptFunction"):
             over.append(f"AcceptFunction reserve ({RESERVE_CALLS:g} AWS calls): {reserve:g} s > {timeout('AcceptFunction')} s")
         raise AssertionError(
-            f"PRODUCT BUG (layers/img2video/img2video/clients.py, _CONFIG = Config(retries={{'mode': 'standard', "
+            f"PRODUCT BUG (layers/img2video/img2video/aws/clients.py, _CONFIG = Config(retries={{'mode': 'standard', "
             f"'max_attempts': AWS_ATTEMPTS}})): botocore's 'max_attempts' counts retries, not attempts (it becomes "
             f"total_max_attempts = {attempts}), so every AWS call makes {attempts} attempts while AWS_CALL_WORST_SECONDS "
             f"counts {clients.AWS_ATTEMPTS}: one call's worst is {real_aws:g} s, not {AWS:g} s (a transfer call "
@@ -359,7 +361,7 @@ def test_the_api_key_is_read_through_a_client_as_bounded_as_every_other_aws_call
 
         secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(Name="k", SecretString='{"api_key": "x"}')
         seen.clear()
-        assert secret_store.load_api_key(secret["ARN"], refresh=True) == "x"
+        assert secrets.load_api_key(secret["ARN"], refresh=True) == "x"
     [config] = [config for service, config in seen if service == "secretsmanager"]
     expected = clients.client("s3").meta.config
     assert (config.connect_timeout, config.read_timeout, config.retries) == (

@@ -13,14 +13,23 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from img2video.errors import ALL_ERROR_CODES, ERROR_CODES, ImageTooLarge, UnsupportedImage, error_code
-from img2video.failure import describe_error
-from img2video.images import MAX_IMAGE_BYTES, ImageHeader, check_image
-from img2video.jobs import StepError, job_id
-from img2video.notices import Notice, NoticeError, NoticeVideo, email_text, failure_notice, sns_publish_arguments, subject, success_notice
-from img2video.novita_errors import classify_http_error, provider_message
-from img2video.novita_models import TaskResult, TaskStatus
-from img2video.wait_policy import Plan, WaitPolicy
+from img2video.core.errors import ALL_ERROR_CODES, ERROR_CODES, ImageTooLarge, UnsupportedImage, error_code
+from img2video.core.failure import describe_error
+from img2video.core.images import MAX_IMAGE_BYTES, ImageHeader, check_image
+from img2video.core.jobs import StepError, job_id
+from img2video.core.notices import (
+    Notice,
+    NoticeError,
+    NoticeVideo,
+    email_text,
+    failure_notice,
+    sns_publish_arguments,
+    subject,
+    success_notice,
+)
+from img2video.core.wait_policy import Plan, WaitPolicy
+from img2video.novita.errors import classify_http_error, provider_message
+from img2video.novita.models import TaskResult, TaskStatus
 from PIL import Image, PngImagePlugin
 
 from tests.conftest import bomb_png, jpeg_bytes, png_bytes
@@ -417,7 +426,7 @@ def test_a_motion_photo_whose_header_needs_a_second_read_is_still_complete() -> 
 
 
 def test_a_kinds_webhooks_are_waited_for_only_while_they_arrive_and_past_the_slowest_job() -> None:
-    from img2video.wait_policy import WEBHOOK_DELIVERY_SECONDS, webhook_first_wait
+    from img2video.core.wait_policy import WEBHOOK_DELIVERY_SECONDS, webhook_first_wait
 
     samples = [60.0 + index % 10 for index in range(40)]  # 60 … 69 s by Novita's clock
     assert webhook_first_wait(samples, [True] * 4) is None  # too few jobs to say

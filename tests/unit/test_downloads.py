@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 import urllib3.util.connection
-from img2video import video_transfer
-from img2video.errors import DownloadFailed, DownloadInterrupted
-from img2video.video_transfer import check_video_url, is_public_address, stream_video_to_s3
+from img2video.aws import video_transfer
+from img2video.aws.video_transfer import check_video_url, is_public_address, stream_video_to_s3
+from img2video.core.errors import DownloadFailed, DownloadInterrupted
 from urllib3.connection import HTTPSConnection
 
 from tests.conftest import Aws

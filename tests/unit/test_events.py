@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
-from img2video.accept import Trigger, triggers_from_body
-from img2video.failure import notice_for_ended_execution, notice_for_failed_state
-from img2video.jobs import ExecutionState, Job, job_id
-from img2video.submit import SubmitRequest
+from img2video.core.failure import notice_for_ended_execution, notice_for_failed_state
+from img2video.core.jobs import ExecutionState, Job, job_id
+from img2video.steps.accept import Trigger, triggers_from_body
+from img2video.steps.submit import SubmitRequest
 from img2video_local.template import REPO_ROOT, load_template
 
 EVENTS = REPO_ROOT / "events"

@@ -26,12 +26,13 @@ import responses
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from img2video import accept as accept_module
-from img2video import clients, idempotency, jobs_table, publish, s3_objects, slot_line, video_transfer
-from img2video import submit as submit_module
-from img2video.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
-from img2video.jobs import ExecutionState, Submitted, history_key
-from img2video.wait_policy import MAX_POLLS
+from img2video.aws import clients, idempotency, jobs_table, s3_objects, slot_line, video_transfer
+from img2video.core.errors import DownloadFailed, DownloadInterrupted, ProviderFailed, ProviderTimeout
+from img2video.core.jobs import ExecutionState, Submitted, history_key
+from img2video.core.wait_policy import MAX_POLLS
+from img2video.steps import accept as accept_module
+from img2video.steps import publish
+from img2video.steps import submit as submit_module
 from img2video_local.aws_faults import Invocation, install_hooks, running, sample_short_polls, uninstall_hooks
 from img2video_local.lambda_server import load_handler
 from img2video_local.stack import provision
@@ -469,7 +470,7 @@ def test_a_transient_listing_fault_is_requeued_with_backoff_not_left_to_the_dead
 
     last = accept(aws, "incoming/list.jpg", receive_count=5)
     assert last == {"batchItemFailures": []} and (requeued(sent, aws.stack.id("UploadQueue")) or aws.notices()), (
-        "PRODUCT BUG (layers/img2video/img2video/accept.py, handle_trigger): a passing S3 fault in _siblings() "
+        "PRODUCT BUG (layers/img2video/img2video/steps/accept.py, handle_trigger): a passing S3 fault in _siblings() "
         "(ListObjectsV2, called before _outcome's try) is raised out of the record instead of being re-queued with "
         "backoff; on the UploadQueue's last delivery the upload goes to the dead-letter queue and the user gets no notice "
         f"(batch answer {last})"
@@ -1182,7 +1183,7 @@ def test_a_retried_store_keeps_the_manifest_it_wrote(aws: Aws, public_dns: None)
     store(aws, state)  # e.g. StoreVideo's answer was lost and the state retried it
     again = manifest(aws)
     assert again["provider_seed"] == first["provider_seed"] == "42", (
-        "PRODUCT BUG (layers/img2video/img2video/store.py, store_video): when a complete manifest of this job is already "
+        "PRODUCT BUG (layers/img2video/img2video/steps/store.py, store_video): when a complete manifest of this job is already "
         "in S3, _already_stored returns only its size and hash, provider_seed stays None, and the manifest is written "
         f"again without the provider's seed (was {first['provider_seed']!r}, now {again['provider_seed']!r}); its "
         "timings.stored changes too. A retried Store should leave a complete manifest as it is."
@@ -1509,7 +1510,7 @@ def test_a_missing_image_does_not_stop_the_notice(aws: Aws) -> None:
 def test_a_passing_sns_fault_is_raised_as_aws_transient_and_the_retry_sends_the_one_notice(
     aws: Aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from img2video.errors import AwsTransient
+    from img2video.core.errors import AwsTransient
 
     state = publish_state(aws, **failed("poll", "ProviderFailed", "no"))
     failing(monkeypatch, "sns", "publish", aws_error("ThrottledException", 400, "Publish"), times=1)

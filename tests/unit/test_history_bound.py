@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from img2video.wait_policy import MAX_POLLS, WaitPolicy
+from img2video.core.wait_policy import MAX_POLLS, WaitPolicy
 
 # Events per poll loop: the wait, as a callback for the webhook (6: entered, scheduled, started, submitted, timed out or
 # failed, exited) and, when the table refused its token for a fault, the Wait state after it (2); the Lambda task (5:

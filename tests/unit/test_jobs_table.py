@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
-from img2video import jobs_table
-from img2video.errors import AwsTransient
-from img2video.jobs import history_key
+from img2video.aws import jobs_table
+from img2video.core.errors import AwsTransient
+from img2video.core.jobs import history_key
 from img2video_local.runtime import serialize_dynamodb_requests
 from img2video_local.template import REGION
 
@@ -124,9 +124,9 @@ def test_a_kinds_first_job_with_a_webhook_keeps_its_generation_time(aws: Aws) ->
 
 
 def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(aws: Aws) -> None:
-    from img2video.settings import get_settings
-    from img2video.sidecar import VideoRequest
-    from img2video.submit import submitted_output
+    from img2video.core.settings import get_settings
+    from img2video.core.sidecar import VideoRequest
+    from img2video.steps.submit import submitted_output
 
     request = VideoRequest(prompt="p", duration=5, resolution="720p", movement_amplitude="auto")
     job = jobs_table_job(request)
@@ -142,7 +142,7 @@ def test_a_submitted_job_of_a_known_kind_first_polls_when_its_kind_can_be_done(a
 
 
 def jobs_table_job(request: Any) -> Any:
-    from img2video.jobs import Job, SourceObject
+    from img2video.core.jobs import Job, SourceObject
 
     return Job(
         job_id="j-1", source=SourceObject(bucket="b", key="incoming/x.jpg"), request=request, video_key="v.mp4", manifest_key="v.json"

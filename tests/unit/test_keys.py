@@ -8,7 +8,7 @@ from urllib.parse import quote_plus
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from img2video.keys import (
+from img2video.core.keys import (
     InputKey,
     decode_event_key,
     image_key_problem,

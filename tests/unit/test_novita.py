@@ -20,12 +20,15 @@ import responses
 from aws_lambda_powertools.utilities import parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from img2video import novita, novita_errors, request_body, secret_store
-from img2video.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
-from img2video.novita import CONNECT_TIMEOUT, RESULT_READ_TIMEOUT, SUBMIT_READ_TIMEOUT, NovitaClient, worst_case_seconds
-from img2video.novita_errors import classify_http_error, parse_retry_after
-from img2video.request_body import InlineImage, InlineImageSizeMismatch, json_body
-from img2video.secret_store import novita_client
+from img2video.aws import secrets
+from img2video.aws.secrets import novita_client
+from img2video.core.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
+from img2video.novita import client as novita
+from img2video.novita import errors as novita_errors
+from img2video.novita import request_body
+from img2video.novita.client import CONNECT_TIMEOUT, RESULT_READ_TIMEOUT, SUBMIT_READ_TIMEOUT, NovitaClient, worst_case_seconds
+from img2video.novita.errors import classify_http_error, parse_retry_after
+from img2video.novita.request_body import InlineImage, InlineImageSizeMismatch, json_body
 from moto import mock_aws
 
 from tests.conftest import API_KEY, NOVITA
@@ -419,7 +422,7 @@ def test_an_unchanged_key_is_not_retried(secret: Any) -> None:
 
 @responses.activate
 def test_a_client_given_a_key_does_not_look_for_another(client: NovitaClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(secret_store, "load_api_key", lambda *args, **kwargs: pytest.fail("the secret was read"))
+    monkeypatch.setattr(secrets, "load_api_key", lambda *args, **kwargs: pytest.fail("the secret was read"))
     responses.post(SUBMIT_URL, status=403, json={"reason": "INVALID_API_KEY"})
     with pytest.raises(ProviderAuth):
         client.submit({"images": ["u"], "prompt": "p"})
@@ -434,9 +437,9 @@ def test_refresh_bypasses_the_powertools_cache(monkeypatch: pytest.MonkeyPatch) 
             asked.append({"name": name, **kwargs})
             return " sk-plain-text-key \n"
 
-    monkeypatch.setattr(secret_store, "_secrets_provider", lambda: Provider())
-    assert secret_store.load_api_key("s") == "sk-plain-text-key"
-    assert secret_store.load_api_key("s", refresh=True) == "sk-plain-text-key"
+    monkeypatch.setattr(secrets, "_secrets_provider", lambda: Provider())
+    assert secrets.load_api_key("s") == "sk-plain-text-key"
+    assert secrets.load_api_key("s", refresh=True) == "sk-plain-text-key"
     assert [a["force_fetch"] for a in asked] == [False, True] and all(a["max_age"] == 300 for a in asked)
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from img2video.errors import InvalidSidecar
-from img2video.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
+from img2video.core.errors import InvalidSidecar
+from img2video.core.sidecar import MAX_SIDECAR_BYTES, default_request, parse_sidecar
 
 from tests.conftest import any_text, stack_settings
 

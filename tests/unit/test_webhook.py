@@ -10,10 +10,10 @@ from unittest import mock
 import boto3
 import pytest
 import responses
-from img2video import clients, jobs_table, slot_line, task_item
-from img2video.jobs import PollRecord, history_key
-from img2video.secret_store import path_secret
-from img2video.settings import get_settings
+from img2video.aws import clients, jobs_table, slot_line, task_item
+from img2video.aws.secrets import path_secret
+from img2video.core.jobs import PollRecord, history_key
+from img2video.core.settings import get_settings
 from img2video_local.lambda_server import load_handler
 from img2video_local.template import REGION
 
@@ -244,8 +244,8 @@ def test_a_busy_novita_is_answered_503_so_the_webhook_comes_again(aws: Aws, sfn:
 def test_an_unreadable_webhook_secret_means_a_submit_without_a_webhook_not_a_failure(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     """The webhook only makes a job faster: a Secrets Manager fault never holds up (or fails) the paid submit."""
     from botocore.exceptions import ClientError
-    from img2video import secret_store
-    from img2video.secret_store import webhook_url
+    from img2video.aws import secrets
+    from img2video.aws.secrets import webhook_url
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetSecretValue")
@@ -253,14 +253,14 @@ def test_an_unreadable_webhook_secret_means_a_submit_without_a_webhook_not_a_fai
     settings = get_settings()
     assert webhook_url(settings) is not None
     clients.reset()
-    monkeypatch.setattr(secret_store._quick_secrets_provider(), "get", refuse)
+    monkeypatch.setattr(secrets._quick_secrets_provider(), "get", refuse)
     assert webhook_url(get_settings()) is None
 
 
 @responses.activate
 def test_novita_echoing_the_webhook_url_never_carries_the_secret_into_an_error(aws: Aws) -> None:
-    from img2video.errors import ProviderRejected
-    from img2video.novita import NovitaClient
+    from img2video.core.errors import ProviderRejected
+    from img2video.novita.client import NovitaClient
 
     secret = path_secret(get_settings())
     responses.post(

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 
-from img2video.masking import scrub_values
+from img2video.core.masking import scrub_values
 
 NAMESPACE = "img2video"
 F = TypeVar("F", bound=Callable[..., Any])

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from img2video.sidecar import MODEL
-from img2video.text import map_text, sendable, shorten
+from img2video.core.sidecar import MODEL
+from img2video.core.text import map_text, sendable, shorten
 
 NOTICE_VERSION = "1"
 

@@ -9,18 +9,18 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video.clients import client, transfer_client
-from img2video.clock import iso, now, parse_iso
-from img2video.errors import DownloadInterrupted
-from img2video.jobs import ExecutionState, Stored
-from img2video.jobs_table import record_generation_time, record_quietly
-from img2video.novita_models import TaskStatus
+from img2video.aws.clients import client, transfer_client
+from img2video.aws.jobs_table import record_generation_time, record_quietly
+from img2video.aws.s3_objects import is_missing
+from img2video.aws.secrets import novita_client
+from img2video.aws.task_item import take_notes
+from img2video.aws.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
+from img2video.core.clock import iso, now, parse_iso
+from img2video.core.errors import DownloadInterrupted
+from img2video.core.jobs import ExecutionState, Stored
+from img2video.core.settings import get_settings
+from img2video.novita.models import TaskStatus
 from img2video.observability import logger, metrics
-from img2video.s3_objects import is_missing
-from img2video.secret_store import novita_client
-from img2video.settings import get_settings
-from img2video.task_item import take_notes
-from img2video.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
 
 
 def store_video(state: ExecutionState) -> Stored:

@@ -27,11 +27,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from img2video.clients import quick_client
-from img2video.clock import now
+from img2video.aws.clients import quick_client
+from img2video.aws.task_item import set_fields, task_key
+from img2video.core.clock import now
+from img2video.core.settings import Settings, get_settings
 from img2video.observability import logger
-from img2video.settings import Settings, get_settings
-from img2video.task_item import set_fields, task_key
 
 LOOK_AT = 10  # entries looked at per task end (one ReceiveMessage): the stale ones among them are dropped
 # SQS's short poll samples a subset of its servers and, for a queue holding few messages, often answers with none while

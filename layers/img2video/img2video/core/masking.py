@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from img2video.text import map_text
+from img2video.core.text import map_text
 
 GENERATED_SECRET_CHARS = 64  # the webhook path secret the template generates
 

@@ -15,10 +15,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from img2video.clients import transfer_client
-from img2video.errors import DownloadFailed, DownloadInterrupted
+from img2video.aws.clients import transfer_client
+from img2video.core.errors import DownloadFailed, DownloadInterrupted
+from img2video.core.settings import DEFAULT_MAX_VIDEO_BYTES
 from img2video.observability import logger
-from img2video.settings import DEFAULT_MAX_VIDEO_BYTES
 
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be ≥ 5 MiB but the last; 8 MiB keeps memory flat
 CHUNK_SIZE = 256 * 1024

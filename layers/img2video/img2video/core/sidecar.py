@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from img2video.errors import InvalidSidecar
-from img2video.keys import MAX_KEY_BYTES  # S3's limit for any key, so for an extra image's
-from img2video.settings import MovementAmplitude, Resolution, Settings
-from img2video.text import sendable, shorten
+from img2video.core.errors import InvalidSidecar
+from img2video.core.keys import MAX_KEY_BYTES  # S3's limit for any key, so for an extra image's
+from img2video.core.settings import MovementAmplitude, Resolution, Settings
+from img2video.core.text import sendable, shorten
 
 MODEL = "vidu-q2-turbo-img2video"
 MAX_SIDECAR_BYTES = 64 * 1024

@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from img2video.settings import Settings
+from img2video.core.settings import Settings
 
 # Each poll costs about 15 history events (the wait, a callback for the webhook or a Wait state, the Task, the Choice),
 # up to ~71 with every Retry spent (Lambda's transient errors and its throttling): 300 polls stay under Step Functions'

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from img2video.errors import ImageTooLarge, UnsupportedImage
+from img2video.core.errors import ImageTooLarge, UnsupportedImage
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # the provider's per-image limit
 MIN_SIDE = 128

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from img2video.keys import readable_slug
-from img2video.sidecar import VideoRequest
-from img2video.wait_policy import Plan
+from img2video.core.keys import readable_slug
+from img2video.core.sidecar import VideoRequest
+from img2video.core.wait_policy import Plan
 
 
 def job_id(bucket: str, image_key: str, image_etag: str, sidecar_key: str, sidecar_etag: str, stem: str, upload_marker: str = "") -> str:

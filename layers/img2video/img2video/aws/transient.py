@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
 
-from img2video.errors import AwsTransient
+from img2video.core.errors import AwsTransient
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -22,18 +22,18 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video import slot_line
-from img2video.clients import quick_client
-from img2video.clock import iso, now
-from img2video.errors import PipelineError, ProviderRejected
-from img2video.jobs import PollRecord
-from img2video.jobs_table import record_quietly, record_webhook_arrival
-from img2video.novita_models import TaskResult, TaskStatus
+from img2video.aws import slot_line
+from img2video.aws.clients import quick_client
+from img2video.aws.jobs_table import record_quietly, record_webhook_arrival
+from img2video.aws.secrets import novita_client, path_secret
+from img2video.aws.task_item import set_fields, task_key, video_fields
+from img2video.aws.task_tokens import answer_task
+from img2video.core.clock import iso, now
+from img2video.core.errors import PipelineError, ProviderRejected
+from img2video.core.jobs import PollRecord
+from img2video.core.settings import Settings, get_settings
+from img2video.novita.models import TaskResult, TaskStatus
 from img2video.observability import logger, metrics
-from img2video.secret_store import novita_client, path_secret
-from img2video.settings import Settings, get_settings
-from img2video.task_item import set_fields, task_key, video_fields
-from img2video.task_tokens import answer_task
 
 EVENT_TYPE = "ASYNC_TASK_RESULT"
 MAX_BODY_BYTES = 256 * 1024  # Novita's webhook is the Task Result answer: a few KB

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
-from img2video.settings import get_settings
+from img2video.core.settings import get_settings
 
 T = TypeVar("T")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from img2video.clients import client, forget_on_reset, quick_client
-from img2video.novita import NovitaClient
+from img2video.aws.clients import client, forget_on_reset, quick_client
+from img2video.core.settings import Settings
+from img2video.novita.client import NovitaClient
 from img2video.observability import logger, mask_in_logs, metrics
-from img2video.settings import Settings
 
 MIN_SECRET_CHARS = 32
 

@@ -6,17 +6,17 @@ import math
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from img2video import slot_line
-from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError, ProviderFailed, ProviderTimeout
-from img2video.jobs import ExecutionState, PollRecord
-from img2video.jobs_table import record_quietly
-from img2video.novita_models import TaskStatus
+from img2video.aws import slot_line
+from img2video.aws.jobs_table import record_quietly
+from img2video.aws.secrets import novita_client
+from img2video.aws.task_item import remember_video
+from img2video.core.clock import iso, now, parse_iso
+from img2video.core.errors import PipelineError, ProviderFailed, ProviderTimeout
+from img2video.core.jobs import ExecutionState, PollRecord
+from img2video.core.settings import get_settings
+from img2video.core.wait_policy import MAX_POLLS, policy_for
+from img2video.novita.models import TaskStatus
 from img2video.observability import logger, metrics
-from img2video.secret_store import novita_client
-from img2video.settings import get_settings
-from img2video.task_item import remember_video
-from img2video.wait_policy import MAX_POLLS, policy_for
 
 
 def poll_task(state: ExecutionState) -> PollRecord:

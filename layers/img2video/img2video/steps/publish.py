@@ -8,14 +8,14 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video.clients import client, presigner
-from img2video.failure import notice_for_ended_execution, notice_for_failed_state
-from img2video.jobs import ExecutionState, Job
-from img2video.notices import Notice, NoticeVideo, success_notice
-from img2video.notify import publish_notice
+from img2video.aws.clients import client, presigner
+from img2video.aws.notify import publish_notice
+from img2video.aws.s3_objects import is_missing
+from img2video.core.failure import notice_for_ended_execution, notice_for_failed_state
+from img2video.core.jobs import ExecutionState, Job
+from img2video.core.notices import Notice, NoticeVideo, success_notice
+from img2video.core.settings import get_settings
 from img2video.observability import logger, metrics
-from img2video.s3_objects import is_missing
-from img2video.settings import get_settings
 
 # --- what the notice says -------------------------------------------------------------------------
 

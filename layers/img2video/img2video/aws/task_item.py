@@ -16,11 +16,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from img2video.clients import client
-from img2video.clock import now
-from img2video.novita_models import TaskResult
+from img2video.aws.clients import client
+from img2video.core.clock import now
+from img2video.core.settings import get_settings
+from img2video.novita.models import TaskResult
 from img2video.observability import logger
-from img2video.settings import get_settings
 
 TASK_PREFIX = "#task#"
 TASK_ITEM_TTL_SECONDS = 7 * 86400

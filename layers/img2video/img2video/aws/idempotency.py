@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 
-from img2video.clients import client, forget_on_reset
-from img2video.invocation import _lambda_context
-from img2video.settings import get_settings
+from img2video.aws.clients import client, forget_on_reset
+from img2video.aws.invocation import _lambda_context
+from img2video.core.settings import get_settings
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from botocore.exceptions import ClientError
 
-from img2video.clients import client
+from img2video.aws.clients import client
 from img2video.observability import logger
 
 # S3 says "missing" with each of these, by operation: HeadObject answers a bare 404 (no body to carry a code).

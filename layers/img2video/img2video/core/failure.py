@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from img2video.clock import iso, now
-from img2video.errors import error_code
-from img2video.jobs import ExecutionState, Job, Stage, StepError
-from img2video.notices import Notice, NoticeError, failure_notice
+from img2video.core.clock import iso, now
+from img2video.core.errors import error_code
+from img2video.core.jobs import ExecutionState, Job, Stage, StepError
+from img2video.core.notices import Notice, NoticeError, failure_notice
 
 _STATES_MESSAGES = {
     "States.Timeout": "the step took longer than its time limit",

@@ -16,12 +16,12 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video.clients import client
-from img2video.clock import iso, now
-from img2video.errors import AwsTransient
+from img2video.aws.clients import client
+from img2video.aws.transient import cancellation_reasons, is_transient
+from img2video.core.clock import iso, now
+from img2video.core.errors import AwsTransient
+from img2video.core.settings import get_settings
 from img2video.observability import logger, metrics
-from img2video.settings import get_settings
-from img2video.transient import cancellation_reasons, is_transient
 
 JobState = Literal["accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled"]
 STATES: tuple[JobState, ...] = ("accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled")

@@ -9,15 +9,15 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from img2video.clients import client
-from img2video.clock import iso, now
-from img2video.idempotency import once_per
-from img2video.jobs_table import JobState as TableState
-from img2video.jobs_table import record_quietly
-from img2video.notices import Notice, sns_publish_arguments
+from img2video.aws.clients import client
+from img2video.aws.idempotency import once_per
+from img2video.aws.jobs_table import JobState as TableState
+from img2video.aws.jobs_table import record_quietly
+from img2video.aws.s3_objects import SourceState, tag_source
+from img2video.core.clock import iso, now
+from img2video.core.notices import Notice, sns_publish_arguments
+from img2video.core.settings import get_settings
 from img2video.observability import NAMESPACE, logger, metrics
-from img2video.s3_objects import SourceState, tag_source
-from img2video.settings import get_settings
 
 
 def publish_notice(candidate: Notice) -> Notice:

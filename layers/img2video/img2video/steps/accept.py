@@ -9,13 +9,16 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video.clients import AWS_CALL_WORST_SECONDS, client
-from img2video.clock import iso, now, parse_iso
-from img2video.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
-from img2video.images import check_image
-from img2video.jobs import Job, SourceObject, job_id
-from img2video.jobs_table import latest_attempt, open_attempt
-from img2video.keys import (
+from img2video.aws.clients import AWS_CALL_WORST_SECONDS, client
+from img2video.aws.jobs_table import latest_attempt, open_attempt
+from img2video.aws.notify import publish_notice
+from img2video.aws.s3_objects import is_missing, tag_source
+from img2video.aws.transient import backoff_seconds, describe, is_transient
+from img2video.core.clock import iso, now, parse_iso
+from img2video.core.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
+from img2video.core.images import check_image
+from img2video.core.jobs import Job, SourceObject, job_id
+from img2video.core.keys import (
     IMAGE_SUFFIXES,
     MAX_KEY_BYTES,
     InputKey,
@@ -27,13 +30,10 @@ from img2video.keys import (
     pick_sidecar,
     resolve_relative,
 )
-from img2video.notices import NoticeError, failure_notice
-from img2video.notify import publish_notice
+from img2video.core.notices import NoticeError, failure_notice
+from img2video.core.settings import Settings, get_settings
+from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.observability import logger, metrics
-from img2video.s3_objects import is_missing, tag_source
-from img2video.settings import Settings, get_settings
-from img2video.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
-from img2video.transient import backoff_seconds, describe, is_transient
 
 MESSAGE_MARKER = "img2video"
 # A passing AWS fault is looked at again, with backoff, this many times before the upload is reported as failed.

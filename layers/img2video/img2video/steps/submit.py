@@ -12,22 +12,22 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from img2video import slot_line
-from img2video.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, presigner
-from img2video.clock import iso, now, parse_iso
-from img2video.errors import PipelineError, ProviderThrottled, UnsupportedImage
-from img2video.idempotency import once_per
-from img2video.images import SNIFF_BYTES, sniff_image_type
-from img2video.jobs import Held, Job, PollRecord, Submitted
-from img2video.jobs_table import claim_submission, kind_history, record_quietly
-from img2video.novita import worst_case_seconds
+from img2video.aws import slot_line
+from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, presigner
+from img2video.aws.idempotency import once_per
+from img2video.aws.jobs_table import claim_submission, kind_history, record_quietly
+from img2video.aws.secrets import novita_client, webhook_url
+from img2video.aws.task_tokens import answer_task
+from img2video.aws.transient import backoff_seconds, describe, is_transient
+from img2video.core.clock import iso, now, parse_iso
+from img2video.core.errors import PipelineError, ProviderThrottled, UnsupportedImage
+from img2video.core.images import SNIFF_BYTES, sniff_image_type
+from img2video.core.jobs import Held, Job, PollRecord, Submitted
+from img2video.core.settings import Settings, get_settings
+from img2video.core.wait_policy import policy_for, webhook_first_wait
+from img2video.novita.client import worst_case_seconds
+from img2video.novita.request_body import InlineImage
 from img2video.observability import logger, metrics
-from img2video.request_body import InlineImage
-from img2video.secret_store import novita_client, webhook_url
-from img2video.settings import Settings, get_settings
-from img2video.task_tokens import answer_task
-from img2video.transient import backoff_seconds, describe, is_transient
-from img2video.wait_policy import policy_for, webhook_first_wait
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
 # history, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images

@@ -9,12 +9,12 @@ from typing import Any, cast
 import requests
 from requests.adapters import HTTPAdapter
 
-from img2video.errors import ProviderAuth, ProviderUnavailable
-from img2video.masking import scrub_values
-from img2video.novita_errors import classify_http_error
-from img2video.novita_models import TaskResult
+from img2video.core.errors import ProviderAuth, ProviderUnavailable
+from img2video.core.masking import scrub_values
+from img2video.novita.errors import classify_http_error
+from img2video.novita.models import TaskResult
+from img2video.novita.request_body import json_body
 from img2video.observability import logger, mask_in_logs
-from img2video.request_body import json_body
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
 RESULT_PATH = "/v3/async/task-result"

@@ -7,9 +7,9 @@ import math
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from img2video.clock import now
-from img2video.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
-from img2video.masking import scrub
+from img2video.core.clock import now
+from img2video.core.errors import InsufficientBalance, PipelineError, ProviderAuth, ProviderRejected, ProviderThrottled, ProviderUnavailable
+from img2video.core.masking import scrub
 
 MAX_MESSAGE_CHARS = 300
 
