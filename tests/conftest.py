@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import struct
 import warnings
@@ -16,6 +18,7 @@ import pytest
 from hypothesis import strategies as st
 from img2video.aws.clients import reset
 from img2video.core.settings import Settings
+from img2video.observability import logger
 from img2video_local.aws_faults import Invocation, enforce_iam, running, stop_enforcing_iam
 from img2video_local.runtime import serialize_dynamodb_requests, serialize_sqs_requests
 from img2video_local.stack import LocalStack, provision
@@ -225,3 +228,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(f"{checked} calls checked, {denied} denied; {len(unused)} grants no call in this run used:")
     for statement, action in unused:
         terminalreporter.write_line(f"  {statement}  {action}")
+
+
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """What the functions log from now on (Powertools' handler keeps the stream it was made with: capsys never sees it)."""
+    buffer = io.StringIO()
+    handlers = [h for h in logging.getLogger(logger.service).handlers if isinstance(h, logging.StreamHandler)]
+    before = [handler.setStream(buffer) for handler in handlers]
+    try:
+        yield buffer
+    finally:
+        for handler, stream in zip(handlers, before, strict=True):
+            handler.setStream(stream)

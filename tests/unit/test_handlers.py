@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import ipaddress
 import json
 import re
@@ -809,7 +810,7 @@ PERMANENT = [
 
 
 @responses.activate
-def test_a_permanent_provider_error_fails_the_task_with_its_name(aws: Aws, answers: Answers, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_permanent_provider_error_fails_the_task_with_its_name(aws: Aws, answers: Answers, logged: io.StringIO) -> None:
     for index, (status, answer, error, code, fragment) in enumerate(PERMANENT):
         responses.upsert(responses.POST, SUBMIT_URL, status=status, json=answer)
         answers.failure.reset_mock()
@@ -829,7 +830,7 @@ def test_a_permanent_provider_error_fails_the_task_with_its_name(aws: Aws, answe
         assert notice["error"]["code"] == code and notice["error"]["stage"] == "submit" and fragment in notice["error"]["message"], error
         assert API_KEY not in json.dumps(notice)
     assert answers.outputs == [] and answers.resent == []
-    assert API_KEY not in "".join(capsys.readouterr())
+    assert "Novita answered an error" in logged.getvalue() and API_KEY not in logged.getvalue()
 
 
 @responses.activate
@@ -1395,6 +1396,26 @@ def backstop_event(aws: Aws, state: dict[str, Any] | None, status: str, **detail
             **detail,
         },
     }
+
+
+def test_a_warm_function_logs_a_job_id_only_on_that_jobs_lines(aws: Aws, logged: io.StringIO) -> None:
+    """The job id comes and goes with its job: the backstop's next event in the same container, one without a job, logs
+    none (it carried the last job's id, pointing whoever read the alarm at the wrong job)."""
+    state = publish_state(aws, **failed("poll", "ProviderFailed", "x"))
+    publish_(aws, state)
+    [published] = [line for line in _log_lines(logged) if line["message"] == "Published notice"]
+    assert published["job_id"] == JOB_ID
+    assert publish_(aws, backstop_event(aws, {}, "FAILED")) == {"notice_id": None}
+    [no_job] = [line for line in _log_lines(logged) if line["message"].startswith("An ended execution carries no job")]
+    assert "job_id" not in no_job
+
+
+def _log_lines(logged: io.StringIO) -> list[dict[str, Any]]:
+    """The lines logged since the last look (not the metrics' lines)."""
+    text, _ = logged.getvalue(), logged.truncate(0)
+    logged.seek(0)
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [line for line in lines if "message" in line]
 
 
 def test_backstop_sends_cancelled_when_a_stopped_execution_had_no_notice(aws: Aws) -> None:

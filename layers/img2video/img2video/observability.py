@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
@@ -69,3 +70,13 @@ def mask_in_logs(secret: Any) -> None:
     masking.scrub masks the generated one with a plain replace, which costs next to nothing)."""
     if isinstance(secret, str) and secret and secret not in _mask.secrets:
         _mask.secrets.append(secret)
+
+
+@contextmanager
+def job_logging(job_id: str) -> Iterator[None]:
+    """Every log line within carries the job's id, and none after: a warm container's next invocation starts clean."""
+    logger.append_keys(job_id=job_id)
+    try:
+        yield
+    finally:
+        logger.remove_keys(["job_id"])

@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, client
+from img2video.aws.invocation import remaining_seconds
 from img2video.aws.jobs_table import latest_attempt, open_attempt
 from img2video.aws.notify import publish_notice
 from img2video.aws.s3_objects import is_missing, tag_source
@@ -33,7 +34,8 @@ from img2video.core.keys import (
 from img2video.core.notices import NoticeError, failure_notice
 from img2video.core.settings import Settings, get_settings
 from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
-from img2video.observability import logger, metrics
+from img2video.observability import job_logging, logger, metrics
+from img2video.steps.handler import NotNow, receive_count, sqs_records
 
 MESSAGE_MARKER = "img2video"
 # A passing AWS fault is looked at again, with backoff, this many times before the upload is reported as failed.
@@ -52,6 +54,24 @@ class Trigger:
     first_seen: float  # epoch seconds of the upload (or of the first look)
     attempt: int = 0
     reason: str = "s3"
+
+
+def accept_uploads(event: dict[str, Any]) -> dict[str, Any]:
+    """An UploadQueue batch (up to ten S3 events), record by record. Another record is started only while this
+    invocation surely has the time to finish it (the first always fits); one that would not is left for its next
+    delivery, unless this is its last."""
+    settings, started = get_settings(), 0
+
+    def accept(record: dict[str, Any]) -> None:
+        nonlocal started
+        count = receive_count(record)
+        if started and remaining_seconds() < ACCEPT_RECORD_WORST_SECONDS and count < settings.max_receive_count:
+            raise NotNow("not enough time left in this invocation for another upload")
+        started += 1
+        for trigger in triggers_from_body(record["body"]):
+            handle_trigger(trigger, count)
+
+    return sqs_records(event, accept, "Accept")
 
 
 def triggers_from_body(body: str) -> list[Trigger]:
@@ -303,13 +323,10 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
         uploaded_at=_uploaded_at(image_head, trigger),
         sidecar_uploaded_at=_uploaded_at(pair.sidecar_head, trigger) if pair.sidecar_key else "",
     )
-    logger.append_keys(job_id=pending.job_id)
-    try:
+    with job_logging(pending.job_id):
         outcome = _outcome(trigger, pair, pending, settings, receive_count)
         logger.info("Handled upload", extra={"key": trigger.key, "outcome": outcome})
         return outcome
-    finally:
-        logger.remove_keys(["job_id"])
 
 
 def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings, receive_count: int) -> str:

@@ -15,7 +15,7 @@ from img2video.core.failure import notice_for_ended_execution, notice_for_failed
 from img2video.core.jobs import ExecutionState, Job
 from img2video.core.notices import Notice, NoticeVideo, success_notice
 from img2video.core.settings import get_settings
-from img2video.observability import logger, metrics
+from img2video.observability import job_logging, logger, metrics
 
 # --- what the notice says -------------------------------------------------------------------------
 
@@ -56,6 +56,17 @@ def stored_notice(job: Job) -> Notice | None:
     )
 
 
+def publish(event: dict[str, Any]) -> dict[str, Any]:
+    """The PublishNotice state's input (the execution's state), or the backstop's EventBridge event (an execution
+    ended FAILED, TIMED_OUT or ABORTED): the job's one notice either way."""
+    if event.get("source") == "aws.states":
+        notice = publish_for_ended_execution(event.get("detail", {}))
+        return {"notice_id": notice.notice_id if notice else None}
+    state = ExecutionState.model_validate(event)
+    with job_logging(state.job.job_id):
+        return {"notice_id": publish_for_state(state).notice_id}
+
+
 def publish_for_state(state: ExecutionState) -> Notice:
     return publish_notice(notice_for_state(state))
 
@@ -74,10 +85,12 @@ def publish_for_ended_execution(detail: dict[str, Any]) -> Notice | None:
     except (ValueError, KeyError, TypeError):
         logger.error("An ended execution carries no job; nothing to notify", extra={"execution": detail.get("executionArn")})
         return None
-    logger.append_keys(job_id=job.job_id)
-    candidate = stored_notice(job) or notice_for_ended_execution(job, detail)
-    decided = publish_notice(candidate)
-    if decided == candidate:  # nobody had decided this job's notice: the execution ended without one
-        metrics.add_metric(name="ExecutionsEndedWithoutNotice", unit=MetricUnit.Count, value=1)
-        logger.warning("The backstop published the notice of an execution that ended without one", extra={"status": detail.get("status")})
-    return decided
+    with job_logging(job.job_id):
+        candidate = stored_notice(job) or notice_for_ended_execution(job, detail)
+        decided = publish_notice(candidate)
+        if decided == candidate:  # nobody had decided this job's notice: the execution ended without one
+            metrics.add_metric(name="ExecutionsEndedWithoutNotice", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "The backstop published the notice of an execution that ended without one", extra={"status": detail.get("status")}
+            )
+        return decided

@@ -27,7 +27,8 @@ from img2video.core.settings import Settings, get_settings
 from img2video.core.wait_policy import policy_for, webhook_first_wait
 from img2video.novita.client import worst_case_seconds
 from img2video.novita.request_body import InlineImage
-from img2video.observability import logger, metrics
+from img2video.observability import job_logging, logger, metrics
+from img2video.steps.handler import receive_count, sqs_records
 
 # From the start of a message to its answer, at worst: the execution check, the daily limit's claim (2), the kind's
 # history, the idempotency record (2), two key reads, the image's ETag check, up to eleven inline images
@@ -52,6 +53,19 @@ class SubmitRequest(BaseModel):
     attempt: int = 0
     in_line: bool = False  # this job has an entry in the line for a task slot (slot_line.py): one is enough
     woken: bool = False  # moved here from the line as a task ended: it asks Novita whoever else waits
+
+
+def submit_batch(event: dict[str, Any]) -> dict[str, Any]:
+    """A SubmitQueue batch: one record per invocation (BatchSize 1, so a slow POST never starves another record of its
+    time). A record whose handling raised is reported failed, and SQS delivers it again, without the invocation
+    counting as a function error."""
+
+    def submit(record: dict[str, Any]) -> None:
+        request = SubmitRequest.model_validate_json(record["body"])
+        with job_logging(request.job.job_id):
+            handle_submit(request, receive_count(record))
+
+    return sqs_records(event, submit, "Submit")
 
 
 # --- the image as Novita receives it ---------------------------------------------------------------
