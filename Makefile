@@ -15,7 +15,11 @@ FIND_PYTHON313 := { python3.13 -c 'import sys; assert sys.version_info[:2] == (3
 		"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null && break; done; } | head -n 1
 NO_PYTHON313 := make build: needs Python 3.13 (sam build runs pip under the functions' python3.13 runtime): install it (pyenv install 3.13, or your package manager) and retry, or where Docker exists run 'sam build --use-container' instead
 
-.PHONY: demo test lint typecheck check-deploy unit template integration bench chaos burst build python313 clean
+.PHONY: help demo test lint format typecheck check-deploy pre-commit pre-commit-install unit template integration bench chaos burst build python313 clean
+.DEFAULT_GOAL := help
+
+help:  ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /\1\t/' | awk -F'\t' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 # `make demo` installs only what local mode needs; the tests, linters and type checker come with the first `make test`.
 # PYTHONWARNINGS=ignore keeps setuptools' build-time advice about editable installs off the screen.
@@ -42,7 +46,11 @@ lint: $(STAMP)  ## ruff (rules and formatting), the package's import contracts, 
 	PYTHONPATH=layers/img2video $(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml
 
-typecheck: $(STAMP)
+format: $(STAMP)  ## ruff format, then ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)  ## mypy, strict
 	$(BIN)/mypy layers/img2video/img2video local/img2video_local
 
 # asl-validator from npm, pinned, in its own folder (Node.js and npm come with the machine).
@@ -64,10 +72,26 @@ $(CHECKOV_STAMP):
 check-deploy: $(STAMP) $(ASL_VALIDATOR) $(CHECKOV_STAMP)  ## what CloudFormation and Step Functions would refuse: SAM translation, cfn-lint on both forms, cycles, asl-validator, checkov
 	ASL_VALIDATOR=$(ASL_VALIDATOR) CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m img2video_local.deploy_check
 
-unit: $(STAMP)
+# pre-commit in its own venv, pinned; its hooks use .venv's linters, and PyPI for the rest (.pre-commit-config.yaml).
+PRE_COMMIT_VERSION := 4.7.0
+PRE_COMMIT_VENV := .venv-pre-commit
+PRE_COMMIT_STAMP := $(PRE_COMMIT_VENV)/.installed-$(PRE_COMMIT_VERSION)
+$(PRE_COMMIT_STAMP):
+	test -x $(PRE_COMMIT_VENV)/bin/python || $(PYTHON) -m venv $(PRE_COMMIT_VENV)
+	$(PRE_COMMIT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PRE_COMMIT_VENV)/bin/python -m pip install --quiet pre-commit==$(PRE_COMMIT_VERSION)
+	touch $(PRE_COMMIT_STAMP)
+
+pre-commit: $(STAMP) $(PRE_COMMIT_STAMP)  ## every pre-commit hook on every file (ruff, formatting, import contracts, cfn-lint, JSON/YAML/TOML, secrets)
+	$(PRE_COMMIT_VENV)/bin/pre-commit run --all-files
+
+pre-commit-install: $(STAMP) $(PRE_COMMIT_STAMP)  ## run the hooks before each commit
+	$(PRE_COMMIT_VENV)/bin/pre-commit install
+
+unit: $(STAMP)  ## the unit and template tests only
 	$(BIN)/pytest -q tests/unit tests/template
 
-integration: $(STAMP)
+integration: $(STAMP)  ## the whole-pipeline tests only (local mode)
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)  ## polling, store and submit memory, the image check, import time (each prints a table)
@@ -97,5 +121,5 @@ build: python313 $(SAM_STAMP)  ## sam build into .aws-sam/build: the layer gets 
 	@py=$$($(FIND_PYTHON313)); test -n "$$py" || { echo "$(NO_PYTHON313)" >&2; exit 1; }; \
 	set -x; PATH="$$(dirname "$$py"):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --template-file template.yaml --cached --parallel
 
-clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .npm-tools .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
+clean:  ## remove every venv, cache and output this Makefile made
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(PRE_COMMIT_VENV) .import_linter_cache .npm-tools .pytest_cache .ruff_cache .mypy_cache img2video-out .aws-sam
