@@ -244,6 +244,16 @@ def _parse_rule(text: str) -> FaultRule:
     function, call, mode_text = (part.strip() for part in parts)
     if not _FUNCTION.match(function):
         raise bad(f"{function!r} is not a template logical id or *")
+    service, operation = _parse_call(call, bad)
+    lost = mode_text == "lost" or mode_text.startswith("lost-")
+    died = mode_text == "exit" or mode_text.startswith("exit-")
+    rule = FaultRule(function, service, operation, mode_text, lost=lost, died=died)
+    _parse_mode(rule, mode_text, bad)
+    return rule
+
+
+def _parse_call(call: str, bad: Callable[[str], FaultSpecError]) -> tuple[str, str]:
+    """service.Operation, each a botocore name or a wildcard pattern."""
     service, dot, operation = call.partition(".")
     if not dot or not _PATTERN.match(service) or not _PATTERN.match(operation):
         raise bad(f"{call!r} is not service.Operation (botocore service name, API operation name, * wildcards)")
@@ -252,15 +262,17 @@ def _parse_rule(text: str) -> FaultRule:
             raise bad(f"unknown service {service!r} (botocore names: s3, sns, sqs, dynamodb, stepfunctions, secretsmanager, lambda, ...)")
         if not _is_pattern(operation) and operation not in _operations(service):
             raise bad(f"{service} has no operation {operation!r}")
-    lost = mode_text == "lost" or mode_text.startswith("lost-")
-    died = mode_text == "exit" or mode_text.startswith("exit-")
+    return service, operation
+
+
+def _parse_mode(rule: FaultRule, mode_text: str, bad: Callable[[str], FaultSpecError]) -> None:
+    """How often the rule fails a call: once, times=N, always or rate=R (lost- and exit- name what the failure is)."""
     kind = "always" if mode_text in ("lost", "exit") else mode_text.removeprefix("lost-").removeprefix("exit-")
     mode = _MODE.match(kind)
     if mode is None:
         raise bad(
             f"unknown mode {mode_text!r} (once, times=N, always, rate=R; lost or exit, alone or as lost-once, exit-times=N, lost-rate=R...)"
         )
-    rule = FaultRule(function, service, operation, mode_text, lost=lost, died=died)
     if kind == "once":
         rule.times = 1
     elif mode["times"] is not None:
@@ -271,7 +283,6 @@ def _parse_rule(text: str) -> FaultRule:
         rule.rate = float(mode["rate"])
         if not 0 < rule.rate <= 1:
             raise bad("a rate is a probability in (0, 1]")
-    return rule
 
 
 def _is_pattern(name: str) -> bool:
@@ -586,15 +597,7 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
         empty = _empty_short_poll(service, operation, params) if invocation else None
         if empty is not None:
             return empty
-        try:
-            if service == "sqs" and operation == "ReceiveMessage" and int(params.get("WaitTimeSeconds", 0)):
-                result = _long_poll(original, client, params)
-            else:
-                result = original(client, operation, params)
-        except ClientError as error:
-            if acting and service == "s3" and operation in ("GetObject", "HeadObject"):
-                raise _missing_key(client, operation, params, acting, error) from None
-            raise
+        result = _served(original, client, service, operation, params, acting)
         if invocation and invocation.abandoned:  # killed while waiting: the work may be done, the answer is never read
             raise _frozen(invocation)
         if fault and fault.died and invocation:  # the work is done, then the process is killed: Lambda reports ExitError
@@ -605,6 +608,18 @@ def _guarded_api_call(client: BaseClient, operation: str, params: dict[str, Any]
         return result
     finally:
         _local.depth = 0
+
+
+def _served(original: Any, client: BaseClient, service: str, operation: str, params: dict[str, Any], acting: str | None) -> Any:
+    """The call as AWS serves it: an SQS long poll waits for messages; S3 answers a missing key as the role allows."""
+    try:
+        if service == "sqs" and operation == "ReceiveMessage" and int(params.get("WaitTimeSeconds", 0)):
+            return _long_poll(original, client, params)
+        return original(client, operation, params)
+    except ClientError as error:
+        if acting and service == "s3" and operation in ("GetObject", "HeadObject"):
+            raise _missing_key(client, operation, params, acting, error) from None
+        raise
 
 
 def _guarded_send(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:

@@ -55,36 +55,39 @@ def plan_uploads(paths: list[Path], prefix: str, prompt: str | None, sidecar_fie
     empty) a .json holding the prompt and those fields."""
     plan = Plan()
     for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + SIDECAR_SUFFIXES)
-            for file in files:
-                plan.uploads.append(Upload(f"{prefix}{path.resolve().name}/{file.relative_to(path).as_posix()}", file))
-        elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise UsageError(f"{path} is not an image (.jpg, .jpeg, .png, .webp)")
-            plan.uploads.append(Upload(f"{prefix}{path.name}", path))
-            for suffix in SIDECAR_SUFFIXES:
-                sidecar = path.with_suffix(suffix)
-                if sidecar.is_file():
-                    plan.uploads.append(Upload(f"{prefix}{sidecar.name}", sidecar))
-        else:
-            raise UsageError(f"{path} does not exist")
-    keys = {u.key for u in plan.uploads}
+        plan.uploads += _uploads_of(path, prefix)
     plan.images = [u.key for u in plan.uploads if u.key.lower().endswith(IMAGE_SUFFIXES)]
     if not plan.images:
         raise UsageError("no images found (.jpg, .jpeg, .png, .webp)")
     if prompt is not None:
-        if sidecar_fields is None:
-            suffix, written = ".txt", prompt.encode("utf-8")
-        else:
-            suffix, written = ".json", json.dumps({"prompt": prompt, **sidecar_fields}, ensure_ascii=False).encode("utf-8")
-        for image in plan.images:
-            stem = image.rsplit(".", 1)[0]
-            if not any(f"{stem}{known}" in keys for known in SIDECAR_SUFFIXES):
-                plan.uploads.append(Upload(f"{stem}{suffix}", data=written))
+        plan.uploads += _sidecars_for_the_rest(plan, prompt, sidecar_fields)
     # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way
     plan.uploads.sort(key=lambda u: u.key.lower().endswith(IMAGE_SUFFIXES))
     return plan
+
+
+def _uploads_of(path: Path, prefix: str) -> list[Upload]:
+    """A folder's images and sidecars (recursively, under its name), or one image with the sidecars beside it."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + SIDECAR_SUFFIXES)
+        return [Upload(f"{prefix}{path.resolve().name}/{file.relative_to(path).as_posix()}", file) for file in files]
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"{path} is not an image (.jpg, .jpeg, .png, .webp)")
+    sidecars = [path.with_suffix(suffix) for suffix in SIDECAR_SUFFIXES]
+    return [Upload(f"{prefix}{path.name}", path), *(Upload(f"{prefix}{s.name}", s) for s in sidecars if s.is_file())]
+
+
+def _sidecars_for_the_rest(plan: Plan, prompt: str, sidecar_fields: dict[str, Any] | None) -> list[Upload]:
+    """A sidecar holding `prompt` (and `sidecar_fields`) for each image that has none."""
+    if sidecar_fields is None:
+        suffix, written = ".txt", prompt.encode("utf-8")
+    else:
+        suffix, written = ".json", json.dumps({"prompt": prompt, **sidecar_fields}, ensure_ascii=False).encode("utf-8")
+    keys = {u.key for u in plan.uploads}
+    stems = [image.rsplit(".", 1)[0] for image in plan.images]
+    return [Upload(f"{stem}{suffix}", data=written) for stem in stems if not any(f"{stem}{known}" in keys for known in SIDECAR_SUFFIXES)]
 
 
 class ProgressView:

@@ -234,8 +234,13 @@ def presigned_url_refusal(url: str, now: float) -> S3Refusal | None:
             "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, "
             "X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
         )
+    return _scope_refusal(host, query["X-Amz-Credential"]) or _time_refusal(query["X-Amz-Date"], query["X-Amz-Expires"], now)
+
+
+def _scope_refusal(host: str, credential: str) -> S3Refusal | None:
+    """S3's refusal of a signature's scope: its form, and its region against the endpoint's."""
     regional = _REGIONAL_S3_HOST.search(host)
-    scope = query["X-Amz-Credential"].split("/")
+    scope = credential.split("/")
     if len(scope) != 5 or scope[3] != "s3" or scope[4] != "aws4_request":
         return _query_error("Error parsing the X-Amz-Credential parameter; expecting <AKID>/YYYYMMDD/REGION/s3/aws4_request")
     if regional is None:
@@ -248,13 +253,18 @@ def presigned_url_refusal(url: str, now: float) -> S3Refusal | None:
     if scope[2] != regional["region"]:
         expected = regional["region"]
         return _query_error(f"Error parsing the X-Amz-Credential parameter; the region '{scope[2]}' is wrong; expecting '{expected}'")
+    return None
+
+
+def _time_refusal(date: str, expires_text: str, now: float) -> S3Refusal | None:
+    """S3's refusal of a signature's time: its form, too long a life, not valid yet, or expired."""
     try:
-        signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        signed = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    if not query["X-Amz-Expires"].isdigit():
+    if not expires_text.isdigit():
         return _query_error("X-Amz-Expires should be a number")
-    expires = int(query["X-Amz-Expires"])
+    expires = int(expires_text)
     if expires > MAX_PRESIGN_SECONDS:
         return _query_error(
             "X-Amz-Expires must be less than a week (in seconds) that is, "
@@ -621,44 +631,65 @@ def _fetch_image(reference: str) -> bytes:
 
 
 def validate_body(body: Any) -> str | None:
-    """The provider's field validation; returns the error message or None."""
+    """The provider's field validation; returns the first problem's message, in the order Novita checks, or None."""
     if not isinstance(body, dict):
         return "request body must be a JSON object"
+    for check in (_unknown_fields, _images, _prompt, _duration, _choices, _extra):
+        problem = check(body)
+        if problem:
+            return problem
+    return None
+
+
+def _unknown_fields(body: dict[str, Any]) -> str | None:
     unknown = set(body) - KNOWN_FIELDS
-    if unknown:
-        return f"unknown field(s): {', '.join(sorted(unknown))}"
+    return f"unknown field(s): {', '.join(sorted(unknown))}" if unknown else None
+
+
+def _images(body: dict[str, Any]) -> str | None:
     images = body.get("images")
     if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
         return "images is required: an array of at least 1 image URL"
-    for image in images:
-        if not (image.startswith(("http://", "https://")) or image.startswith("data:image/")):
-            return "images must be URLs or data:image/...;base64 URIs"
+    if not all(image.startswith(("http://", "https://", "data:image/")) for image in images):
+        return "images must be URLs or data:image/...;base64 URIs"
+    return None
+
+
+def _prompt(body: dict[str, Any]) -> str | None:
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return "prompt is required"
-    if len(prompt) > 2000:
-        return "prompt must be at most 2000 characters"
+    return "prompt must be at most 2000 characters" if len(prompt) > 2000 else None
+
+
+def _duration(body: dict[str, Any]) -> str | None:
     duration = body.get("duration", 5)
-    if type(duration) is not int or not 1 <= duration <= 10:
-        return "duration must be an integer between 1 and 10"
+    return "duration must be an integer between 1 and 10" if type(duration) is not int or not 1 <= duration <= 10 else None
+
+
+def _choices(body: dict[str, Any]) -> str | None:
+    """The fields with a fixed set of values, the booleans and the seed."""
     for name, allowed in ALLOWED.items():
         if name in body and body[name] not in allowed:
             return f"{name} must be one of {', '.join(allowed)}"
     for name in BOOLEANS:
         if name in body and not isinstance(body[name], bool):
             return f"{name} must be a boolean"
-    if "seed" in body and type(body["seed"]) is not int:
-        return "seed must be an integer"
-    if "extra" in body:
-        extra = body["extra"]
-        if not isinstance(extra, dict) or set(extra) - {"webhook"}:
-            return "extra must be an object with at most a webhook"
-        webhook = extra.get("webhook", {})
-        url = webhook.get("url") if isinstance(webhook, dict) else None
-        parts = urlsplit(url) if isinstance(url, str) else None
-        loopback = parts is not None and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
-        if parts is None or not parts.hostname or not (parts.scheme == "https" or loopback):
-            return "extra.webhook.url must be an https URL"
+    return "seed must be an integer" if "seed" in body and type(body["seed"]) is not int else None
+
+
+def _extra(body: dict[str, Any]) -> str | None:
+    if "extra" not in body:
+        return None
+    extra = body["extra"]
+    if not isinstance(extra, dict) or set(extra) - {"webhook"}:
+        return "extra must be an object with at most a webhook"
+    webhook = extra.get("webhook", {})
+    url = webhook.get("url") if isinstance(webhook, dict) else None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    loopback = parts is not None and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+    if parts is None or not parts.hostname or not (parts.scheme == "https" or loopback):
+        return "extra.webhook.url must be an https URL"
     return None
 
 

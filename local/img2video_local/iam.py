@@ -352,59 +352,90 @@ _SQS_BATCH = {
 _TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
 
 
+def _s3(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    bucket = params.get("Bucket", "")
+    if operation in _S3_ACTIONS:
+        return [Request(_S3_ACTIONS[operation], f"arn:aws:s3:::{bucket}/{params.get('Key', '')}")]
+    if operation in _S3_BUCKET_ACTIONS:
+        context = {"s3:prefix": params["Prefix"]} if "Prefix" in params else {}
+        return [Request(_S3_BUCKET_ACTIONS[operation], f"arn:aws:s3:::{bucket}", context)]
+    if operation == "CopyObject":
+        source = params["CopySource"]
+        source_arn = f"arn:aws:s3:::{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else f"arn:aws:s3:::{source}"
+        return [Request("s3:GetObject", source_arn), Request("s3:PutObject", f"arn:aws:s3:::{bucket}/{params['Key']}")]
+    return None
+
+
+def _sqs(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    if "QueueUrl" in params:
+        return [Request(f"sqs:{_SQS_BATCH.get(operation, operation)}", _queue_arn(params["QueueUrl"]))]
+    return None
+
+
+def _dynamodb(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    if operation in ("TransactWriteItems", "TransactGetItems"):
+        found = []
+        for item in params.get("TransactItems", []):
+            ((kind, body),) = item.items()
+            action = "GetItem" if kind == "Get" else _TRANSACT_ACTIONS[kind]
+            found.append(Request(f"dynamodb:{action}", _table_arn(body["TableName"])))
+        return found
+    if operation in ("BatchGetItem", "BatchWriteItem"):
+        return [Request(f"dynamodb:{operation}", _table_arn(table)) for table in params.get("RequestItems", {})]
+    if "TableName" in params:
+        table = _table_arn(params["TableName"])
+        return [Request(f"dynamodb:{operation}", f"{table}/index/{params['IndexName']}" if "IndexName" in params else table)]
+    return None
+
+
+def _stepfunctions(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    """A task token belongs to an execution of one state machine (`state_machine_arn`): that is what SendTask* names."""
+    resource = params.get("stateMachineArn") or params.get("executionArn") or (state_machine_arn if "taskToken" in params else None)
+    return [Request(f"states:{operation}", resource)] if resource else None
+
+
+def _sns(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    topic = params.get("TopicArn") or params.get("TargetArn")
+    return [Request(f"sns:{operation}", topic)] if topic else None
+
+
+def _secretsmanager(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    return [Request(f"secretsmanager:{operation}", _secret_arn(params["SecretId"]))] if "SecretId" in params else None
+
+
+def _lambda(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    if operation == "Invoke":
+        return [Request("lambda:InvokeFunction", function_arn(params["FunctionName"], params.get("Qualifier")))]
+    return None
+
+
+def _events(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
+    if operation == "PutEvents":
+        default_bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+        return [Request("events:PutEvents", entry.get("EventBusName") or default_bus) for entry in params.get("Entries", [])]
+    return None
+
+
+_BY_SERVICE: dict[str, Callable[[str, dict[str, Any], str], list[Request] | None]] = {
+    "s3": _s3,
+    "sqs": _sqs,
+    "dynamodb": _dynamodb,
+    "stepfunctions": _stepfunctions,
+    "sns": _sns,
+    "secretsmanager": _secretsmanager,
+    "lambda": _lambda,
+    "events": _events,
+}
+
+
 def requests_for(service: str, operation: str, params: dict[str, Any], state_machine_arn: str = "") -> list[Request]:
     """The IAM authorizations a call needs, as the service asks for them (an action on a resource, with context).
 
     A task token belongs to an execution of one state machine (`state_machine_arn`): that is what SendTask* names."""
-    if service == "s3":
-        bucket = params.get("Bucket", "")
-        if operation in _S3_ACTIONS:
-            return [Request(_S3_ACTIONS[operation], f"arn:aws:s3:::{bucket}/{params.get('Key', '')}")]
-        if operation in _S3_BUCKET_ACTIONS:
-            context = {"s3:prefix": params["Prefix"]} if "Prefix" in params else {}
-            return [Request(_S3_BUCKET_ACTIONS[operation], f"arn:aws:s3:::{bucket}", context)]
-        if operation == "CopyObject":
-            source = params["CopySource"]
-            source_arn = f"arn:aws:s3:::{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else f"arn:aws:s3:::{source}"
-            return [Request("s3:GetObject", source_arn), Request("s3:PutObject", f"arn:aws:s3:::{bucket}/{params['Key']}")]
-    elif service == "sqs":
-        if "QueueUrl" in params:
-            return [Request(f"sqs:{_SQS_BATCH.get(operation, operation)}", _queue_arn(params["QueueUrl"]))]
-    elif service == "dynamodb":
-        if operation in ("TransactWriteItems", "TransactGetItems"):
-            found = []
-            for item in params.get("TransactItems", []):
-                ((kind, body),) = item.items()
-                action = "GetItem" if kind == "Get" else _TRANSACT_ACTIONS[kind]
-                found.append(Request(f"dynamodb:{action}", _table_arn(body["TableName"])))
-            return found
-        if operation in ("BatchGetItem", "BatchWriteItem"):
-            return [Request(f"dynamodb:{operation}", _table_arn(table)) for table in params.get("RequestItems", {})]
-        if "TableName" in params:
-            table = _table_arn(params["TableName"])
-            return [Request(f"dynamodb:{operation}", f"{table}/index/{params['IndexName']}" if "IndexName" in params else table)]
-    elif service == "stepfunctions":
-        if "stateMachineArn" in params:
-            return [Request(f"states:{operation}", params["stateMachineArn"])]
-        if "executionArn" in params:
-            return [Request(f"states:{operation}", params["executionArn"])]
-        if "taskToken" in params:
-            return [Request(f"states:{operation}", state_machine_arn)]
-    elif service == "sns":
-        if "TopicArn" in params or "TargetArn" in params:
-            return [Request(f"sns:{operation}", params.get("TopicArn") or params["TargetArn"])]
-    elif service == "secretsmanager":
-        if "SecretId" in params:
-            return [Request(f"secretsmanager:{operation}", _secret_arn(params["SecretId"]))]
-    elif service == "lambda":
-        if operation == "Invoke":
-            return [Request("lambda:InvokeFunction", function_arn(params["FunctionName"], params.get("Qualifier")))]
-    elif service == "events" and operation == "PutEvents":
-        return [
-            Request("events:PutEvents", entry.get("EventBusName") or f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
-            for entry in params.get("Entries", [])
-        ]
-    raise PolicyError(f"local mode does not know what IAM asks for {service}.{operation}; add it to iam.requests_for")
+    found = _BY_SERVICE[service](operation, params, state_machine_arn) if service in _BY_SERVICE else None
+    if found is None:
+        raise PolicyError(f"local mode does not know what IAM asks for {service}.{operation}; add it to iam.requests_for")
+    return found
 
 
 # -- who is acting in this thread -------------------------------------------------------------------------------

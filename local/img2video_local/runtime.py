@@ -204,6 +204,12 @@ class LocalPipeline:
         if getattr(self, "_iam_enforced", False):
             stop_enforcing_iam(self.stack.policies)
             self._iam_enforced = False
+        self._stop_serving()
+        self._mock.stop()
+        self._restore_process()
+
+    def _stop_serving(self) -> None:
+        """The pollers, the function URLs, the functions, the invoke API and the emulator."""
         for thread in self._threads:
             thread.join(timeout=5)
         if hasattr(self, "function_urls"):
@@ -214,7 +220,9 @@ class LocalPipeline:
             self._invoke_server.shutdown()
             self._invoke_server.server_close()
         self.emulator.stop()
-        self._mock.stop()
+
+    def _restore_process(self) -> None:
+        """The environment, the log streams, stdout and the patched clocks as they were before the pipeline started."""
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -133,10 +133,15 @@ class Template:
         if len(value) != 1:
             return {key: item for key, item in ((key, self.resolve(item)) for key, item in value.items()) if item is not NO_VALUE}
         ((fn, arg),) = value.items()
-        if fn == "Ref" and arg == "AWS::NoValue":
-            return NO_VALUE
         if fn == "Ref":
-            return self._ref(arg)
+            return NO_VALUE if arg == "AWS::NoValue" else self._ref(arg)
+        if fn.startswith("Fn::"):
+            return self._function(fn, arg)
+        resolved = self.resolve(arg)
+        return {} if resolved is NO_VALUE else {fn: resolved}
+
+    def _function(self, fn: str, arg: Any) -> Any:
+        """One of the intrinsic functions the template uses."""
         if fn == "Fn::GetAtt":
             logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
             return self._get_att(logical, attribute)
@@ -152,10 +157,7 @@ class Template:
             return self.resolve(arg[1])[int(self.resolve(arg[0]))]
         if fn == "Fn::Split":
             return str(self.resolve(arg[1])).split(arg[0])
-        if fn.startswith("Fn::"):
-            raise ValueError(f"local mode does not resolve {fn}")
-        resolved = self.resolve(arg)
-        return {} if resolved is NO_VALUE else {fn: resolved}
+        raise ValueError(f"local mode does not resolve {fn}")
 
     def condition(self, name: str) -> bool:
         """A template condition, for the subset the template uses (Equals, Not)."""
