@@ -461,6 +461,24 @@ def test_an_aws_fault_that_outlasts_every_recheck_becomes_an_internal_notice(aws
     assert notice["error"]["code"] == "INTERNAL" and "could not be accepted" in notice["error"]["message"]
 
 
+def test_a_passing_pipeline_fault_is_looked_at_again_only_as_often_as_an_aws_fault(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One rule for every passing fault at acceptance, with its cap: a transient pipeline error (an image read cut
+    short) that never passes ends in a notice naming it, like an AWS fault, instead of being re-queued for ever."""
+    put(aws, "incoming/cut.txt", "p")
+    put(aws, "incoming/cut.jpg", jpeg_bytes())
+    sent = spy(monkeypatch, "sqs", "send_message")
+    monkeypatch.setattr(accept_module, "_validated_image", mock.Mock(side_effect=DownloadInterrupted("the image read was cut short")))
+
+    assert recheck(aws, "incoming/cut.jpg", time.time(), attempt=1, reason="aws-retry") == {"batchItemFailures": []}
+    assert len(requeued(sent, aws.stack.id("UploadQueue"))) == 1 and aws.notices() == []
+    assert recheck(aws, "incoming/cut.jpg", time.time(), attempt=accept_module.ACCEPT_RETRIES, reason="aws-retry") == {
+        "batchItemFailures": []
+    }
+    assert len(requeued(sent, aws.stack.id("UploadQueue"))) == 1
+    [notice] = aws.notices()
+    assert notice["error"]["code"] == "DOWNLOAD_FAILED" and "cut short" in notice["error"]["message"]
+
+
 def test_a_transient_listing_fault_is_requeued_with_backoff_not_left_to_the_dead_letter_queue(
     aws: Aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -54,6 +55,18 @@ class Trigger:
     first_seen: float  # epoch seconds of the upload (or of the first look)
     attempt: int = 0
     reason: str = "s3"
+
+
+class Outcome(StrEnum):
+    """What Accept did with one image's event (logged with its key)."""
+
+    ACCEPTED = "accepted"  # its execution started
+    REFUSED = "refused"  # its one failure notice was published (the code is on the log line before)
+    IGNORED = "ignored"  # not an input of ours, or gone
+    WAITING_FOR_IMAGE = "waiting-for-image"  # a sidecar whose image has not come: the image's event starts the job
+    AWAITING_SIDECAR = "awaiting-sidecar"  # looked at again once the sidecar's grace period is over
+    AWAITING_PARTNER = "awaiting-partner"  # one file of a pair uploaded again: the other may be on its way
+    RETRYING = "retrying"  # a passing fault: looked at again later, with backoff
 
 
 def accept_uploads(event: dict[str, Any]) -> dict[str, Any]:
@@ -246,41 +259,54 @@ def _uploaded_at(head: dict[str, Any], trigger: Trigger) -> str:
     return iso(head["LastModified"].timestamp()) if "LastModified" in head else iso(trigger.first_seen)
 
 
-def handle_trigger(trigger: Trigger, receive_count: int = 1) -> str:
-    """Process one trigger; returns what happened (for logs and tests). Raises only on unexpected errors."""
+def handle_trigger(trigger: Trigger, receive_count: int = 1) -> list[Outcome]:
+    """Process one trigger: what happened to each image it concerns. Raises only on unexpected errors."""
     settings = get_settings()
     try:
         return _handle_trigger(trigger, receive_count, settings)
     except Exception as exc:
         # a passing AWS fault before the pair is known (listing, a HEAD): look again later, never the DLQ
-        if is_transient(exc) and trigger.attempt < ACCEPT_RETRIES:
-            return _retry_later(trigger, describe(exc), settings)
+        if _may_look_again(exc, trigger):
+            return [_retry_later(trigger, _reason(exc), settings)]
         raise
 
 
-def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) -> str:
+def _may_look_again(exc: Exception, trigger: Trigger) -> bool:
+    """The one rule for a passing fault at acceptance, AWS's or the pipeline's: looked at again later, with backoff,
+    at most ACCEPT_RETRIES times; after that the job ends in its notice."""
+    transient = exc.transient if isinstance(exc, PipelineError) else is_transient(exc)
+    return transient and trigger.attempt < ACCEPT_RETRIES
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, PipelineError) else describe(exc)
+
+
+def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) -> list[Outcome]:
     parsed = parse_input_key(trigger.key, settings.input_prefix)
     problem = image_key_problem(trigger.key, settings.input_prefix) if trigger.bucket == settings.input_bucket else None
     if problem:
-        return _reject_key(trigger, problem)
+        return [_reject_key(trigger, problem)]
     if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
         logger.info("Ignoring key", extra={"key": trigger.key})
-        return "ignored"
+        return [Outcome.IGNORED]
     siblings = _siblings(trigger.bucket, parsed, settings.input_prefix)
     if parsed.kind == "sidecar":
         # A sidecar completes the pair for every image of its name (cat.jpg and cat.png alike).
         images = sorted(key for key, (sibling, _) in siblings.items() if sibling.kind == "image")
         if not images:
             logger.info("Sidecar has no image yet; the image's own upload will start the job", extra={"key": trigger.key})
-            return "waiting-for-image"
-        return ",".join(_handle_image(replace(trigger, key=image), siblings, settings, receive_count) for image in images)
+            return [Outcome.WAITING_FOR_IMAGE]
+        return [_handle_image(replace(trigger, key=image), siblings, settings, receive_count) for image in images]
     if parsed.key not in siblings:
         logger.info("Image no longer exists", extra={"key": parsed.key})
-        return "ignored"
-    return _handle_image(trigger, siblings, settings, receive_count)
+        return [Outcome.IGNORED]
+    return [_handle_image(trigger, siblings, settings, receive_count)]
 
 
-def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int) -> str:
+def _handle_image(
+    trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str, Any]]], settings: Settings, receive_count: int
+) -> Outcome:
     """One image whose siblings are listed: wait for its sidecar, or pair them into a job and accept it."""
     image, image_head = siblings[trigger.key]
     problem = image_key_problem(image.key, settings.input_prefix)
@@ -294,12 +320,12 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
             settings,
         )
         tag_source(trigger.bucket, image.key, "queued", "")
-        return "awaiting-sidecar"
+        return Outcome.AWAITING_SIDECAR
     if sidecar is not None:
         settle = _partner_may_follow(image.key, image_head, siblings[sidecar.key][1])
         if settle:  # one file of the pair was just uploaded again: its partner may be on its way too
             requeue(replace(trigger, reason="await-partner"), settle, settings)
-            return "awaiting-partner"
+            return Outcome.AWAITING_PARTNER
 
     pair = Pair(
         image,
@@ -329,18 +355,16 @@ def _handle_image(trigger: Trigger, siblings: dict[str, tuple[InputKey, dict[str
         return outcome
 
 
-def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings, receive_count: int) -> str:
+def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings, receive_count: int) -> Outcome:
     """Accept the job, or decide what its failure means: a notice now, a look again later, or a redelivery."""
     try:
         return _accept(trigger, pair, pending, settings)
-    except PipelineError as exc:
-        if exc.transient:
-            return _retry_later(trigger, exc.message, settings)
-        _fail(pending, exc.code, exc.message)
-        return f"failed:{exc.code}"
     except Exception as exc:
-        if is_transient(exc) and trigger.attempt < ACCEPT_RETRIES:
-            return _retry_later(trigger, describe(exc), settings)
+        if _may_look_again(exc, trigger):
+            return _retry_later(trigger, _reason(exc), settings)
+        if isinstance(exc, PipelineError):  # the input's own problem, or a passing one that never passed
+            _fail(pending, exc.code, exc.message)
+            return Outcome.REFUSED
         if receive_count >= settings.max_receive_count or is_transient(exc):
             # last delivery (or AWS stayed faulty through every re-check): tell the user instead of vanishing into the DLQ
             logger.exception("Accept failed on its last attempt")
@@ -349,15 +373,15 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
                 "INTERNAL",
                 f"the upload could not be accepted after {max(receive_count, trigger.attempt + 1)} attempts ({type(exc).__name__})",
             )
-            return "failed:INTERNAL"
+            return Outcome.REFUSED
         raise
 
 
-def _reject_key(trigger: Trigger, problem: str) -> str:
+def _reject_key(trigger: Trigger, problem: str) -> Outcome:
     """An image whose key cannot become a job: one failure notice, nothing paid."""
     head = _head(trigger.bucket, trigger.key)
     if head is None:
-        return "ignored"
+        return Outcome.IGNORED
     stem = trigger.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     pending = PendingJob(
         job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem, _upload_marker(head)),
@@ -365,10 +389,10 @@ def _reject_key(trigger: Trigger, problem: str) -> str:
         uploaded_at=_uploaded_at(head, trigger),
     )
     _fail(pending, "UNSUPPORTED_IMAGE", problem)
-    return "failed:UNSUPPORTED_IMAGE"
+    return Outcome.REFUSED
 
 
-def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings) -> str:
+def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settings) -> Outcome:
     image, image_head, sidecar_key, sidecar_head = pair.image, pair.image_head, pair.sidecar_key, pair.sidecar_head
     if not sidecar_key:
         if not settings.default_prompt:
@@ -403,10 +427,10 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
     )
     start_execution(job, settings)
     tag_source(trigger.bucket, image.key, "queued", job.job_id)
-    return "accepted"
+    return Outcome.ACCEPTED
 
 
-def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> str:
+def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> Outcome:
     logger.warning("Passing fault; looking again later", extra={"reason": reason, "attempt": trigger.attempt})
     requeue(
         replace(trigger, attempt=trigger.attempt + 1, reason="aws-retry"),
@@ -414,7 +438,7 @@ def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> str:
         settings,
     )
     metrics.add_metric(name="AcceptRetried", unit=MetricUnit.Count, value=1)
-    return "retrying"
+    return Outcome.RETRYING
 
 
 def _fail(pending: PendingJob, code: str, message: str) -> None:
