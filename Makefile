@@ -88,8 +88,8 @@ pre-commit: $(STAMP) $(PRE_COMMIT_STAMP)  ## every pre-commit hook on every file
 pre-commit-install: $(STAMP) $(PRE_COMMIT_STAMP)  ## run the hooks before each commit
 	$(PRE_COMMIT_VENV)/bin/pre-commit install
 
-unit: $(STAMP)  ## the unit and template tests only
-	$(BIN)/pytest -q tests/unit tests/template
+unit: $(STAMP)  ## the unit, local-mode and template tests (no whole-pipeline runs)
+	$(BIN)/pytest -q tests/unit tests/local tests/template
 
 integration: $(STAMP)  ## the whole-pipeline tests only (local mode)
 	$(BIN)/pytest -q tests/integration

@@ -32,7 +32,7 @@ from img2video.core.settings import Settings
 
 # Each poll costs about 15 history events (the wait, a callback for the webhook or a Wait state, the Task, the Choice),
 # up to ~71 with every Retry spent (Lambda's transient errors and its throttling): 300 polls stay under Step Functions'
-# 25,000-event history whatever the provider's eta says (tests/unit/test_history_bound.py). A 48-hour off-peak wait
+# 25,000-event history whatever the provider's eta says (tests/unit/core/test_history_bound.py). A 48-hour off-peak wait
 # still polls every ~10 minutes on average, within PollMaxSecondsOffPeak.
 MAX_POLLS = 300
 # How far a provider's estimate may be off: the time left is taken to lie within [estimate / 1.5, estimate / 0.5].
