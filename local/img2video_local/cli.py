@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
+from img2video_local import preflight
 from img2video_local.commands import CommandError, Stack, local_state_path
 from img2video_local.emulator import EmulatorConfig, Faults, FaultSpecError
 from img2video_local.stack_cli import COMMANDS, add_commands
@@ -48,11 +49,20 @@ class UsageError(Exception):
     pass
 
 
-def plan_uploads(paths: list[Path], prefix: str, prompt: str | None, sidecar_fields: dict[str, Any] | None = None) -> Plan:
+def plan_uploads(
+    paths: list[Path],
+    prefix: str,
+    prompt: str | None,
+    sidecar_fields: dict[str, Any] | None = None,
+    force: bool = False,
+    default_prompt: str = "",
+) -> Plan:
     """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/.
 
-    With `prompt`, images that have no sidecar get one: a .txt holding the prompt, or with `sidecar_fields` (even
-    empty) a .json holding the prompt and those fields."""
+    With `prompt`, every image gets a sidecar: a .txt holding the prompt, or with `sidecar_fields` (even empty) a
+    .json holding the prompt and those fields. An image that has a sidecar of its own is refused (the prompt would
+    be ignored), unless `force` replaces its sidecar. Then every upload is checked as the pipeline would check it
+    (preflight.py): any problem, and nothing is uploaded."""
     plan = Plan()
     for path in paths:
         plan.uploads += _uploads_of(path, prefix)
@@ -60,7 +70,11 @@ def plan_uploads(paths: list[Path], prefix: str, prompt: str | None, sidecar_fie
     if not plan.images:
         raise UsageError("no images found (.jpg, .jpeg, .png, .webp)")
     if prompt is not None:
+        _replace_sidecars(plan, force)
         plan.uploads += _sidecars_for_the_rest(plan, prompt, sidecar_fields)
+    found = preflight.problems([preflight.Candidate(u.key, u.read) for u in plan.uploads], prefix, default_prompt)
+    if found:
+        raise UsageError("nothing was uploaded; the pipeline would refuse:\n  " + "\n  ".join(found))
     # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way
     plan.uploads.sort(key=lambda u: u.key.lower().endswith(IMAGE_SUFFIXES))
     return plan
@@ -77,6 +91,19 @@ def _uploads_of(path: Path, prefix: str) -> list[Upload]:
         raise UsageError(f"{path} is not an image (.jpg, .jpeg, .png, .webp)")
     sidecars = [path.with_suffix(suffix) for suffix in SIDECAR_SUFFIXES]
     return [Upload(f"{prefix}{path.name}", path), *(Upload(f"{prefix}{s.name}", s) for s in sidecars if s.is_file())]
+
+
+def _replace_sidecars(plan: Plan, force: bool) -> None:
+    """With --prompt, the images that have a sidecar of their own: refused, or with `force` their sidecars left out."""
+    sidecars = [u for u in plan.uploads if not u.key.lower().endswith(IMAGE_SUFFIXES)]
+    stems = {image.rsplit(".", 1)[0] for image in plan.images}
+    own = [u for u in sidecars if u.key.rsplit(".", 1)[0] in stems]
+    if own and not force:
+        raise UsageError(
+            f"--prompt would be ignored for the images beside {', '.join(u.key for u in own)}: drop them without "
+            "--prompt to use those sidecars, or add --force to replace them with one holding --prompt"
+        )
+    plan.uploads = [u for u in plan.uploads if u not in own]
 
 
 def _sidecars_for_the_rest(plan: Plan, prompt: str, sidecar_fields: dict[str, Any] | None) -> list[Upload]:
@@ -224,7 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     local_commands = local.add_subparsers(dest="local_command", required=True)
     run = local_commands.add_parser("run", help="upload images (with their sidecars) and wait for every notice")
     run.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image (its .json/.txt sidecar beside it goes too) or a folder")
-    run.add_argument("--prompt", help="prompt for images that have no sidecar (uploaded as a .txt sidecar)")
+    run.add_argument("--prompt", help="the prompt for every image (uploaded as a .txt sidecar)")
+    run.add_argument("--force", action="store_true", help="with --prompt: replace the sidecars beside the images")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
     run.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
     run.add_argument("--faults", default="", help='emulator faults, e.g. "429=0.3,5xx=0.1,fail=0.1,dup=0.5" (see README)')
@@ -273,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.faults:
                 raise UsageError("--faults are the emulator's; they cannot be injected into Novita's real API")
-        plan = plan_uploads(args.paths, prefix, args.prompt)
+        plan = plan_uploads(args.paths, prefix, args.prompt, force=args.force)
         emulator = EmulatorConfig(generation_seconds=args.generation_seconds)
         timeout = args.timeout or (3600.0 if key else 300.0)  # a real video takes minutes
         return run_local(plan, args.out, args.json, faults, timeout, emulator, provider_key=key)

@@ -49,6 +49,7 @@ class Stack:
     jobs_table: str
     state_machine_arn: str
     endpoint_url: str | None = None  # the embedded stack's loopback endpoint; None for AWS itself
+    default_prompt: str = ""  # the stack's DefaultPrompt: an image without a sidecar is then a job too
 
     @classmethod
     def deployed(cls, stack_name: str, region: str | None = None) -> Stack:
@@ -59,6 +60,7 @@ class Stack:
         except ClientError as exc:
             raise CommandError(f"stack {stack_name}: {exc.response['Error']['Message']}") from None
         outputs = {item["OutputKey"]: item["OutputValue"] for item in described.get("Outputs", [])}
+        parameters = {item["ParameterKey"]: item.get("ParameterValue", "") for item in described.get("Parameters", [])}
         missing = {"InputBucketName", "InputPrefix", "OutputBucketName", "JobsTableName", "StateMachineArn"} - set(outputs)
         if missing:
             raise CommandError(f"stack {stack_name} has no output {', '.join(sorted(missing))}: is it an img2video stack, up to date?")
@@ -70,6 +72,7 @@ class Stack:
             output_bucket=outputs["OutputBucketName"],
             jobs_table=outputs["JobsTableName"],
             state_machine_arn=outputs["StateMachineArn"],
+            default_prompt=parameters.get("DefaultPrompt", ""),
         )
 
     @classmethod
@@ -269,19 +272,24 @@ def uploaded_at(stack: Stack, key: str) -> str:
     return str(modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-def jobs_of_keys(stack: Stack, keys: list[str], timeout: float) -> list[str]:
+def jobs_of_keys(stack: Stack, keys: list[str], timeout: float, not_these: frozenset[str] = frozenset()) -> dict[str, str]:
     """The job ids Accept gave to these images' current uploads (matched by the image's LastModified, which the job
-    records as `uploaded_at`), waiting for Accept to have made them."""
+    records as `uploaded_at`), waiting for Accept to have made them: by key, for those it made in time. `not_these`:
+    earlier jobs of the same keys (a retry's copy may land in the second of the upload it repeats)."""
     uploads = {key: uploaded_at(stack, key) for key in keys}
     deadline = time.monotonic() + timeout
     while True:
         found = {}
         for key in keys:
-            latest = [job for job in attempts_of(stack, key) if str(job.get("uploaded_at", ""))[:19] == uploads[key]]
+            latest = [
+                job
+                for job in attempts_of(stack, key)
+                if str(job.get("uploaded_at", ""))[:19] == uploads[key] and job["job_id"] not in not_these
+            ]
             if latest:
                 found[key] = str(latest[0]["job_id"])
         if len(found) == len(keys) or time.monotonic() >= deadline:
-            return [found[key] for key in keys if key in found]
+            return found
         time.sleep(0.5)
 
 

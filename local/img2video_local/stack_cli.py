@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from img2video.core.keys import IMAGE_SUFFIXES
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -27,6 +26,7 @@ SIDECAR_OPTIONS: dict[str, type] = {
     "output_name": str,
 }
 SIDECAR_FLAGS = ("bgm", "audio", "watermark", "off_peak")
+JOB_ID_WAIT_SECONDS = 120.0  # how long drop and retry wait for Accept to name the new jobs
 COLUMNS = ("job_id", "attempt", "state", "source_key", "progress_percent", "polls", "error_code", "updated_at")
 
 
@@ -34,7 +34,8 @@ def add_commands(subparsers: Any) -> None:
     """drop, status, jobs, watch, retry, cancel, fetch: added to the top level (with --stack) and under `local`."""
     drop = subparsers.add_parser("drop", help="upload images with their sidecars (the pipeline starts a job for each)")
     drop.add_argument("files", nargs="+", type=Path, metavar="FILE", help="an image; a .json/.txt sidecar beside it goes too")
-    drop.add_argument("--prompt", help="write a sidecar with this prompt for images that have none")
+    drop.add_argument("--prompt", help="write a sidecar with this prompt (and the fields below) for every image")
+    drop.add_argument("--force", action="store_true", help="with --prompt: replace the sidecars beside the images")
     for name, kind in SIDECAR_OPTIONS.items():
         drop.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f'sidecar field "{name}" (with --prompt)')
     for name in SIDECAR_FLAGS:
@@ -131,17 +132,23 @@ def _drop(stack: Stack, args: argparse.Namespace, out: Output) -> int:
     if fields and args.prompt is None:
         raise CommandError("sidecar fields need --prompt too (a sidecar's prompt is required)", exit_code=2)
     try:
-        plan = plan_uploads(args.files, prefix, args.prompt, fields)  # a sidecar written here is always JSON
+        # a sidecar written here is always JSON; every upload is checked before any is made
+        plan = plan_uploads(args.files, prefix, args.prompt, fields, force=args.force, default_prompt=stack.default_prompt)
     except UsageError as exc:
         raise CommandError(str(exc), exit_code=2) from None
     commands.drop(stack, [(upload.key, upload.read()) for upload in plan.uploads])
+    # each image's job id, as soon as Accept has made its job (seconds; with a DefaultPrompt, after the sidecar's grace)
+    found = commands.jobs_of_keys(stack, plan.images, min(args.timeout, JOB_ID_WAIT_SECONDS))
     for upload in plan.uploads:
-        kind = "image" if upload.key.lower().endswith(IMAGE_SUFFIXES) else "sidecar"
-        out.result({"dropped": upload.key, "kind": kind, "bucket": stack.input_bucket}, f"dropped s3://{stack.input_bucket}/{upload.key}")
+        line: dict[str, Any] = {"dropped": upload.key, "kind": "sidecar", "bucket": stack.input_bucket}
+        text = f"dropped s3://{stack.input_bucket}/{upload.key}"
+        if upload.key in plan.images:
+            line.update(kind="image", job_id=found.get(upload.key))
+            text += f"  job {found[upload.key]}" if upload.key in found else "  (no job yet: `status` shows it once accepted)"
+        out.result(line, text)
     if not args.wait:
         return 0
-    job_ids = commands.jobs_of_keys(stack, plan.images, args.timeout)
-    return _watch_jobs(stack, job_ids, args.timeout, out)
+    return _watch_jobs(stack, list(found.values()), args.timeout, out)
 
 
 def _status(stack: Stack, args: argparse.Namespace, out: Output) -> int:
@@ -196,9 +203,12 @@ def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
             latest.setdefault(str(job["source_key"]), job)
         # only images whose newest attempt failed: one that succeeded (or runs) since is not retried again
         targets = [job for key, job in latest.items() if commands.attempts_of(stack, key)[0]["job_id"] == job["job_id"]]
-    for job in targets:
-        key = commands.retry(stack, job)
-        out.result({"retried": key, "previous_job_id": job["job_id"]}, f"retrying {key} (after job {job['job_id']})")
+    keys = [commands.retry(stack, job) for job in targets]
+    earlier = frozenset(str(job["job_id"]) for job in targets)
+    new = commands.jobs_of_keys(stack, keys, JOB_ID_WAIT_SECONDS, earlier) if keys else {}
+    for key, job in zip(keys, targets, strict=True):
+        text = f"retrying {key} (after job {job['job_id']}): " + (f"job {new[key]}" if key in new else "no job yet")
+        out.result({"retried": key, "previous_job_id": job["job_id"], "job_id": new.get(key)}, text)
     if not targets:
         out.stderr.print("nothing to retry")
     return 0

@@ -31,6 +31,7 @@ def serving(pipeline: LocalPipeline, port: int = 0) -> Iterator[Stack]:
             jobs_table=pipeline.stack.id("JobsTable"),
             state_machine_arn=pipeline.stack.id("VideoJobStateMachine"),
             endpoint_url=f"http://{host}:{bound}",
+            default_prompt=pipeline.stack.environment.get("DEFAULT_PROMPT", ""),
         )
     finally:
         server.stop()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from img2video_local.cli import main, plan_uploads
+from img2video_local.cli import UsageError, main, plan_uploads
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 
 from tests.conftest import jpeg_bytes
@@ -25,20 +25,40 @@ def photos(tmp_path: Path) -> Path:
     return folder
 
 
-def test_plan_keeps_folders_and_adds_prompts_where_missing(photos: Path) -> None:
-    plan = plan_uploads([photos], "incoming/", "drift slowly")
+def test_plan_keeps_folders_and_gives_every_image_the_prompt_replacing_sidecars_only_when_forced(photos: Path) -> None:
+    with pytest.raises(UsageError, match=r"--prompt would be ignored for the images beside incoming/photos/cat\.json.*--force"):
+        plan_uploads([photos], "incoming/", "drift slowly")  # it used to be ignored for cat.jpg, silently
+    plan = plan_uploads([photos], "incoming/", "drift slowly", force=True)
     keys = [u.key for u in plan.uploads]
     assert set(plan.images) == {"incoming/photos/cat.jpg", "incoming/photos/trip/hill top.png"}
-    assert "incoming/photos/trip/hill top.txt" in keys and "incoming/photos/cat.txt" not in keys
+    assert {"incoming/photos/trip/hill top.txt", "incoming/photos/cat.txt"} <= set(keys) and "incoming/photos/cat.json" not in keys
     assert all(not k.endswith(".md") for k in keys)
-    assert keys.index("incoming/photos/cat.json") < keys.index("incoming/photos/cat.jpg")  # sidecars go first
+    assert keys.index("incoming/photos/cat.txt") < keys.index("incoming/photos/cat.jpg")  # sidecars go first
+
+
+def test_the_plan_refuses_what_the_pipeline_would_refuse_naming_every_problem(photos: Path) -> None:
+    """Checked before anything is uploaded, with the pipeline's own rules: it used to upload, then fail seconds later."""
+    with pytest.raises(UsageError) as refused:
+        plan_uploads([photos], "incoming/", None)
+    assert "incoming/photos/trip/hill top.png has no sidecar" in str(refused.value) and "give --prompt" in str(refused.value)
+    assert plan_uploads([photos], "incoming/", None, default_prompt="a stack's default").images  # a DefaultPrompt covers it
+
+    with pytest.raises(UsageError) as refused:
+        plan_uploads([photos / "trip"], "incoming/", "p", {"resolution": "4k", "duration": 12})
+    message = str(refused.value)
+    assert message.startswith("nothing was uploaded") and "INVALID_SIDECAR" in message
+    assert '"resolution"' in message and '"duration"' in message  # both problems, at once
+    (photos / "trip" / "blank.png").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"UNSUPPORTED_IMAGE: incoming/trip/blank\.png is empty"):
+        plan_uploads([photos / "trip"], "incoming/", "p")
 
 
 def test_local_run_json_prints_one_notice_per_line_and_writes_videos(
     photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = main(["local", "run", str(photos), "--prompt", "drift slowly", "--json", "--out", str(out), "--generation-seconds", "1"])
+    argv = ["local", "run", str(photos), "--prompt", "drift slowly", "--force", "--json", "--out", str(out), "--generation-seconds", "1"]
+    code = main(argv)
     stdout = capsys.readouterr().out
     lines = stdout.splitlines()
     assert code == 0

@@ -74,6 +74,7 @@ def test_drop_watch_status_jobs_and_fetch_a_video(
     assert len(lines) == 3, lines
     job = lines[2]
     assert job["state"] == "succeeded" and job["attempt"] == 1 and job["video_key"] == "videos/beach.mp4"
+    assert lines[1]["job_id"] == job["job_id"] and "job_id" not in lines[0]  # the image's line names its job at once
     sidecar = json.loads(pipeline.s3.get_object(Bucket=stack.input_bucket, Key="incoming/beach.json")["Body"].read())
     assert sidecar == {"prompt": "waves roll in", "resolution": "540p", "duration": 2}
 
@@ -89,6 +90,24 @@ def test_drop_watch_status_jobs_and_fetch_a_video(
     assert fetched["url"].startswith(stack.endpoint_url or "") and "X-Amz-Signature=" in fetched["url"]
 
 
+def test_drop_uploads_nothing_the_pipeline_would_refuse_and_names_every_problem(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, stack = up
+    image = photo(tmp_path, "big.jpg")
+    code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--resolution", "4k", "--duration", "12")
+    refused = capsys.readouterr().err
+    assert code == 2 and lines == [] and '"resolution"' in refused and '"duration"' in refused, refused
+    (tmp_path / "big.json").write_text(json.dumps({"prompt": "the sidecar's own"}))
+    code, lines = cli(capsys, "drop", str(image), "--prompt", "p")
+    assert code == 2 and lines == [] and "--force" in capsys.readouterr().err  # --prompt is never silently ignored
+    assert pipeline.s3.list_objects_v2(Bucket=stack.input_bucket).get("KeyCount", 0) == 0  # nothing was uploaded
+
+    code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--force", "--wait", "--timeout", "60")
+    assert code == 0 and [line["dropped"] for line in lines[:2]] == ["incoming/big.json", "incoming/big.jpg"]
+    assert json.loads(pipeline.s3.get_object(Bucket=stack.input_bucket, Key="incoming/big.json")["Body"].read()) == {"prompt": "p"}
+
+
 def test_retry_after_a_failure_is_a_new_attempt_and_retry_failed_skips_what_succeeded_since(
     up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,9 +119,9 @@ def test_retry_after_a_failure_is_a_new_attempt_and_retry_failed_skips_what_succ
     first_a = next(line for line in lines[4:] if line["source_key"] == "incoming/a.jpg")
     pipeline.emulator.config.balance = 10  # topped up
     code, [retried] = cli(capsys, "retry", first_a["job_id"])
-    assert code == 0 and retried == {"retried": "incoming/a.jpg", "previous_job_id": first_a["job_id"]}
+    assert code == 0 and {**retried, "job_id": None} == {"retried": "incoming/a.jpg", "previous_job_id": first_a["job_id"], "job_id": None}
     attempts = wait_until(lambda: [j for j in cli(capsys, "status", "incoming/a.jpg")[1] if j["state"] == "succeeded"], 60)
-    assert attempts and attempts[0]["attempt"] == 2 and attempts[0]["job_id"] != first_a["job_id"]
+    assert attempts and attempts[0]["attempt"] == 2 and attempts[0]["job_id"] == retried["job_id"] != first_a["job_id"]
     code, again = cli(capsys, "retry", "--failed")
     assert code == 0 and [line["retried"] for line in again] == ["incoming/b.jpg"]  # a.jpg's latest attempt succeeded
     assert wait_until(lambda: [j for j in cli(capsys, "status", "incoming/b.jpg")[1] if j["state"] == "succeeded"], 60)
