@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
 from img2video.core.keys import IMAGE_SUFFIXES, SIDECAR_SUFFIXES
 from rich.console import Console
 from rich.live import Live
@@ -276,35 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")  # library warnings would only clutter the progress display
     parser = _parser()
     args = parser.parse_args(argv)
-    prefix = "incoming/"
     try:
-        if args.command in COMMANDS:
-            if not args.stack:
-                raise UsageError(f"{args.command} needs --stack NAME (a deployed stack), or use `img2video local {args.command}`")
-            return run_stack_command(Stack.deployed(args.stack, args.region), args)
-        if args.command == "local" and args.local_command in COMMANDS:
-            args.command = args.local_command
-            return run_stack_command(Stack.embedded(), args)
-        if args.command == "local" and args.local_command == "up":
-            return _local_up(args)
-        if args.command == "demo":
-            plan = plan_uploads([SAMPLES / "sunset.jpg"], f"{prefix}demo/", None)
-            return run_local(plan, args.out, args.json, Faults(), timeout=120)
-        faults = Faults.parse(args.faults)
-        key = None
-        if args.provider == "novita":
-            key = os.environ.get("NOVITA_API_KEY", "").strip()
-            if not key:
-                raise UsageError(
-                    "--provider novita sends your images to Novita's real API and needs your API key: "
-                    "export NOVITA_API_KEY=... (from https://novita.ai/settings/key-management); each video is billed to it"
-                )
-            if args.faults:
-                raise UsageError("--faults are the emulator's; they cannot be injected into Novita's real API")
-        plan = plan_uploads(args.paths, prefix, args.prompt, force=args.force)
-        emulator = EmulatorConfig(generation_seconds=args.generation_seconds)
-        timeout = args.timeout or (3600.0 if key else 300.0)  # a real video takes minutes
-        return run_local(plan, args.out, args.json, faults, timeout, emulator, provider_key=key)
+        return _command(args)
     except (UsageError, FaultSpecError) as exc:
         parser.print_usage(sys.stderr)
         print(f"img2video: error: {exc}", file=sys.stderr)
@@ -314,6 +295,58 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage(sys.stderr)
         print(f"img2video: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (BotoCoreError, ClientError) as exc:
+        print(f"img2video: error: {aws_problem(exc)}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command in COMMANDS:
+        if not args.stack:
+            raise UsageError(f"{args.command} needs --stack NAME (a deployed stack), or use `img2video local {args.command}`")
+        return run_stack_command(Stack.deployed(args.stack, args.region), args)
+    if args.command == "local" and args.local_command in COMMANDS:
+        args.command = args.local_command
+        return run_stack_command(Stack.embedded(), args)
+    if args.command == "local" and args.local_command == "up":
+        return _local_up(args)
+    if args.command == "demo":
+        plan = plan_uploads([SAMPLES / "sunset.jpg"], "incoming/demo/", None)
+        return run_local(plan, args.out, args.json, Faults(), timeout=120)
+    return _local_run(args)
+
+
+def _local_run(args: argparse.Namespace) -> int:
+    faults = Faults.parse(args.faults)
+    key = None
+    if args.provider == "novita":
+        key = os.environ.get("NOVITA_API_KEY", "").strip()
+        if not key:
+            raise UsageError(
+                "--provider novita sends your images to Novita's real API and needs your API key: "
+                "export NOVITA_API_KEY=... (from https://novita.ai/settings/key-management); each video is billed to it"
+            )
+        if args.faults:
+            raise UsageError("--faults are the emulator's; they cannot be injected into Novita's real API")
+    plan = plan_uploads(args.paths, "incoming/", args.prompt, force=args.force)
+    emulator = EmulatorConfig(generation_seconds=args.generation_seconds)
+    timeout = args.timeout or (3600.0 if key else 300.0)  # a real video takes minutes
+    return run_local(plan, args.out, args.json, faults, timeout, emulator, provider_key=key)
+
+
+def aws_problem(exc: BotoCoreError | ClientError) -> str:
+    """What went wrong with AWS, in one line, with the fix."""
+    if isinstance(exc, NoRegionError):
+        return "no AWS region: give --region REGION, or set AWS_DEFAULT_REGION (`aws configure` sets a default)"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE to a profile that has them"
+    if isinstance(exc, EndpointConnectionError):
+        return f"could not reach AWS at {exc.kwargs.get('endpoint_url', 'its endpoint')}: check the network and the region"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        operation = getattr(exc, "operation_name", "the call")
+        return f"AWS refused {operation}: {error.get('Code', 'an error')}: {error.get('Message', '')}".rstrip(": ")
+    return f"AWS: {exc}"
 
 
 def _local_up(args: argparse.Namespace) -> int:

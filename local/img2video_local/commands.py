@@ -148,7 +148,13 @@ def jobs_in(stack: Stack, states: tuple[str, ...], since: str | None = None) -> 
             ExpressionAttributeValues=values,
             ScanIndexForward=False,
         )
-    return sorted(found, key=lambda job: str(job.get("updated_at", "")), reverse=True)
+    # a job that changed state between two of these queries is in both: keep what was seen of it last
+    latest: dict[str, dict[str, Any]] = {}
+    for job in found:
+        seen = latest.get(str(job["job_id"]))
+        if seen is None or str(job.get("updated_at", "")) >= str(seen.get("updated_at", "")):
+            latest[str(job["job_id"])] = job
+    return sorted(latest.values(), key=lambda job: str(job.get("updated_at", "")), reverse=True)
 
 
 def parse_since(text: str | None) -> str | None:

@@ -105,7 +105,7 @@ class Faults:
     @classmethod
     def _spec_names(cls) -> list[str]:
         aliases = {attribute: name for name, attribute in cls._NAMES.items()}
-        return [aliases.get(attribute, attribute) for attribute in cls.__dataclass_fields__]
+        return [aliases.get(attribute, attribute) for attribute in cls.__dataclass_fields__ if not attribute.startswith("_")]
 
 
 def _spec_number(name: str, value: str) -> float:

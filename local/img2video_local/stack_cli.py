@@ -1,6 +1,7 @@
 """The stack commands of the `img2video` CLI: the same for a deployed stack (`--stack NAME`) and the embedded one
-(`img2video local ...`, served by `img2video local up`). stdout carries results (with --json, one JSON object per
-line and nothing else); tables and progress go to stderr. Exit codes: 0, 1 (a job failed or was not found), 2 (usage)."""
+(`img2video local ...`, served by `img2video local up`). stdout carries results and tables, whole however wide they
+are when stdout is not a terminal, so `jobs | grep` finds a job (with --json, one JSON object per line and nothing
+else); live progress and notes go to stderr. Exit codes: 0, 1 (a job failed or was not found), 2 (usage)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
 class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.stdout = Console(soft_wrap=True, highlight=False)
+        # a pipe gets every column whole (rich would squeeze a table to 80 columns, wrapping ids over lines)
+        self.stdout = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 1000)
         self.stderr = Console(stderr=True, highlight=False)
 
     def result(self, data: dict[str, Any], text: str) -> None:
@@ -91,7 +93,7 @@ class Output:
             for job in jobs:
                 self.result(job, "")
             return
-        self.stderr.print(job_table(jobs, title))
+        self.stdout.print(job_table(jobs, title))
 
 
 def job_table(jobs: list[dict[str, Any]], title: str) -> Table:

@@ -299,3 +299,11 @@ def test_bad_specs_are_refused(spec: str) -> None:
 
 def test_seconds_text() -> None:
     assert [seconds_text(v) for v in (1, 30 * 0.01, 3600 * 0.05, 0.0001, 2.5)] == ["1", "0.3", "180", "0", "2.5"]
+
+
+def test_an_unknown_fault_lists_only_the_faults_a_user_can_name() -> None:
+    with pytest.raises(FaultSpecError) as refused:
+        Faults.parse("bogus=0.1")
+    known = str(refused.value).split("known: ", 1)[1].split(", ")
+    assert {"429", "5xx", "fail", "webhook_lost"} <= set(known)
+    assert not [name for name in known if name.startswith("_")]  # it listed _NAMES and _DURATIONS

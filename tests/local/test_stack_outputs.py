@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
-from img2video_local.commands import CommandError, Stack, parse_since
+from img2video_local import commands
+from img2video_local.cli import main
+from img2video_local.commands import CommandError, Stack, jobs_in, parse_since
 
 OUTPUTS = {
     "InputBucketName": "in-bucket",
@@ -58,3 +61,45 @@ def test_since_takes_durations_and_dates() -> None:
     assert parse_since(None) is None
     with pytest.raises(CommandError):
         parse_since("last tuesday")
+
+
+def test_a_job_that_changes_state_between_the_per_state_queries_is_listed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jobs` asks the by-state index once per state; a job that moved on in between is in two answers."""
+    seen = {
+        "running": [{"job_id": "cat-1", "state": "running", "updated_at": "2026-12-04T10:00:00.000Z"}],
+        "succeeded": [
+            {"job_id": "cat-1", "state": "succeeded", "updated_at": "2026-12-04T10:00:05.000Z"},
+            {"job_id": "dog-1", "state": "succeeded", "updated_at": "2026-12-04T09:00:00.000Z"},
+        ],
+    }
+
+    def query(stack: Stack, **arguments: Any) -> list[dict[str, Any]]:
+        return seen.get(arguments["ExpressionAttributeValues"][":state"]["S"], [])
+
+    monkeypatch.setattr(commands, "_query", query)
+    stack = Stack("s", "eu-west-1", "in", "incoming/", "out", "jobs", "arn:aws:states:eu-west-1:1:stateMachine:s")
+    listed = jobs_in(stack, ("running", "succeeded"))
+    assert [(job["job_id"], job["state"]) for job in listed] == [("cat-1", "succeeded"), ("dog-1", "succeeded")]
+
+
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        ({}, "no AWS region: give --region REGION"),
+        ({"AWS_DEFAULT_REGION": "eu-west-1"}, "no AWS credentials: run `aws configure`"),
+    ],
+)
+def test_a_user_without_aws_set_up_gets_one_line_with_the_fix(
+    environment: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a 30-line traceback."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--stack", "img2video", "jobs"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"img2video: error: {says}") and error.count("\n") == 1, error
