@@ -352,8 +352,9 @@ def aws_problem(exc: BotoCoreError | ClientError) -> str:
 def _local_up(args: argparse.Namespace) -> int:
     """Run until Ctrl-C: the embedded stack, served on loopback, its coordinates in the local state file."""
     from img2video_local.runtime import LocalPipeline
-    from img2video_local.up import describe, serving
+    from img2video_local.up import claim_port, describe, serving
 
+    claim_port(args.port)
     config = EmulatorConfig(generation_seconds=args.generation_seconds, faults=Faults.parse(args.faults))
     stop = threading.Event()
     with (

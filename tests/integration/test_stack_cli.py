@@ -83,6 +83,10 @@ def test_drop_watch_status_jobs_and_fetch_a_video(
     code, listed = cli(capsys, "jobs", "--state", "succeeded", "--since", "1h")
     assert code == 0 and [found["job_id"] for found in listed] == [job["job_id"]]
     assert cli(capsys, "jobs", "--state", "failed")[1] == []
+    table = _CommandsStdout()  # the table a user pipes to grep: on stdout, one row per job, ids whole
+    with contextlib.redirect_stdout(table):
+        assert main(["local", "jobs"]) == 0
+    assert [row for row in table.getvalue().splitlines() if job["job_id"] in row and "succeeded" in row]
 
     code, [fetched] = cli(capsys, "fetch", job["job_id"], "--out", str(tmp_path / "out"))
     assert code == 0 and [Path(path).name for path in fetched["files"]] == ["beach.mp4", "beach.json"]

@@ -1,7 +1,12 @@
-"""The CLI finds a deployed stack's resources in its CloudFormation outputs (a stubbed CloudFormation answers)."""
+"""The CLI around a stack: a deployed one found in its CloudFormation outputs (a stubbed CloudFormation answers), the
+jobs table read once per job, AWS problems told in one line, and what `local up` checks and says before it serves."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,7 @@ from botocore.stub import Stubber
 from img2video_local import commands
 from img2video_local.cli import main
 from img2video_local.commands import CommandError, Stack, jobs_in, parse_since
+from img2video_local.up import describe
 
 OUTPUTS = {
     "InputBucketName": "in-bucket",
@@ -103,3 +109,29 @@ def test_a_user_without_aws_set_up_gets_one_line_with_the_fix(
     assert main(["--stack", "img2video", "jobs"]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"img2video: error: {says}") and error.count("\n") == 1, error
+
+
+def test_a_second_local_up_on_a_taken_port_exits_1_at_once_saying_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed "Port 4599 is in use" and hung; nothing starts now when the port is taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        answer: list[int] = []
+        runner = threading.Thread(target=lambda: answer.append(main(["local", "up", "--port", str(port)])), daemon=True)
+        runner.start()
+        runner.join(timeout=60)
+    assert answer == [1], "local up did not exit"
+    error = capsys.readouterr().err
+    assert f"port {port} is in use: is another `img2video local up` running?" in error and "--port" in error
+
+
+def test_the_local_up_banner_shows_the_command_as_this_user_runs_it_and_the_aws_clis_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "argv", [str(Path.cwd() / ".venv" / "bin" / "img2video"), "local", "up"])
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # not on PATH: a venv not activated
+    stack = Stack("s", "us-east-1", "in", "incoming/", "out", "jobs", "arn:aws:states:us-east-1:1:stateMachine:s", "http://127.0.0.1:4599")
+    banner = describe(stack, "arn:aws:sns:us-east-1:1:notices")
+    assert "  .venv/bin/img2video local drop photo.jpg" in banner and "\n  img2video " not in banner
+    assert "export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1" in banner
