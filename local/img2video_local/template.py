@@ -11,7 +11,15 @@ import yaml
 
 from img2video_local.cfn import check_parameters, translate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _stack_root() -> Path:
+    """Where template.yaml, statemachine/ and functions/ are: the clone this code runs from, or (after `pip install .`)
+    the copies shipped inside the package (pyproject.toml's img2video_local.stack)."""
+    clone = Path(__file__).resolve().parents[2]
+    return clone if (clone / "template.yaml").is_file() else Path(__file__).resolve().parent / "stack"
+
+
+REPO_ROOT = _stack_root()
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 ACCOUNT = "123456789012"
