@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from img2video_local.doorbell import IDLE_LOOK_SECONDS, SQS_NEWS
 from img2video_local.template import REGION
 
 # Without a MaximumConcurrency, Lambda starts with a handful of pollers; two keep a laptop responsive.
@@ -46,6 +47,7 @@ class SqsPoller:
         while not self._stop.is_set():
             if not self._slots.acquire(timeout=0.2):
                 continue
+            seen = SQS_NEWS.rings
             try:
                 messages = self._receive()
             except Exception:
@@ -59,7 +61,7 @@ class SqsPoller:
                 continue
             if not messages:
                 self._slots.release()
-                self._stop.wait(0.1)
+                SQS_NEWS.wait(seen, IDLE_LOOK_SECONDS)  # until a message may have come (doorbell.py)
                 continue
             if self._before_batch:
                 self._before_batch(self.source, messages)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from img2video_local.doorbell import EXECUTION_ENDED, IDLE_LOOK_SECONDS
 from img2video_local.template import ACCOUNT, REGION
 
 log = logging.getLogger(__name__)
@@ -34,25 +35,35 @@ class ExecutionStatusEvents:
         self._workers: list[threading.Thread] = []
 
     def run(self) -> None:
-        while not self._stop.wait(0.25):
-            for status in self._statuses:
-                try:
-                    pages = self._sfn.get_paginator("list_executions").paginate(stateMachineArn=self._arn, statusFilter=status)
-                    executions = [e for page in pages for e in page["executions"]]
-                except Exception as exc:
-                    if self._stop.is_set():
-                        return
-                    # EventBridge does not stop delivering because one look failed (moto's listing can trip over an
-                    # execution being started at that moment): look again at the next tick
-                    self.missed_looks += 1
-                    log.warning("Listing executions failed; looking again: %s: %s", type(exc).__name__, exc)
-                    continue
-                for execution in executions:
-                    if execution["executionArn"] not in self._seen:
-                        self._seen.add(execution["executionArn"])
-                        worker = threading.Thread(target=self._send, args=(execution["executionArn"],), daemon=True, name="eventbridge")
-                        worker.start()
-                        self._workers.append(worker)
+        while not self._stop.is_set():
+            seen = EXECUTION_ENDED.rings
+            if self._look():
+                EXECUTION_ENDED.wait(seen, 3 * IDLE_LOOK_SECONDS)  # until an execution ends (doorbell.py)
+            else:
+                self._stop.wait(0.25)  # a look failed: look again soon, as EventBridge keeps delivering
+
+    def _look(self) -> bool:
+        """Deliver each execution that ended with a status the rule matches, once; False when a listing failed."""
+        whole = True
+        for status in self._statuses:
+            try:
+                pages = self._sfn.get_paginator("list_executions").paginate(stateMachineArn=self._arn, statusFilter=status)
+                executions = [e for page in pages for e in page["executions"]]
+            except Exception as exc:
+                if self._stop.is_set():
+                    return True
+                # moto's listing can trip over an execution being started at that moment
+                self.missed_looks += 1
+                log.warning("Listing executions failed; looking again: %s: %s", type(exc).__name__, exc)
+                whole = False
+                continue
+            for execution in executions:
+                if execution["executionArn"] not in self._seen:
+                    self._seen.add(execution["executionArn"])
+                    worker = threading.Thread(target=self._send, args=(execution["executionArn"],), daemon=True, name="eventbridge")
+                    worker.start()
+                    self._workers.append(worker)
+        return whole
 
     def _send(self, execution_arn: str) -> None:
         event = self._event(execution_arn)

@@ -20,8 +20,9 @@ from urllib.parse import unquote_plus
 import boto3
 from moto import mock_aws
 
-from img2video_local import iam
+from img2video_local import doorbell, iam
 from img2video_local.aws_faults import AwsFaults, enforce_iam, sample_short_polls, stop_enforcing_iam
+from img2video_local.doorbell import EXECUTION_ENDED, IDLE_LOOK_SECONDS, SQS_NEWS
 from img2video_local.emulator import EmulatorConfig, NovitaEmulator
 from img2video_local.event_sources import DEFAULT_CONCURRENCY, SqsPoller, SqsSource
 from img2video_local.eventbridge import ExecutionStatusEvents
@@ -121,6 +122,7 @@ class LocalPipeline:
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
         serialize_sqs_requests()
+        doorbell.install()
         keep_task_failure_causes()
         lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
@@ -198,6 +200,8 @@ class LocalPipeline:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._stop.set()
+        SQS_NEWS.ring()  # the pollers waiting for news see the stop at once
+        EXECUTION_ENDED.ring()
         if getattr(self, "faults", None) is not None:
             self.faults.uninstall()
         sample_short_polls(0)
@@ -335,6 +339,7 @@ class LocalPipeline:
 
     def _poll_notices(self) -> None:
         while not self._stop.is_set():
+            seen = SQS_NEWS.rings
             answer = self.sqs.receive_message(QueueUrl=self._notice_queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)
             for message in answer.get("Messages", []):
                 envelope = json.loads(message["Body"])
@@ -344,7 +349,7 @@ class LocalPipeline:
                 self.sqs.delete_message(QueueUrl=self._notice_queue, ReceiptHandle=message["ReceiptHandle"])
                 self._progress(notice["source"]["key"], "notified", {"event": notice["event"], "error": notice.get("error")})
             if not answer.get("Messages"):
-                self._stop.wait(0.1)
+                SQS_NEWS.wait(seen, IDLE_LOOK_SECONDS)  # until a notice may have come (doorbell.py)
 
     # -- the template's event sources ------------------------------------------------------------
     def _sqs_sources(self) -> list[SqsSource]:

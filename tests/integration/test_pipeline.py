@@ -13,6 +13,7 @@ from typing import Any
 import av
 import pytest
 from img2video.core.notices import Notice
+from img2video_local.doorbell import IDLE_LOOK_SECONDS
 from img2video_local.emulator import EmulatorConfig, Faults
 from img2video_local.runtime import LocalPipeline, Received
 
@@ -182,3 +183,23 @@ def test_bad_sidecar_fails_with_a_precise_message_and_inputs_survive() -> None:
         assert '"watermark" must be a JSON boolean' in notice["error"]["message"]
         assert local.s3.get_object(Bucket=local.input_bucket, Key="incoming/b.json")["Body"].read() == bad
         assert local.emulator.submissions == []
+
+
+def test_an_idle_pipeline_waits_for_news_instead_of_asking_aws_ten_times_a_second() -> None:
+    """An idle `local up` burned a third of a core: each queue's poller and the notice collector asked SQS every 0.1 s,
+    the backstop listed executions every 0.25 s. They now wait for moto's doorbell (a message sent or made visible,
+    an execution ended), looking now and then as a safety net; a job still goes through at once."""
+    with pipeline() as local:
+        asked: list[str] = []
+        for client in (local.sqs, local.sfn):
+            client.meta.events.register("before-call.*.*", lambda model, **kwargs: asked.append(model.name))
+        idle = time.monotonic()
+        time.sleep(6)  # a window to count in, not a wait for something: a slower machine only asks less
+        seconds = time.monotonic() - idle
+        receives, listings = asked.count("ReceiveMessage"), asked.count("ListExecutions")
+        pollers = len(local._sqs_sources()) + 1  # the functions' queues and the notice collector
+        # at most one safety look per poller every IDLE_LOOK_SECONDS (and one in flight): it was ten a second each
+        assert receives <= pollers * (seconds / IDLE_LOOK_SECONDS + 1), (receives, pollers)
+        assert listings <= 3 * (seconds / (3 * IDLE_LOOK_SECONDS) + 1), listings
+        notice = only(run_jobs(local, [("incoming/i.txt", b"p"), ("incoming/i.jpg", jpeg_bytes())], {"incoming/i.jpg"}, timeout=120))
+        assert notice["event"] == "video.succeeded"
