@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import io
@@ -205,12 +206,36 @@ class LocalPipeline:
         if getattr(self, "faults", None) is not None:
             self.faults.uninstall()
         sample_short_polls(0)
+        self._stop_executions()
         if getattr(self, "_iam_enforced", False):
             stop_enforcing_iam(self.stack.policies)
             self._iam_enforced = False
         self._stop_serving()
         self._mock.stop()
         self._restore_process()
+
+    def _stop_executions(self) -> None:
+        """Every execution still running is stopped, as deleting a stack stops them: none may go on retrying in this
+        process after the pipeline is gone and reach the next pipeline's functions (they share its names and ARNs)."""
+        if not hasattr(self, "stack"):
+            return
+        machine = self.stack.id("VideoJobStateMachine")
+        try:
+            pages = self.sfn.get_paginator("list_executions").paginate(stateMachineArn=machine, statusFilter="RUNNING")
+            running = [e["executionArn"] for page in pages for e in page["executions"]]
+        except Exception:  # the mock is going away already: nothing can be listed, nothing runs
+            running = []
+        for arn in running:
+            with contextlib.suppress(Exception):
+                self.sfn.stop_execution(executionArn=arn, error="PipelineClosed", cause="the local pipeline was closed")
+
+    def _join_execution_threads(self, timeout: float = 30.0) -> None:
+        """Wait for moto's interpreter threads to see the stop and end (their Lambda calls now fail at once)."""
+        deadline = time.monotonic() + timeout
+        for thread in threading.enumerate():
+            target = getattr(thread, "_target", None)
+            if thread is not threading.current_thread() and getattr(target, "__qualname__", "").endswith("_execution_logic"):
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _stop_serving(self) -> None:
         """The pollers, the function URLs, the functions, the invoke API and the emulator."""
@@ -223,6 +248,7 @@ class LocalPipeline:
         if hasattr(self, "_invoke_server"):
             self._invoke_server.shutdown()
             self._invoke_server.server_close()
+        self._join_execution_threads()
         self.emulator.stop()
 
     def _restore_process(self) -> None:
@@ -252,7 +278,7 @@ class LocalPipeline:
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
         self._saved_retrier_time = retrier_decl.time  # type: ignore[attr-defined]
-        retrier_decl.time = _ScaledTime(self.time_scale)  # type: ignore[attr-defined,assignment]
+        retrier_decl.time = _ScaledTime(self.time_scale, self._stop)  # type: ignore[attr-defined,assignment]
         scale_state_durations(self.time_scale)
 
     def _set_env(self, values: dict[str, str | None]) -> None:
@@ -669,13 +695,14 @@ def scale_state_durations(scale: float) -> None:
 
 
 class _ScaledTime:
-    """`time` for moto's retrier: sleeps shrink by the time scale, everything else is the real module."""
+    """`time` for moto's retrier: sleeps shrink by the time scale and end when the pipeline stops (its executions are
+    stopped then, and must not sleep on into the next pipeline); everything else is the real module."""
 
-    def __init__(self, scale: float) -> None:
-        self._scale = scale
+    def __init__(self, scale: float, stop: threading.Event) -> None:
+        self._scale, self._stop = scale, stop
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds * self._scale)
+        self._stop.wait(seconds * self._scale)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
