@@ -1,4 +1,4 @@
-"""Chaos run: many jobs under random mixed faults, then check every promise of DESIGN section 3 against the evidence."""
+"""Chaos run: many jobs under random mixed faults, then check every promise of docs/design.md, section 3 against the evidence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN section 3 as evidence: chaos, bad input, and secrets, through the whole pipeline in local mode."""
+"""docs/design.md, section 3 as evidence: chaos, bad input, and secrets, through the whole pipeline in local mode."""
 
 from __future__ import annotations
 

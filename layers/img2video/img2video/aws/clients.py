@@ -14,7 +14,7 @@ from img2video.core.settings import get_settings
 T = TypeVar("T")
 
 # Every AWS call has a bounded worst case, so each function's sequence of calls fits its timeout
-# (DESIGN section 9; tests/unit/test_budgets.py adds them up). botocore's standard mode sleeps
+# (docs/design.md, section 9; tests/unit/test_budgets.py adds them up). botocore's standard mode sleeps
 # at most 2**(n-1) s (full jitter) before retry n.
 AWS_ATTEMPTS = 3
 AWS_CONNECT_TIMEOUT = 1.0

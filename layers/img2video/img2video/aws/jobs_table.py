@@ -1,5 +1,5 @@
 """The jobs table: one item per job, written by every step, so "what is running", "what failed since
-yesterday" and "what happened to incoming/a/cat.jpg" are one query each (DESIGN section 6).
+yesterday" and "what happened to incoming/a/cat.jpg" are one query each (docs/design.md, section 6).
 
 Items never go back: each write names the state it records, and a state further along (a finished job, a
 later poll) is never overwritten by a late or repeated step. Besides the jobs, the table holds one small

@@ -13,7 +13,7 @@ and usually much better (bench/polling.py prints the table, per provider-hint re
   spacing that need the fewest polls on that history while keeping its mean delay under the fixed interval's.
 - With neither, back off geometrically from `step`.
 
-With the webhook fast path (DESIGN section 4), each of these waits is a callback that Novita's webhook ends as soon
+With the webhook fast path (docs/design.md, section 4), each of these waits is a callback that Novita's webhook ends as soon
 as the task is done. When the webhooks of a kind of job have been arriving (they came for most of its last jobs),
 the first poll is put off until the job is surely done and its webhook surely delivered (the slowest of its kind by
 Novita's own clock, with a margin, and Novita's 5 s to deliver): its webhook ends the wait first, so the job is usually

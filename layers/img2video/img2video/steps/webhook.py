@@ -1,4 +1,4 @@
-"""The webhook fast path (DESIGN section 4): Novita's ASYNC_TASK_RESULT ends a job's wait as soon as it is confirmed.
+"""The webhook fast path (docs/design.md, section 4): Novita's ASYNC_TASK_RESULT ends a job's wait as soon as it is confirmed.
 
 The webhook is not signed, so its body is never trusted: it only names a task, whose status is then read from the
 Task Result API. An unguessable path segment (a secret generated at deploy) keeps strangers out: a call without it is
