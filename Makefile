@@ -37,8 +37,10 @@ $(STAMP): $(LOCAL_STAMP) requirements-dev.txt
 demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
 	$(BIN)/img2video demo
 
+# The suite runs in 4 processes (pytest-xdist): its tests mostly wait on local mode's clocks, not on the CPU.
+PYTEST_WORKERS ?= 4
 test: lint typecheck check-deploy $(STAMP)  ## ruff, cfn-lint, mypy, the deploy check + the whole pytest suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)  ## ruff (rules and formatting), the package's import contracts, cfn-lint
 	$(BIN)/ruff check .
@@ -89,10 +91,10 @@ pre-commit-install: $(STAMP) $(PRE_COMMIT_STAMP)  ## run the hooks before each c
 	$(PRE_COMMIT_VENV)/bin/pre-commit install
 
 unit: $(STAMP)  ## the unit, local-mode and template tests (no whole-pipeline runs)
-	$(BIN)/pytest -q tests/unit tests/local tests/template
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/unit tests/local tests/template
 
 integration: $(STAMP)  ## the whole-pipeline tests only (local mode)
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration
 
 bench: $(STAMP)  ## polling, store and submit memory, the image check, import time (each prints a table)
 	$(BIN)/python bench/polling.py

@@ -217,11 +217,33 @@ class FakeContext:
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "img2video")
 
 
+_IAM_FROM_WORKERS: list[dict[str, Any]] = []
+
+
+def _iam_here() -> dict[str, Any]:
+    from img2video_local import iam
+
+    return iam.summary([p for p in iam.ENFORCED if p.checked])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A test worker of a parallel run hands what IAM saw to the session that reports."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["iam"] = json.dumps(_iam_here())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    report = getattr(node, "workeroutput", {}).get("iam")
+    if report:
+        _IAM_FROM_WORKERS.append(json.loads(report))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """IAM as local mode enforced it in this run: calls checked, denied, and the grants no call used."""
     from img2video_local import iam
 
-    checked, denied, unused = iam.report([p for p in iam.ENFORCED if p.checked])
+    checked, denied, unused = iam.report([_iam_here(), *_IAM_FROM_WORKERS])
     if not checked:
         return
     terminalreporter.section("IAM (local mode enforces each role of the SAM-translated template)")

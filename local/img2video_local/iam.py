@@ -266,18 +266,29 @@ class Policies:
                         yield statement.name, action.lower()
 
     def unused_grants(self) -> list[tuple[str, str]]:
-        return report([self])[2]
+        return report([summary([self])])[2]
 
 
 ENFORCED: list[Policies] = []  # every stack's policies in this process: the suite reports what none of its calls used
 
 
-def report(everything: list[Policies]) -> tuple[int, int, list[tuple[str, str]]]:
-    """Across stacks: calls checked, calls denied, and grants no call used (least privilege)."""
-    used = [grant for policies in everything for grant in policies.used]
-    granted = {grant for policies in everything for grant in policies.grants()}
+def summary(everything: list[Policies]) -> dict[str, Any]:
+    """What a run of enforced stacks saw, as JSON: calls checked and denied, grants used and grants given (a test
+    worker hands this to the session that reports, when the suite runs in several processes)."""
+    return {
+        "checked": sum(p.checked for p in everything),
+        "denied": sum(len(p.denials) for p in everything),
+        "used": sorted({grant for policies in everything for grant in policies.used}),
+        "granted": sorted({grant for policies in everything for grant in policies.grants()}),
+    }
+
+
+def report(summaries: list[dict[str, Any]]) -> tuple[int, int, list[tuple[str, str]]]:
+    """Across runs: calls checked, calls denied, and grants no call used (least privilege)."""
+    used = {tuple(grant) for part in summaries for grant in part["used"]}
+    granted = {tuple(grant) for part in summaries for grant in part["granted"]}
     unused = sorted(grant for grant in granted if not any(grant[0] == u[0] and fnmatchcase(u[1], grant[1]) for u in used))
-    return sum(p.checked for p in everything), sum(len(p.denials) for p in everything), unused
+    return sum(part["checked"] for part in summaries), sum(part["denied"] for part in summaries), unused
 
 
 def denial_message(principal: Principal, request: Request, decision: Decision) -> str:
