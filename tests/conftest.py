@@ -20,7 +20,7 @@ from img2video.aws.clients import reset
 from img2video.core.settings import Settings
 from img2video.observability import logger
 from img2video_local.aws_faults import Invocation, enforce_iam, running, stop_enforcing_iam
-from img2video_local.runtime import serialize_dynamodb_requests, serialize_sqs_requests
+from img2video_local.moto_patches import serialize_dynamodb_requests, serialize_sqs_requests
 from img2video_local.stack import LocalStack, provision
 from img2video_local.template import REGION, Template
 from moto import mock_aws

@@ -26,7 +26,7 @@ from img2video_local.lambda_server import (
     LocalFunctions,
     start_invoke_server,
 )
-from img2video_local.runtime import scale_state_durations, serialize_sqs_requests, sqs_retention_check_in_constant_time
+from img2video_local.moto_patches import scale_state_durations, serialize_sqs_requests, sqs_retention_check_in_constant_time
 from img2video_local.template import REGION, FunctionSpec
 from moto import mock_aws
 
@@ -582,7 +582,7 @@ def test_concurrent_invocations_never_see_another_ones_metrics_flush() -> None:
     import io
 
     from aws_lambda_powertools import Metrics
-    from img2video_local.runtime import one_metrics_flush_at_a_time
+    from img2video_local.moto_patches import one_metrics_flush_at_a_time
 
     one_metrics_flush_at_a_time()
     metrics = Metrics(namespace="img2video-test", service="t")

@@ -9,7 +9,7 @@ import boto3
 from img2video.aws import jobs_table
 from img2video.core.errors import AwsTransient
 from img2video.core.jobs import history_key
-from img2video_local.runtime import serialize_dynamodb_requests
+from img2video_local.moto_patches import serialize_dynamodb_requests
 from img2video_local.template import REGION
 
 from tests.conftest import Aws

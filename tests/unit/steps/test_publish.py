@@ -323,6 +323,7 @@ def test_an_extra_image_whose_key_would_pass_s3s_limit_is_refused_not_looked_up(
 
 
 @responses.activate
+@pytest.mark.usefixtures("own_retries_not_due")
 def test_a_task_end_finds_the_job_in_line_even_when_sqs_short_polls_come_back_empty(aws: Aws, answers: Answers) -> None:
     # SQS documents that a short poll of a queue holding few messages may return none while they wait; moto always
     # returned them. A task end that read an empty line left its slot to the job's backoff (up to 900 s).

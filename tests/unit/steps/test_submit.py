@@ -210,6 +210,7 @@ def test_one_task_end_looks_past_the_entries_of_jobs_submitted_since_and_keeps_t
 
 
 @responses.activate
+@pytest.mark.usefixtures("own_retries_not_due")
 def test_while_the_line_moves_a_job_waits_its_turn_and_asks_novita_once_per_patience(
     aws: Aws, answers: Answers, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,231 @@
+"""Local mode's changes to moto, Powertools and the clock, each with its reason.
+
+Where moto, or one process running every function at once, would behave unlike AWS, it is made to behave as AWS
+does; each function's docstring says what AWS does and what moto did. LocalPipeline installs each once per process
+(a second install changes nothing)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def _under_one_lock(cls: type, names: tuple[str, ...]) -> None:
+    """Make these methods of `cls` run one at a time, process-wide (once: a second call changes nothing)."""
+    if getattr(getattr(cls, names[0]), "img2video_locked", False):
+        return
+    lock = threading.RLock()
+    for name in names:
+        original = getattr(cls, name)
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        functools.update_wrapper(locked, original)
+        locked.img2video_locked = True  # type: ignore[attr-defined]
+        setattr(cls, name, locked)
+
+
+def serialize_dynamodb_requests() -> None:
+    """DynamoDB applies each request atomically: a condition is checked and the write made with nothing in between,
+    and a transaction is all or nothing. moto runs requests on the callers' threads without a lock, so two handlers
+    could both pass `attempts = :previous` (or the daily limit's `n < :limit`). One lock per request restores
+    what AWS guarantees; local mode must not be looser than AWS."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    _under_one_lock(DynamoHandler, ("call_action",))
+
+
+def serialize_sqs_requests() -> None:
+    """SQS is a service: a receive, a delete and a visibility change on one queue never see each other half done. moto
+    keeps a queue's in-flight messages in a set that its receive iterates while another thread's delete changes it
+    ("Set changed size during iteration"): the exception killed the thread polling the queue for its function, and
+    every upload behind it went unread, no notice ever (a chaos run with half its jobs silent, on a busy machine). One
+    lock per request makes each one whole, as on AWS; no request waits inside moto (every receive is short-polled)."""
+    from moto.sqs.responses import SQSResponse
+
+    _under_one_lock(SQSResponse, ("call_action",))
+
+
+def one_metrics_flush_at_a_time() -> None:
+    """Lambda runs one invocation per process at a time; local mode runs many at once in one process, where they share
+    Powertools' metric set. One invocation's flush could then find the set non-empty, see another flush empty it, and
+    raise "Must contain at least one metric" after its handler had succeeded (a stored video reported INTERNAL, seen in a
+    200-job chaos run). Adding, serializing and flushing metrics take one lock, so each flush is whole, as on AWS."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    methods = ("flush_metrics", "add_metric", "add_dimension", "add_metadata", "serialize_metric_set", "clear_metrics")
+    _under_one_lock(AmazonCloudWatchEMFProvider, methods)
+
+
+def one_log_line_at_a_time() -> None:
+    """The same for Powertools' log formatter: one invocation's append_keys could change the keys while another's log
+    line was being formatted ("dictionary changed size during iteration", the line lost; seen in a 500-job burst)."""
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    _under_one_lock(LambdaPowertoolsFormatter, ("format", "append_keys", "remove_keys", "clear_state"))
+
+
+def sqs_retention_check_in_constant_time() -> None:
+    """moto checks each message it hands out against the queue's retention period by computing *every* attribute of
+    the queue, three of which count its messages: a receive from a queue holding n messages cost O(n) per message,
+    and a burst of 500 jobs waiting in the SubmitQueue spent most of its CPU there. Reading the one attribute gives
+    the same answer in constant time."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend.is_message_valid_based_on_retention_period, "img2video_fast_path", False):
+        return
+
+    def is_valid(self: Any, queue_name: str, message: Any) -> bool:
+        retention_period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())
+
+    is_valid.img2video_fast_path = True  # type: ignore[attr-defined]
+    SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
+
+
+def keep_task_failure_causes() -> None:
+    """SendTaskFailure's `cause` reaches the state's Catch on AWS; moto's API layer drops it (its interpreter keeps
+    it), so a Submit failure's message (an insufficient balance, the daily limit) would reach the notice as a bare
+    error name. Pass it on, as AWS does."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse.send_task_failure, "img2video_keeps_cause", False):
+        return
+
+    def send_task_failure(self: Any) -> Any:
+        from moto.core.responses import EmptyResult
+
+        backend: Any = self.stepfunction_backend
+        token, error = self._get_param("taskToken"), self._get_param("error")
+        if "cause" in inspect.signature(backend.send_task_failure).parameters:  # the interpreter's backend
+            backend.send_task_failure(token, error=error, cause=self._get_param("cause"))
+        else:
+            backend.send_task_failure(token, error=error)
+        return EmptyResult()
+
+    send_task_failure.img2video_keeps_cause = True  # type: ignore[attr-defined]
+    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+
+
+def lambda_service_errors_keep_their_names() -> None:
+    """Step Functions names an error of the Lambda service itself (not of the handler) Lambda.<exception>:
+    Lambda.TooManyRequestsException for a throttled invocation, Lambda.AWSLambdaException for the others. moto's
+    interpreter names every one "Exception", which no Retry lists: a throttled step would fail its job at once."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
+
+    original = StateTaskLambda._from_error
+    if getattr(original, "img2video_named", False):
+        return
+
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        event = original(self, env, ex)
+        if isinstance(ex, ClientError):
+            code = ex.response.get("Error", {}).get("Code", "")
+            name = f"Lambda.{code}" if code in ("TooManyRequestsException", "ServiceException") else "Lambda.AWSLambdaException"
+            event.error_name = CustomErrorName(name)  # type: ignore[misc]  # Final in moto; set once, before anyone reads it
+            details: Any = event.event_details or {}
+            if details.get("lambdaFunctionFailedEventDetails") is not None:
+                details["lambdaFunctionFailedEventDetails"]["error"] = name
+        return event
+
+    from_error.img2video_named = True  # type: ignore[attr-defined]
+    StateTaskLambda._from_error = from_error  # type: ignore[method-assign]
+
+
+def stopped_executions_stay_aborted() -> None:
+    """StopExecution ends an execution at once on AWS: ABORTED, whatever state it was in. moto's interpreter, stopped
+    while a callback task waits (WaitForWebhook, SubmitJob), sees the wait end as a timeout, and an uncaught error
+    then overwrites the stop: the execution ends FAILED and the backstop sends INTERNAL instead of CANCELLED. A
+    stopped program stays stopped here, as on AWS."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    if getattr(Environment.set_error, "img2video_keeps_stop", False):
+        return
+    set_error, set_timed_out = Environment.set_error, Environment.set_timed_out
+
+    def keep_stop(original: Callable[..., None]) -> Callable[..., None]:
+        def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+            if isinstance(self.program_state(), ProgramStopped):
+                return
+            original(self, *args, **kwargs)
+
+        patched.img2video_keeps_stop = True  # type: ignore[attr-defined]
+        return patched
+
+    Environment.set_error = keep_stop(set_error)  # type: ignore[method-assign]
+    Environment.set_timed_out = keep_stop(set_timed_out)  # type: ignore[method-assign]
+
+
+def _skip_moto_backend_lock_when_known() -> None:
+    """moto takes one global lock on every request just to check that the account's backend exists; under a
+    burst every handler thread queues on it (py-spy: a third of a 60-job burst). Skip it once the backend is there."""
+    from moto.core.base_backend import BackendDict
+
+    original = BackendDict._create_account_specific_backend
+    if getattr(original, "img2video_fast_path", False):
+        return
+
+    def create(self: Any, account_id: str) -> None:
+        if dict.__contains__(self, account_id) and self in BackendDict._instances:  # type: ignore[misc]
+            return
+        original(self, account_id)
+
+    create.img2video_fast_path = True  # type: ignore[attr-defined]
+    BackendDict._create_account_specific_backend = create  # type: ignore[method-assign]
+
+
+class _StateDurations:
+    scale = 1.0
+
+
+_state_durations = _StateDurations()
+
+
+def scale_state_durations(scale: float) -> None:
+    """Wait states (Seconds, SecondsPath, Timestamp) and every TimeoutSeconds (a Task's, a callback wait's) shrink by
+    the time scale, as function timeouts and Retry backoff do: a test of a state timing out takes a fraction of its
+    real time, in proportion with everything else. moto waits in whole seconds and would loop forever on a fraction,
+    so the Wait is replaced by a deadline wait that gives up when the execution stops, as moto's does."""
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import Timeout
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    _state_durations.scale = scale
+    if getattr(WaitFunction._wait_interval, "img2video_scaled", False):
+        return
+
+    def wait_interval(self: Any, env: Any, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds * _state_durations.scale
+        while env.is_running() and (left := deadline - time.monotonic()) > 0:
+            env.program_state_event.wait(left)
+
+    def timeout_body(self: Any, env: Any) -> None:
+        seconds = self._eval_seconds(env=env)
+        env.stack.append(seconds * _state_durations.scale if _state_durations.scale != 1 else seconds)
+
+    wait_interval.img2video_scaled = True  # type: ignore[attr-defined]
+    WaitFunction._wait_interval = wait_interval  # type: ignore[method-assign]
+    Timeout._eval_body = timeout_body  # type: ignore[method-assign]
+
+
+class _ScaledTime:
+    """`time` for moto's retrier: sleeps shrink by the time scale and end when the pipeline stops (its executions are
+    stopped then, and must not sleep on into the next pipeline); everything else is the real module."""
+
+    def __init__(self, scale: float, stop: threading.Event) -> None:
+        self._scale, self._stop = scale, stop
+
+    def sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds * self._scale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
