@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -364,12 +365,14 @@ def _local_up(args: argparse.Namespace) -> int:
         state_file = local_state_path()
         stack.save(state_file)
         print(describe(stack, pipeline.stack.id("NoticesTopic")), file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda number, frame: stop.set())  # `kill` stops it as Ctrl-C does
         try:
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             state_file.unlink(missing_ok=True)
+            print("img2video local stack stopped.", file=sys.stderr, flush=True)
     return 0
 
 

@@ -178,8 +178,11 @@ def _watch(stack: Stack, args: argparse.Namespace, out: Output) -> int:
 
 
 def _watch_jobs(stack: Stack, job_ids: list[str], timeout: float, out: Output) -> int:
-    with Live(job_table([], "waiting"), console=out.stderr, refresh_per_second=4, transient=out.as_json) as live:
-        jobs = commands.wait_for(stack, job_ids, timeout, lambda seen: live.update(job_table(seen, f"{len(seen)} jobs")))
+    if out.stderr.is_terminal:  # a live table for a person; a pipe or a log file gets only the results
+        with Live(job_table([], "waiting"), console=out.stderr, refresh_per_second=4, transient=out.as_json) as live:
+            jobs = commands.wait_for(stack, job_ids, timeout, lambda seen: live.update(job_table(seen, f"{len(seen)} jobs")))
+    else:
+        jobs = commands.wait_for(stack, job_ids, timeout)
     for job in jobs:
         out.result(job, _summary(job))
     unfinished = [job for job in jobs if job.get("state") not in TERMINAL]

@@ -75,6 +75,7 @@ def test_drop_watch_status_jobs_and_fetch_a_video(
     job = lines[2]
     assert job["state"] == "succeeded" and job["attempt"] == 1 and job["video_key"] == "videos/beach.mp4"
     assert lines[1]["job_id"] == job["job_id"] and "job_id" not in lines[0]  # the image's line names its job at once
+    assert "│" not in capsys.readouterr().err  # no live table squeezed into a pipe (it looked like a second `jobs`)
     sidecar = json.loads(pipeline.s3.get_object(Bucket=stack.input_bucket, Key="incoming/beach.json")["Body"].read())
     assert sidecar == {"prompt": "waves roll in", "resolution": "540p", "duration": 2}
 

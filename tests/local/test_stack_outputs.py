@@ -3,10 +3,14 @@ jobs table read once per job, AWS problems told in one line, and what `local up`
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +139,21 @@ def test_the_local_up_banner_shows_the_command_as_this_user_runs_it_and_the_aws_
     banner = describe(stack, "arn:aws:sns:us-east-1:1:notices")
     assert "  .venv/bin/img2video local drop photo.jpg" in banner and "\n  img2video " not in banner
     assert "export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1" in banner
+
+
+def test_local_up_stops_cleanly_on_kill_as_on_ctrl_c(tmp_path: Path) -> None:
+    """Run in the background (no second terminal), `kill` is how it is stopped: its state file goes, it says so."""
+    state = tmp_path / "local-stack.json"
+    env = {**os.environ, "IMG2VIDEO_LOCAL_STATE": str(state)}
+    command = [sys.executable, "-m", "img2video_local.cli", "local", "up", "--port", "0"]
+    up = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not state.exists() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.exists(), "local up did not start"
+        up.send_signal(signal.SIGTERM)
+        _, errors = up.communicate(timeout=120)
+    finally:
+        up.kill()
+    assert up.returncode == 0 and not state.exists() and "img2video local stack stopped." in errors
