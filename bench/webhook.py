@@ -24,7 +24,8 @@ from typing import Any
 
 import boto3
 from img2video_local.cli import SAMPLES
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import REGION
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline
 
 DEFAULT_FAULTS = "429=0.15,5xx=0.08,slow=0.1,slow_seconds=0.3,fail=0.1,hang=0.05,expire=0.15,truncate=0.15,dup=0.25"

@@ -30,7 +30,8 @@ from rich.table import Table
 
 from img2video_local import preflight
 from img2video_local.commands import CommandError, Stack, local_state_path
-from img2video_local.emulator import EmulatorConfig, Faults, FaultSpecError
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults, FaultSpecError
 from img2video_local.stack_cli import COMMANDS, add_commands
 from img2video_local.stack_cli import run as run_stack_command
 

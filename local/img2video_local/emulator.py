@@ -7,7 +7,6 @@ import heapq
 import json
 import math
 import random
-import re
 import select
 import socket
 import threading
@@ -16,106 +15,20 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from img2video_local.emulator_faults import Faults
+from img2video_local.novita_rules import validate_body
 from img2video_local.render import render_video
+from img2video_local.s3_presign import S3Refusal, presigned_url_refusal
 
 SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
 RESULT_PATH = "/v3/async/task-result"
-ALLOWED = {
-    "resolution": ("540p", "720p", "1080p"),
-    "movement_amplitude": ("auto", "small", "medium", "high"),
-}
-BOOLEANS = ("bgm", "audio", "watermark", "off_peak")
-KNOWN_FIELDS = {"images", "prompt", "duration", "resolution", "movement_amplitude", "seed", "voice_id", "extra", *BOOLEANS}
-
-
-class FaultSpecError(ValueError):
-    """A --faults spec that cannot be read."""
-
-
-@dataclass
-class Faults:
-    """Fault rates (0..1) and durations (seconds, before the time scale). Spec string: "429=0.2,5xx=0.1,
-    retry_after=30,slow=0.2,slow_after=0.1,slow_seconds=45,fail=0.1,hang=0.05,expire=0.1,truncate=0.1,dup=0.2,leak=0.3,seed=7".
-    `retry_after=5-30` draws each Retry-After from 5 to 30 s. `slow` delays an answer before anything is created;
-    `slow_after` creates (and bills) the task, then delays the answer. `dup` duplicates S3 event deliveries
-    (applied by the runtime)."""
-
-    rate_429: float = 0.0
-    rate_5xx: float = 0.0
-    slow: float = 0.0
-    slow_after: float = 0.0
-    slow_seconds: float = 1.0
-    retry_after: float = 1.0
-    retry_after_min: float | None = None  # None: every Retry-After is exactly retry_after
-    fail: float = 0.0
-    hang: float = 0.0
-    expire: float = 0.0
-    truncate: float = 0.0
-    dup: float = 0.0
-    leak: float = 0.0  # an answer echoes the caller's API key (plain, JSON-escaped or URL-encoded), as a careless provider might
-    # Webhooks (a task submitted with extra.webhook.url): every delivery lost; the first delivery late by
-    # webhook_late_seconds; delivered twice at once; a forged call (a false SUCCEED while the task runs, once with the URL's
-    # path and once without it); delivered before the submit is even answered (the task finishes at once).
-    webhook_lost: float = 0.0
-    webhook_late: float = 0.0
-    webhook_dup: float = 0.0
-    webhook_forged: float = 0.0
-    webhook_early: float = 0.0
-    webhook_late_seconds: float = 30.0
-    webhook_retry_seconds: float = 10.0  # between Novita's retries of a delivery that was not answered 2xx (not documented)
-    seed: int | None = None
-
-    _NAMES: ClassVar[dict[str, str]] = {"429": "rate_429", "5xx": "rate_5xx"}
-    _DURATIONS: ClassVar[tuple[str, ...]] = (
-        "slow_seconds",
-        "retry_after",
-        "retry_after_min",
-        "webhook_late_seconds",
-        "webhook_retry_seconds",
-    )
-
-    @classmethod
-    def parse(cls, spec: str | None) -> Faults:
-        faults = cls()
-        for item in filter(None, (part.strip() for part in (spec or "").split(","))):
-            name, _, value = item.partition("=")
-            attribute = cls._NAMES.get(name, name)
-            if attribute.startswith("_") or attribute not in cls.__dataclass_fields__:
-                raise FaultSpecError(f"unknown fault {name!r}; known: {', '.join(cls._spec_names())}")
-            low, dash, high = value.partition("-")
-            if attribute == "retry_after" and dash and low:
-                faults.retry_after_min, faults.retry_after = _spec_number(name, low), _spec_number(name, high)
-                if faults.retry_after_min > faults.retry_after:
-                    raise FaultSpecError(f"fault {name!r} needs a range from low to high, got {value!r}")
-                continue
-            number = _spec_number(name, value)
-            if attribute not in (*cls._DURATIONS, "seed") and not 0 <= number <= 1:
-                raise FaultSpecError(f"fault {name!r} is a rate from 0 to 1, got {value}")
-            setattr(faults, attribute, int(number) if attribute == "seed" else number)
-        return faults
-
-    @classmethod
-    def _spec_names(cls) -> list[str]:
-        aliases = {attribute: name for name, attribute in cls._NAMES.items()}
-        return [aliases.get(attribute, attribute) for attribute in cls.__dataclass_fields__ if not attribute.startswith("_")]
-
-
-def _spec_number(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise FaultSpecError(f"fault {name!r} needs a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise FaultSpecError(f"fault {name!r} needs a finite number of at least 0, got {value!r}")
-    return number
 
 
 @lru_cache(maxsize=8)
@@ -177,108 +90,10 @@ def seconds_text(seconds: float) -> str:
     return str(int(rounded)) if rounded.is_integer() else f"{rounded:.3f}".rstrip("0")
 
 
-# -- S3's view of a presigned image URL ---------------------------------------------------------------
-# moto serves any presigned URL, SigV2 included; S3 does not. A bucket created since 2020 refuses SigV2,
-# Block Public Access (the default since 2023) refuses unsigned reads, and only a regional endpoint is
-# safe: the global host redirects for a bucket outside us-east-1, so a stack in any other region breaks.
-SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
-SIGV4_PARAMETERS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Expires")
-MAX_PRESIGN_SECONDS = 604800  # SigV4 presigned URLs live at most a week
-CLOCK_SKEW_SECONDS = 900
-_REGIONAL_S3_HOST = re.compile(
-    r"(?:^|\.)s3(?:-accesspoint|-object-lambda)?(?:\.dualstack)?[.-](?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$"
-)
-
-
-@dataclass(frozen=True)
-class S3Refusal:
-    """What S3 answers instead of the object: the HTTP status, its error code and message."""
-
-    status: int
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"S3 refused the image URL (HTTP {self.status} {self.code}): {self.message}"
-
-
 class ImageRefused(ValueError):
     def __init__(self, refusal: S3Refusal) -> None:
         super().__init__(str(refusal))
         self.refusal = refusal
-
-
-def is_s3_host(host: str) -> bool:
-    if not host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
-        return False
-    return any(label == "s3" or label.startswith("s3-") for label in host.split("."))
-
-
-def presigned_url_refusal(url: str, now: float) -> S3Refusal | None:
-    """S3's refusal of an image URL, or None when S3 would serve it (or it is not an S3 URL at all)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not is_s3_host(host):
-        return None
-    query = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
-    if "X-Amz-Algorithm" not in query:
-        if "Signature" in query or "AWSAccessKeyId" in query:
-            return S3Refusal(
-                400, "InvalidRequest", "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
-            )
-        return S3Refusal(403, "AccessDenied", "Access Denied")
-    if query["X-Amz-Algorithm"] != SIGV4_ALGORITHM:
-        return _query_error(f'X-Amz-Algorithm only supports "{SIGV4_ALGORITHM}"')
-    if any(not query.get(name) for name in SIGV4_PARAMETERS):
-        return _query_error(
-            "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, "
-            "X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
-        )
-    return _scope_refusal(host, query["X-Amz-Credential"]) or _time_refusal(query["X-Amz-Date"], query["X-Amz-Expires"], now)
-
-
-def _scope_refusal(host: str, credential: str) -> S3Refusal | None:
-    """S3's refusal of a signature's scope: its form, and its region against the endpoint's."""
-    regional = _REGIONAL_S3_HOST.search(host)
-    scope = credential.split("/")
-    if len(scope) != 5 or scope[3] != "s3" or scope[4] != "aws4_request":
-        return _query_error("Error parsing the X-Amz-Credential parameter; expecting <AKID>/YYYYMMDD/REGION/s3/aws4_request")
-    if regional is None:
-        return S3Refusal(
-            301,
-            "PermanentRedirect",
-            "The bucket you are attempting to access must be addressed using the specified endpoint. "
-            f"Please send all future requests to this endpoint. (a regional endpoint such as s3.{scope[2]}.amazonaws.com)",
-        )
-    if scope[2] != regional["region"]:
-        expected = regional["region"]
-        return _query_error(f"Error parsing the X-Amz-Credential parameter; the region '{scope[2]}' is wrong; expecting '{expected}'")
-    return None
-
-
-def _time_refusal(date: str, expires_text: str, now: float) -> S3Refusal | None:
-    """S3's refusal of a signature's time: its form, too long a life, not valid yet, or expired."""
-    try:
-        signed = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    if not expires_text.isdigit():
-        return _query_error("X-Amz-Expires should be a number")
-    expires = int(expires_text)
-    if expires > MAX_PRESIGN_SECONDS:
-        return _query_error(
-            "X-Amz-Expires must be less than a week (in seconds) that is, "
-            f"the given X-Amz-Expires must be less than {MAX_PRESIGN_SECONDS} seconds"
-        )
-    if signed > now + CLOCK_SKEW_SECONDS:
-        return S3Refusal(403, "AccessDenied", "Request is not valid yet")
-    if signed + expires < now:
-        return S3Refusal(403, "AccessDenied", "Request has expired")
-    return None
-
-
-def _query_error(message: str) -> S3Refusal:
-    return S3Refusal(400, "AuthorizationQueryParametersError", message)
 
 
 class NovitaEmulator:
@@ -628,69 +443,6 @@ def _fetch_image(reference: str) -> bytes:
     if response.status_code != 200:
         raise ValueError(f"HTTP {response.status_code} fetching the image")
     return response.content
-
-
-def validate_body(body: Any) -> str | None:
-    """The provider's field validation; returns the first problem's message, in the order Novita checks, or None."""
-    if not isinstance(body, dict):
-        return "request body must be a JSON object"
-    for check in (_unknown_fields, _images, _prompt, _duration, _choices, _extra):
-        problem = check(body)
-        if problem:
-            return problem
-    return None
-
-
-def _unknown_fields(body: dict[str, Any]) -> str | None:
-    unknown = set(body) - KNOWN_FIELDS
-    return f"unknown field(s): {', '.join(sorted(unknown))}" if unknown else None
-
-
-def _images(body: dict[str, Any]) -> str | None:
-    images = body.get("images")
-    if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
-        return "images is required: an array of at least 1 image URL"
-    if not all(image.startswith(("http://", "https://", "data:image/")) for image in images):
-        return "images must be URLs or data:image/...;base64 URIs"
-    return None
-
-
-def _prompt(body: dict[str, Any]) -> str | None:
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        return "prompt is required"
-    return "prompt must be at most 2000 characters" if len(prompt) > 2000 else None
-
-
-def _duration(body: dict[str, Any]) -> str | None:
-    duration = body.get("duration", 5)
-    return "duration must be an integer between 1 and 10" if type(duration) is not int or not 1 <= duration <= 10 else None
-
-
-def _choices(body: dict[str, Any]) -> str | None:
-    """The fields with a fixed set of values, the booleans and the seed."""
-    for name, allowed in ALLOWED.items():
-        if name in body and body[name] not in allowed:
-            return f"{name} must be one of {', '.join(allowed)}"
-    for name in BOOLEANS:
-        if name in body and not isinstance(body[name], bool):
-            return f"{name} must be a boolean"
-    return "seed must be an integer" if "seed" in body and type(body["seed"]) is not int else None
-
-
-def _extra(body: dict[str, Any]) -> str | None:
-    if "extra" not in body:
-        return None
-    extra = body["extra"]
-    if not isinstance(extra, dict) or set(extra) - {"webhook"}:
-        return "extra must be an object with at most a webhook"
-    webhook = extra.get("webhook", {})
-    url = webhook.get("url") if isinstance(webhook, dict) else None
-    parts = urlsplit(url) if isinstance(url, str) else None
-    loopback = parts is not None and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
-    if parts is None or not parts.hostname or not (parts.scheme == "https" or loopback):
-        return "extra.webhook.url must be an https URL"
-    return None
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline, Received
 
 from tests.conftest import API_KEY, jpeg_bytes

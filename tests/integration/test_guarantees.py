@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from img2video_local.chaos import run_chaos
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline
 
 from tests.conftest import API_KEY, bomb_png, image_bytes, jpeg_bytes, png_bytes

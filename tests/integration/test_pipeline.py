@@ -14,7 +14,8 @@ import av
 import pytest
 from img2video.core.notices import Notice
 from img2video_local.doorbell import IDLE_LOOK_SECONDS
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline, Received
 
 from tests.conftest import API_KEY, jpeg_bytes

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import TEMPLATE_PATH
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from img2video_local.cli import main
 from img2video_local.commands import LOCAL_STATE_ENV, Stack
-from img2video_local.emulator import EmulatorConfig, Faults
+from img2video_local.emulator import EmulatorConfig
+from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline
 from img2video_local.up import serving
 

@@ -14,15 +14,9 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from img2video_local.emulator import (
-    SUBMIT_PATH,
-    EmulatorConfig,
-    Faults,
-    FaultSpecError,
-    NovitaEmulator,
-    presigned_url_refusal,
-    seconds_text,
-)
+from img2video_local.emulator import SUBMIT_PATH, EmulatorConfig, NovitaEmulator, seconds_text
+from img2video_local.emulator_faults import Faults, FaultSpecError
+from img2video_local.s3_presign import presigned_url_refusal
 from moto import mock_aws
 
 from tests.conftest import png_bytes
