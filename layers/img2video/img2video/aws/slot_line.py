@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from img2video.aws.clients import quick_client
 from img2video.aws.task_item import set_fields, task_key
 from img2video.core.clock import now
+from img2video.core.line import whom_to_wake
 from img2video.core.settings import Settings, get_settings
 from img2video.observability import logger
 
@@ -119,21 +120,18 @@ def wake_one(dynamodb: Any = None) -> str | None:
     line = settings.slot_line_queue_url
     try:
         messages = _look(sqs, line)
-        entries = [(_job_id(m["Body"]), m) for m in messages]
-        waiting = _waiting_jobs(dynamodb, settings.jobs_table, {job_id for job_id, _ in entries if job_id})
-        woken_id, woken = next(((job_id, m) for job_id, m in entries if job_id in waiting), (None, None))
-        if woken is not None:
-            sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=_as_woken(woken["Body"]))
-        # the woken entry and those of jobs no longer waiting leave the line; the rest go back to it at once
-        done = [m for job_id, m in entries if m is woken or job_id not in waiting]
-        back = [m for _, m in entries if m not in done]
-        if done:
-            sqs.delete_message_batch(QueueUrl=line, Entries=[_entry(i, m) for i, m in enumerate(done)])
-        if back:
+        job_ids = [_job_id(m["Body"]) for m in messages]
+        look = whom_to_wake(job_ids, _waiting_jobs(dynamodb, settings.jobs_table, {j for j in job_ids if j}))
+        woken_id = job_ids[look.woken] if look.woken is not None else None
+        if look.woken is not None:
+            sqs.send_message(QueueUrl=settings.submit_queue_url, MessageBody=_as_woken(messages[look.woken]["Body"]))
+        if look.leave:
+            sqs.delete_message_batch(QueueUrl=line, Entries=[_entry(i, messages[index]) for i, index in enumerate(look.leave)])
+        if look.back:
             sqs.change_message_visibility_batch(
-                QueueUrl=line, Entries=[{**_entry(i, m), "VisibilityTimeout": 0} for i, m in enumerate(back)]
+                QueueUrl=line, Entries=[{**_entry(i, messages[index]), "VisibilityTimeout": 0} for i, index in enumerate(look.back)]
             )
-        _note_look(dynamodb, settings.jobs_table, woken is not None)
+        _note_look(dynamodb, settings.jobs_table, look.woken is not None)
     except (ClientError, BotoCoreError) as exc:
         logger.warning("Could not wake a job waiting for a slot; it keeps its own retry", extra={"error": str(exc)})
         return None
