@@ -51,7 +51,9 @@ def left_its_wait(local: LocalPipeline, notice: dict[str, Any]) -> list[str]:
 
 
 def test_the_webhook_tells_the_job_within_seconds_where_polls_would_take_30() -> None:
-    with pipeline(parameters=SLOW_POLLS) as local:
+    # tasks of 8 s, so each job waits before its webhook comes however loaded the machine (with 1.5 s tasks a loaded
+    # machine delivered one before the job waited: that path is the next test's)
+    with pipeline(parameters=SLOW_POLLS, generation_seconds=8) as local:
         images = drop(local, 3)
         notices = one_notice_each(local, images, timeout=120)
         for notice in notices:
