@@ -68,7 +68,10 @@ def test_without_list_bucket_a_cancelled_job_never_gets_its_notice_from_the_back
         local.upload("incoming/r/stop.json", SIDECAR)
         local.upload("incoming/r/stop.jpg", jpeg_bytes())
         machine = local.stack.id("VideoJobStateMachine")
-        [execution] = wait_until(lambda: local.sfn.list_executions(stateMachineArn=machine)["executions"], 60)
+        executions = wait_until(lambda: local.sfn.list_executions(stateMachineArn=machine)["executions"], 60)
+        # one upload pair is one job; seen twice once under heavy load (not understood yet): say what there was
+        assert len(executions) == 1, [(e["name"], e["status"]) for e in executions]
+        [execution] = executions
         wait_until(lambda: local.emulator.submissions, 60)
         local.sfn.stop_execution(executionArn=execution["executionArn"])
         queue = local.stack.id("BackstopFailureQueue")
