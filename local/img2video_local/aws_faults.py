@@ -18,6 +18,7 @@ import botocore.session
 import requests
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from img2video.aws.s3_objects import is_missing
 
 from img2video_local import iam
 
@@ -563,7 +564,7 @@ def _authorize(client: BaseClient, service: str, operation: str, params: dict[st
 
 def _missing_key(client: BaseClient, operation: str, params: dict[str, Any], acting: str, error: ClientError) -> ClientError:
     """S3 answers a GetObject or HeadObject of a missing key with 403 unless the caller may list the bucket."""
-    if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
+    if not is_missing(error):
         return error
     bucket = f"arn:aws:s3:::{params.get('Bucket', '')}"
     return _denial(client, "s3", operation, acting, lambda _: [iam.Request("s3:ListBucket", bucket)]) or error

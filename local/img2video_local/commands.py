@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from img2video.aws.jobs_table import BY_SOURCE_INDEX, BY_STATE_INDEX, STATES, plain
+from img2video.aws.s3_objects import is_missing
 from img2video.core.keys import IMAGE_SUFFIXES
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -225,7 +226,7 @@ def retry(stack: Stack, job: dict[str, Any]) -> str:
     try:
         head = s3.head_object(Bucket=stack.input_bucket, Key=key)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(exc):
             raise CommandError(f"{key} is no longer in the input bucket; upload it again to retry") from None
         raise
     # S3 copies an object onto itself only when something is "replaced": every header it had, given again as it was

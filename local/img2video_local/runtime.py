@@ -245,9 +245,8 @@ class LocalPipeline:
     def _join_execution_threads(self, timeout: float = 30.0) -> None:
         """Wait for moto's interpreter threads to see the stop and end (their Lambda calls now fail at once)."""
         deadline = time.monotonic() + timeout
-        for thread in threading.enumerate():
-            target = getattr(thread, "_target", None)
-            if thread is not threading.current_thread() and getattr(target, "__qualname__", "").endswith("_execution_logic"):
+        for thread in execution_threads():
+            if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
     def _stop_serving(self) -> None:
@@ -518,3 +517,8 @@ class _ThreadRoutedStream(io.TextIOBase):
 
     def flush(self) -> None:
         self._target().flush()
+
+
+def execution_threads() -> list[threading.Thread]:
+    """moto's threads that run executions, in this process."""
+    return [t for t in threading.enumerate() if getattr(getattr(t, "_target", None), "__qualname__", "").endswith("_execution_logic")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 from img2video_local.emulator import EmulatorConfig
 from img2video_local.emulator_faults import Faults
-from img2video_local.runtime import LocalPipeline, Received
+from img2video_local.runtime import LocalPipeline, Received, execution_threads
 
 from tests.conftest import API_KEY, jpeg_bytes
 from tests.integration.test_pipeline import wait_until
@@ -141,11 +140,6 @@ def test_lambda_throttling_the_state_machines_steps_never_fails_a_job() -> None:
     assert len(local.emulator.submissions) == 4
 
 
-def _interpreters() -> list[threading.Thread]:
-    """moto's threads that run executions."""
-    return [t for t in threading.enumerate() if getattr(getattr(t, "_target", None), "__qualname__", "").endswith("_execution_logic")]
-
-
 def test_a_closed_pipeline_leaves_nothing_running_that_reaches_the_next_one() -> None:
     """A job whose notice kept failing was still retrying in this process when its pipeline closed; a minute later it
     published video.failed into the next pipeline's topic (same names, same ARNs), a notice for a job it never had."""
@@ -155,8 +149,8 @@ def test_a_closed_pipeline_leaves_nothing_running_that_reaches_the_next_one() ->
         assert wait_until(
             lambda: [first.functions.invocations["PublishFunction"]] if first.functions.invocations["PublishFunction"] else [], 120
         )
-        assert _interpreters()  # its execution is retrying the notice
-    assert not _interpreters()  # stopped with the pipeline, as deleting a stack stops its executions
+        assert execution_threads()  # its execution is retrying the notice
+    assert not execution_threads()  # stopped with the pipeline, as deleting a stack stops its executions
     with pipeline("") as second:
         second.wait_for_notices({"incoming/left.jpg"}, 5)  # a window to look in: the old retry came back within seconds
         assert second.notices == []
