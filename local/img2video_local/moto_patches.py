@@ -52,6 +52,17 @@ def serialize_sqs_requests() -> None:
     _under_one_lock(SQSResponse, ("call_action",))
 
 
+def one_start_per_execution_name() -> None:
+    """StartExecution is idempotent per name: while an execution runs, a second start with its name and input returns
+    that same execution. moto looks the name up, then records the new execution, with nothing held in between: two
+    starts at once both missed each other and ran two executions of one job (Accept takes an image's and its
+    sidecar's events at once; a suite run beside a CPU hog listed one job twice). One lock per start makes the
+    look-up and the record one step, as on AWS."""
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    _under_one_lock(StepFunctionsParserBackend, ("start_execution",))
+
+
 def one_metrics_flush_at_a_time() -> None:
     """Lambda runs one invocation per process at a time; local mode runs many at once in one process, where they share
     Powertools' metric set. One invocation's flush could then find the set non-empty, see another flush empty it, and

@@ -35,6 +35,7 @@ from img2video_local.moto_patches import (
     lambda_service_errors_keep_their_names,
     one_log_line_at_a_time,
     one_metrics_flush_at_a_time,
+    one_start_per_execution_name,
     scale_state_durations,
     serialize_dynamodb_requests,
     serialize_sqs_requests,
@@ -136,6 +137,7 @@ class LocalPipeline:
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
         serialize_sqs_requests()
+        one_start_per_execution_name()
         doorbell.install()
         keep_task_failure_causes()
         lambda_service_errors_keep_their_names()

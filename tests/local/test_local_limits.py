@@ -26,7 +26,12 @@ from img2video_local.lambda_server import (
     LocalFunctions,
     start_invoke_server,
 )
-from img2video_local.moto_patches import scale_state_durations, serialize_sqs_requests, sqs_retention_check_in_constant_time
+from img2video_local.moto_patches import (
+    one_start_per_execution_name,
+    scale_state_durations,
+    serialize_sqs_requests,
+    sqs_retention_check_in_constant_time,
+)
 from img2video_local.template import REGION, FunctionSpec
 from moto import mock_aws
 
@@ -671,3 +676,40 @@ def test_the_time_scale_shrinks_wait_states_and_state_timeouts_in_proportion() -
     assert 2.5 <= took < 10, took  # 1 s + 2 s, not 60 s
     failed = [e for e in events if e["type"] == "ExecutionFailed"]
     assert failed and failed[0]["executionFailedEventDetails"]["error"] == "States.Timeout"
+
+
+def _starts_at_once(patched: bool, rounds: int = 6) -> tuple[dict[str, set[str]], list[str], list[BaseException]]:
+    """Rounds of eight StartExecutions of one name and input at once: the ARNs answered per name, the executions
+    listed, the errors."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[call-overload]
+        if patched:
+            one_start_per_execution_name()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        waits = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}
+        machine = sfn.create_state_machine(name="once", definition=json.dumps(waits), roleArn="arn:aws:iam::123456789012:role/once")
+        arns: dict[str, set[str]] = {}
+        errors: list[BaseException] = []
+        for round_ in range(rounds):
+            name = f"job-{round_}"
+
+            def start(name: str = name) -> None:
+                try:
+                    arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=name, input="{}")["executionArn"]
+                    arns.setdefault(name, set()).add(arn)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            _race(start, threads=8, switch_seconds=1e-5)
+        listed = [e["name"] for e in sfn.list_executions(stateMachineArn=machine["stateMachineArn"])["executions"]]
+        for arn in set().union(*arns.values()):
+            sfn.stop_execution(executionArn=arn)
+        return arns, listed, errors
+
+
+def test_two_starts_of_one_execution_name_at_once_make_one_execution() -> None:
+    """StartExecution is idempotent per name while the execution runs (moto_patches.one_start_per_execution_name):
+    Accept's image and sidecar events, accepted at once, must make one execution of their job, not two. Unlocked,
+    moto listed a name twice (or refused a start) in about one round of three."""
+    arns, listed, errors = _starts_at_once(patched=True)
+    assert errors == [] and all(len(answered) == 1 for answered in arns.values())
+    assert sorted(listed) == [f"job-{round_}" for round_ in range(6)]
