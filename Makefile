@@ -15,7 +15,7 @@ FIND_PYTHON313 := { python3.13 -c 'import sys; assert sys.version_info[:2] == (3
 		"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null && break; done; } | head -n 1
 NO_PYTHON313 := make build: needs Python 3.13 (sam build runs pip under the functions' python3.13 runtime): install it (pyenv install 3.13, or your package manager) and retry, or where Docker exists run 'sam build --use-container' instead
 
-.PHONY: help demo test lint format typecheck check-deploy pre-commit pre-commit-install unit template integration bench chaos burst build python313 clean
+.PHONY: help demo test docs lint format typecheck check-deploy pre-commit pre-commit-install unit template integration bench chaos burst build python313 clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -41,6 +41,9 @@ demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/
 PYTEST_WORKERS ?= 4
 test: lint typecheck check-deploy $(STAMP)  ## ruff, cfn-lint, mypy, the deploy check + the whole pytest suite
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+
+docs: $(STAMP)  ## write docs/reference/models.md from the model registry
+	PYTHONPATH=layers/img2video:local $(BIN)/python -m img2video_local.models_doc
 
 lint: $(STAMP)  ## ruff (rules and formatting), the package's import contracts, cfn-lint
 	$(BIN)/ruff check .

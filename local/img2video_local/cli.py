@@ -32,6 +32,7 @@ from img2video_local import preflight
 from img2video_local.commands import CommandError, Stack, local_state_path
 from img2video_local.emulator import EmulatorConfig
 from img2video_local.emulator_faults import Faults, FaultSpecError
+from img2video_local.models_doc import print_models
 from img2video_local.stack_cli import COMMANDS, add_commands
 from img2video_local.stack_cli import run as run_stack_command
 
@@ -257,6 +258,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="animate the bundled sample image and write the MP4 under ./img2video-out/")
     demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where videos and manifests go (default ./img2video-out)")
     demo.add_argument("--json", action="store_true", help="print each notice as one JSON line, nothing else on stdout")
+    models = commands.add_parser("models", help='the Novita models a sidecar may name with "model", and their fields')
+    models.add_argument("model", nargs="?", help="only this model, with every field")
+    models.add_argument("--json", action="store_true", help="one JSON object per model, one per line")
     local = commands.add_parser("local", help="local mode")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     run = local_commands.add_parser("run", help="upload images (with their sidecars) and wait for every notice")
@@ -312,6 +316,8 @@ def _command(args: argparse.Namespace) -> int:
         return run_stack_command(Stack.embedded(), args)
     if args.command == "local" and args.local_command == "up":
         return _local_up(args)
+    if args.command == "models":
+        return print_models(args.model, args.json)
     if args.command == "demo":
         plan = plan_uploads([SAMPLES / "sunset.jpg"], "incoming/demo/", None)
         return run_local(plan, args.out, args.json, Faults(), timeout=120)

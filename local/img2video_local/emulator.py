@@ -23,19 +23,20 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from img2video_local.emulator_faults import Faults
-from img2video_local.novita_rules import validate_body
+from img2video_local.novita_rules import ENDPOINTS, image_problem, image_references, output_of, validate_body
 from img2video_local.render import render_video
 from img2video_local.s3_presign import S3Refusal, presigned_url_refusal
 
-SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"
+SUBMIT_PATH = "/v3/async/vidu-q2-turbo-img2video"  # the default model's endpoint
+ASYNC_PREFIX = "/v3/async/"
 RESULT_PATH = "/v3/async/task-result"
 
 
 @lru_cache(maxsize=8)
-def _rendered(image: bytes, resolution: str, duration: int, fps: int) -> bytes:
+def _rendered(image: bytes, resolution: int, duration: int, fps: int, end: bytes | None = None) -> bytes:
     """The same request renders the same video: rendered once, so a task's end is its generation time, not how busy
     this machine's CPU is (a benchmark of many identical jobs would otherwise measure the emulator's encoder)."""
-    return render_video(image, resolution, duration, fps)
+    return render_video(image, resolution, duration, fps, end)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Task:
     task_id: str
     body: dict[str, Any]
     created: float
+    model: str = "vidu-q2-turbo-img2video"
     fate: str = "succeed"  # succeed | fail | hang
     expire_first_url: bool = False
     truncate_first_download: bool = False
@@ -180,7 +182,8 @@ class NovitaEmulator:
         queue, total = self._queue_and_total(task)
         generation = total - queue
         elapsed = now - task.created
-        info: dict[str, Any] = {"task_id": task.task_id, "task_type": "VIDU_Q2_TURBO_IMG2VIDEO", "reason": ""}
+        task_type = task.model.upper().replace("-", "_").replace(".", "_")
+        info: dict[str, Any] = {"task_id": task.task_id, "task_type": task_type, "reason": ""}
         if task.error or (task.fate == "fail" and elapsed >= total):
             return {
                 **info,
@@ -221,8 +224,15 @@ class NovitaEmulator:
 
     def _prepare(self, task: Task) -> None:
         try:
-            image = self._fetch_image(task.body["images"][0])
-            task.video = _rendered(image, task.body.get("resolution", "720p"), int(task.body.get("duration", 5)), self.config.fps)
+            images = [self._fetch_image(reference) for reference in image_references(ENDPOINTS[task.model], task.body)]
+            problem = image_problem(task.model, images)
+            if problem:  # the pipeline should never pay for this: tests count it
+                self.count("bad_image")
+                task.error = problem
+                return
+            short_side, seconds = output_of(task.model, task.body)
+            end = images[1] if len(images) > 1 and ENDPOINTS[task.model].has_end_frame else None
+            task.video = _rendered(images[0], short_side, seconds, self.config.fps, end)
         except Exception as exc:  # the provider reports what went wrong as the task's reason
             task.error = f"could not process the input image: {exc}"
         finally:
@@ -372,7 +382,7 @@ class NovitaEmulator:
             self.config.balance -= 1
             return True
 
-    def create_task(self, body: dict[str, Any], *, answer_delayed: bool = False) -> Task:
+    def create_task(self, body: dict[str, Any], *, answer_delayed: bool = False, model: str = "vidu-q2-turbo-img2video") -> Task:
         faults = self.config.faults
         fate = "fail" if self.chance(faults.fail) else "hang" if self.chance(faults.hang) else "succeed"
         url = webhook_url_of(body)
@@ -382,6 +392,7 @@ class NovitaEmulator:
             webhook_faults=webhook_faults,
             task_id=str(uuid.uuid4()),
             body=body,
+            model=model,
             created=time.time(),
             fate=fate,
             expire_first_url=self.chance(faults.expire),
@@ -393,7 +404,8 @@ class NovitaEmulator:
                 {
                     "task_id": task.task_id,
                     "prompt": body.get("prompt"),
-                    "image": _image_identity(body["images"][0]),
+                    "model": model,
+                    "image": _image_identity(image_references(ENDPOINTS[model], body)[0]),
                     "fate": fate,
                     "at": task.created,
                     "answer_delayed": answer_delayed,  # paid for, but the client may never learn the task_id
@@ -519,8 +531,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         emulator = self.emulator
-        if urlsplit(self.path).path != SUBMIT_PATH:
-            self._error(404, "NOT_FOUND", f"no such endpoint {self.path}")
+        path = urlsplit(self.path).path
+        model = path.removeprefix(ASYNC_PREFIX)
+        if not path.startswith(ASYNC_PREFIX) or model not in ENDPOINTS:
+            self._error(404, "API_NOT_FOUND", f"no such endpoint {self.path}")
             return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
@@ -532,7 +546,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(400, "INVALID_REQUEST_BODY", "request body is not valid JSON")
             return
-        problem = validate_body(body)
+        problem = validate_body(model, body)
         if problem:
             self._error(400, "INVALID_REQUEST_BODY", problem)
             return
@@ -547,7 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "BILLING_BALANCE_NOT_ENOUGH", "your account balance is not enough for this task; top up to continue")
             return
         answer_delayed = emulator.chance(emulator.config.faults.slow_after)
-        task = emulator.create_task(body, answer_delayed=answer_delayed)
+        task = emulator.create_task(body, answer_delayed=answer_delayed, model=model)
         if task.instant:
             emulator.deliver_early(task)
         if answer_delayed:  # the task is created and billed; a client that times out now loses its task_id

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from img2video.core.errors import PipelineError
 from img2video.core.images import check_image
 from img2video.core.keys import image_key_problem, parse_input_key, pick_sidecar
+from img2video.core.registry import MODELS
 from img2video.core.settings import Settings
 from img2video.core.sidecar import parse_sidecar
 
@@ -41,10 +42,14 @@ def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "")
                 f"{image.key} has no sidecar and the stack has no DefaultPrompt: give --prompt, or put "
                 f"{image.stem}.json or {image.stem}.txt beside it"
             )
-        elif sidecar is not None:
-            found += _refusal(parse_sidecar, by_key[sidecar.key].read(), sidecar.key, _RULES)
+        spec = MODELS[_RULES.default_model]
+        if sidecar is not None:
+            try:
+                spec = parse_sidecar(by_key[sidecar.key].read(), sidecar.key, _RULES).spec
+            except PipelineError as exc:
+                found.append(f"{exc.code}: {exc.message}")
         data = by_key[image.key].read()
-        found += _refusal(check_image, image.key, len(data), _reader(data))
+        found += _refusal(check_image, image.key, len(data), _reader(data), spec.image, spec.name)  # the model's limits
     return list(dict.fromkeys(found))  # a sidecar shared by two images is reported once
 
 

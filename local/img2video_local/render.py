@@ -7,12 +7,10 @@ import io
 import av
 from PIL import Image
 
-SHORT_SIDES = {"540p": 540, "720p": 720, "1080p": 1080}
 
-
-def output_size(width: int, height: int, resolution: str) -> tuple[int, int]:
-    """Short side per the resolution, aspect from the image, both sides even (H.264 with 4:2:0 needs it)."""
-    short = SHORT_SIDES[resolution]
+def output_size(width: int, height: int, resolution: int | str) -> tuple[int, int]:
+    """The short side (`720` or "720p"), aspect from the image, both sides even (H.264 with 4:2:0 needs it)."""
+    short = resolution if isinstance(resolution, int) else int(resolution.lower().rstrip("p"))
     if width <= height:
         w, h = short, round(height * short / width)
     else:
@@ -20,11 +18,13 @@ def output_size(width: int, height: int, resolution: str) -> tuple[int, int]:
     return w - w % 2, h - h % 2
 
 
-def render_video(image_bytes: bytes, resolution: str, duration: int, fps: int = 24) -> bytes:
+def render_video(image_bytes: bytes, resolution: int | str, duration: int, fps: int = 24, end_bytes: bytes | None = None) -> bytes:
+    """The zoom and pan over the image; with an end frame, the video dissolves into it and ends on it."""
     opened = Image.open(io.BytesIO(image_bytes))
     opened.load()
     source = opened.convert("RGB")
     width, height = output_size(source.width, source.height, resolution)
+    end = Image.open(io.BytesIO(end_bytes)).convert("RGB").resize((width, height), Image.Resampling.BILINEAR) if end_bytes else None
     # Work on a copy a little larger than the output so the zoom never upsamples much.
     base = source.resize((int(width * 1.2), int(height * 1.2)), Image.Resampling.BILINEAR)
     frames = max(1, duration * fps)
@@ -39,6 +39,8 @@ def render_video(image_bytes: bytes, resolution: str, duration: int, fps: int = 
             left = (base.width - crop_w) * (0.3 + 0.4 * t)  # drift left to right
             top = (base.height - crop_h) / 2
             frame_image = base.resize((width, height), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+            if end is not None:
+                frame_image = Image.blend(frame_image, end, t)
             frame = av.VideoFrame.from_image(frame_image)  # type: ignore[no-untyped-call]
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -19,6 +19,7 @@ from img2video_local import commands
 from img2video_local.commands import STATES, TERMINAL, CommandError, Stack
 
 SIDECAR_OPTIONS: dict[str, type] = {
+    "model": str,
     "duration": int,
     "resolution": str,
     "movement_amplitude": str,

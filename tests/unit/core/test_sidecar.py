@@ -36,17 +36,23 @@ def error_of(data: object, key: str = "incoming/cat.json") -> str:
 def test_minimal_json_gets_stack_defaults() -> None:
     request = parse({"prompt": "  a cat  "})
     assert request.prompt == "a cat"
-    assert (request.duration, request.resolution, request.movement_amplitude, request.watermark) == (4, "540p", "small", True)
+    assert (request.duration, request.resolution, request.options["movement_amplitude"], request.options["watermark"]) == (
+        4,
+        "540p",
+        "small",
+        True,
+    )
 
 
 def test_sidecar_fields_override_stack_defaults() -> None:
     request = parse({"prompt": "p", "duration": 10, "resolution": "1080p", "watermark": False, "seed": 7, "off_peak": True})
-    assert (request.duration, request.resolution, request.watermark, request.seed, request.off_peak) == (10, "1080p", False, 7, True)
+    options = request.options
+    assert (request.duration, request.resolution, options["watermark"], options["seed"], request.off_peak) == (10, "1080p", False, 7, True)
 
 
 def test_provider_body_holds_only_provider_fields() -> None:
     request = parse({"prompt": "p", "tags": {"a": "b"}, "output_name": "x", "voice_id": "v1"})
-    body = request.provider_body(["https://img"])
+    body = request.provider_body("https://img")
     assert body["images"] == ["https://img"] and body["voice_id"] == "v1"
     assert not {"tags", "output_name", "extra_images", "model", "seed"} & set(body)
 
@@ -233,7 +239,8 @@ def test_any_json_with_any_unicode_parses_or_fails_with_a_sendable_message(data:
 def test_thousands_of_problems_are_summed_up_so_the_notice_stays_small() -> None:
     message = error_of({"prompt": "p", **{f"f{i}": 1 for i in range(5000)}})
     assert len(message) < 2000
-    assert 'unknown field "f0"' in message and "and 4990 more problems" in message and "known fields: prompt" in message
+    assert 'unknown field "f0"' in message and "and 4990 more problems" in message
+    assert "known fields for vidu-q2-turbo-img2video: prompt" in message
 
 
 def test_a_hostile_string_of_escaped_quotes_is_judged_as_one_string() -> None:

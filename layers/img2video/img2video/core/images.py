@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from img2video.core.errors import ImageTooLarge, UnsupportedImage
+from img2video.core.registry import ImageRules
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # the provider's per-image limit
 MIN_SIDE = 128
@@ -51,6 +52,7 @@ class ImageHeader:
     width: int
     height: int
     animated: bool = False
+    alpha: bool = False  # a PNG with an alpha channel or a transparent colour
 
 
 def sniff_image_type(head: bytes) -> ImageType | None:
@@ -156,19 +158,20 @@ def _jpeg(window: _Window) -> ImageHeader:
 def _png(window: _Window) -> ImageHeader:
     if window.at(12, 4) != b"IHDR":
         raise _HeaderNotFound("the PNG does not start with its IHDR chunk")
-    ihdr = window.at(16, 8)
-    width, height = _u32be(ihdr[:4]), _u32be(ihdr[4:])
-    position, animated = 8, False
+    ihdr = window.at(16, 10)
+    width, height = _u32be(ihdr[:4]), _u32be(ihdr[4:8])
+    position, animated, alpha = 8, False, ihdr[9] in (4, 6)  # colour types 4 and 6 carry alpha
     for _ in range(MAX_PNG_CHUNKS):  # chunks before the image data: an acTL chunk there makes it an animated PNG
         length, kind = _u32be(window.at(position, 4)), window.at(position + 4, 4)
         if kind in (b"IDAT", b"IEND"):
             break
         if kind == b"acTL":
             animated = _u32be(window.at(position + 8, 4)) > 1  # num_frames
+        alpha = alpha or kind == b"tRNS"
         position += 12 + length
     else:
         raise _HeaderNotFound(f"no PNG image data in the first {MAX_PNG_CHUNKS} chunks")
-    return ImageHeader("png", width=width, height=height, animated=animated)
+    return ImageHeader("png", width=width, height=height, animated=animated, alpha=alpha)
 
 
 def _webp(window: _Window) -> ImageHeader:
@@ -212,38 +215,78 @@ def _read_header(key: str, window: _Window) -> ImageHeader:
         raise UnsupportedImage(f"{key} is not a readable {kind.upper()} image: {exc}; export it again as JPEG, PNG or WebP") from None
 
 
-def _check_shape(key: str, header: ImageHeader) -> None:
+DEFAULT_RULES = ImageRules()
+
+
+def _allowed(rules: ImageRules, model: str) -> str:
+    if rules == DEFAULT_RULES:
+        return _ALLOWED
+    low, high = max(MIN_SIDE, rules.min_side), min(MAX_SIDE, rules.max_side)
+    aspect = f"{rules.max_aspect:g}"
+    return (
+        f"{model} takes images {low} to {high} pixels on each side, at most {MAX_PIXELS // 1_000_000} megapixels, "
+        f"with an aspect ratio from 1:{aspect} to {aspect}:1"
+    )
+
+
+def _check_shape(key: str, header: ImageHeader, rules: ImageRules, model: str) -> None:
     width, height, kind = header.width, header.height, header.kind.upper()
+    allowed = _allowed(rules, model)
     if header.animated:
         raise UnsupportedImage(f"{key} is an animated {kind}; upload a still image (its first frame, exported on its own)")
+    if kind.lower() not in rules.formats:
+        kinds = ", ".join(kind.upper() for kind in rules.formats)
+        raise UnsupportedImage(f"{key} is a {kind} image; {model} takes {kinds} only")
+    if header.alpha and rules.no_alpha:
+        raise UnsupportedImage(f"{key} is a PNG with transparency; {model} takes images without it (flatten it, or save it as JPEG)")
     shown = f"{key} is {width}×{height} pixels"
-    if min(width, height) < MIN_SIDE:
-        raise UnsupportedImage(f"{shown}, smaller than {MIN_SIDE} pixels on a side; {_ALLOWED}")
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        raise UnsupportedImage(f"{shown} ({width * height / 1e6:.1f} megapixels); {_ALLOWED}")
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if min(width, height) < max(MIN_SIDE, rules.min_side):
+        raise UnsupportedImage(f"{shown}, smaller than {max(MIN_SIDE, rules.min_side)} pixels on a side; {allowed}")
+    if max(width, height) > min(MAX_SIDE, rules.max_side) or width * height > MAX_PIXELS:
+        raise UnsupportedImage(f"{shown} ({width * height / 1e6:.1f} megapixels); {allowed}")
+    if max(width, height) > rules.max_aspect * min(width, height):
         ratio = math.ceil(100 * max(width, height) / min(width, height)) / 100  # rounded up: never shown as "4:1"
         shape = f"{ratio:g}:1" if width > height else f"1:{ratio:g}"
-        raise UnsupportedImage(f"{shown}, an aspect ratio of {shape}; {_ALLOWED}")
+        raise UnsupportedImage(f"{shown}, an aspect ratio of {shape}; {allowed}")
 
 
-def check_image(key: str, size: int, read: Reader) -> ImageHeader:
+def check_image(key: str, size: int, read: Reader, rules: ImageRules = DEFAULT_RULES, model: str = "") -> ImageHeader:
     """Refuse empty, oversized, non-image, truncated, animated and badly shaped files, naming what is wrong.
 
-    `read(offset, length)` returns those bytes of the object: at most three calls, however large the file.
+    `rules` are the model's (registry.py); `read(offset, length)` returns those bytes of the object: at most three
+    calls, however large the file.
     """
     if size == 0:
         raise UnsupportedImage(f"{key} is empty (0 bytes); upload a JPEG, PNG or WebP image")
-    if size > MAX_IMAGE_BYTES:
-        raise ImageTooLarge(f"{key} is {size} bytes; the provider accepts images up to {MAX_IMAGE_BYTES} bytes (50 MB)")
+    limit = min(MAX_IMAGE_BYTES, rules.max_bytes)
+    if size > limit:
+        whose = model or "the provider"
+        raise ImageTooLarge(f"{key} is {size} bytes; {whose} accepts images up to {limit} bytes ({_megabytes(limit)})")
     try:
         window = _Window(read, size)
     except _HeaderNotFound as exc:
         raise UnsupportedImage(f"{key}: {exc}") from None
     header = _read_header(key, window)
-    _check_shape(key, header)
+    _check_shape(key, header, rules, model)
     _check_complete(key, size, header.kind, window, read)
     return header
+
+
+def _megabytes(size: int) -> str:
+    return f"{size // (1024 * 1024)} MB" if size % (1024 * 1024) == 0 else f"{size / 1e6:g} MB"
+
+
+def end_frame_problem(first: ImageHeader, end: ImageHeader, tolerance: float, end_key: str) -> str | None:
+    """An end frame whose aspect ratio is too far from the first frame's for a model that needs them close."""
+    if not tolerance:
+        return None
+    ratio = (first.width / first.height) / (end.width / end.height)
+    if 1 / tolerance <= ratio <= tolerance:
+        return None
+    return (
+        f'"end_image" {end_key} is {end.width}×{end.height} and the image {first.width}×{first.height}: their aspect ratios differ '
+        f"by {max(ratio, 1 / ratio):.2f}×; the model takes at most {tolerance:g}× (crop one to match the other)"
+    )
 
 
 # Phones append a video (Google and Samsung motion photos) or a trailer (Samsung's SEFH...SEFT) after a JPEG's end.

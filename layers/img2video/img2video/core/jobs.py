@@ -51,6 +51,7 @@ class Job(BaseModel):
     sidecar: SourceObject | None = None
     request: VideoRequest
     extra_image_keys: tuple[str, ...] = ()
+    end_image_key: str | None = None  # the video's last frame, for a model that takes one
     video_key: str
     manifest_key: str
     uploaded_at: str = ""

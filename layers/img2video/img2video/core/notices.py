@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from img2video.core.sidecar import MODEL
+from img2video.core.registry import DEFAULT_MODEL
 from img2video.core.text import map_text, sendable, shorten
 
 NOTICE_VERSION = "1"
@@ -167,6 +167,6 @@ def sns_publish_arguments(notice: Notice, topic_arn: str) -> dict[str, Any]:
         "MessageAttributes": {
             "event": {"DataType": "String", "StringValue": notice.event},
             "resolution": {"DataType": "String", "StringValue": str(resolution)},
-            "model": {"DataType": "String", "StringValue": (notice.request or {}).get("model", MODEL)},
+            "model": {"DataType": "String", "StringValue": (notice.request or {}).get("model", DEFAULT_MODEL)},
         },
     }

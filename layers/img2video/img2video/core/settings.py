@@ -6,10 +6,13 @@ import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Resolution = Literal["540p", "720p", "1080p"]
-MovementAmplitude = Literal["auto", "small", "medium", "high"]
+from img2video.core.registry import DEFAULT_MODEL, MODELS
+
+# Every model's resolutions, in the sidecar's spelling: DefaultResolution fills a model's field where it is one of its own.
+Resolution = Literal["480p", "540p", "720p", "768p", "1080p"]
+MovementAmplitude = Literal["auto", "small", "medium", "high", "large"]
 # The stack's MaxVideoBytes default: a 1080p 10 s video is tens of MB; 1 GiB leaves room for any encoding.
 DEFAULT_MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 
@@ -31,8 +34,11 @@ class Settings(BaseModel):
     novita_secret_id: Annotated[str, Field(min_length=1)]
     novita_base_url: str = "https://api.novita.ai"
 
+    # DefaultModel: the model of a sidecar without "model"; AllowedModels: the ones a sidecar may name (empty: all)
+    default_model: str = DEFAULT_MODEL
+    allowed_models: str = ""
     default_resolution: Resolution = "720p"
-    default_duration: Annotated[int, Field(ge=1, le=10)] = 5
+    default_duration: Annotated[int, Field(ge=1, le=15)] = 5
     default_movement_amplitude: MovementAmplitude = "auto"
     default_watermark: bool = False
     default_prompt: str = ""
@@ -64,11 +70,42 @@ class Settings(BaseModel):
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
     max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = DEFAULT_MAX_VIDEO_BYTES
 
+    @field_validator("default_model")
+    @classmethod
+    def _a_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"DefaultModel {name!r} is not a model img2video knows: {', '.join(MODELS)}")
+        return name
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _models(cls, names: str) -> str:
+        unknown = [name for name in _listed(names) if name not in MODELS]
+        if unknown:
+            raise ValueError(f"AllowedModels names {', '.join(unknown)}, not models img2video knows: {', '.join(MODELS)}")
+        return names
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> Settings:
+        if self.default_model not in self.allowed_model_names:
+            raise ValueError(f"DefaultModel {self.default_model} is not among AllowedModels ({self.allowed_models})")
+        return self
+
+    @property
+    def allowed_model_names(self) -> tuple[str, ...]:
+        """The models a sidecar may name, in the registry's order."""
+        chosen = set(_listed(self.allowed_models))
+        return tuple(name for name in MODELS if not chosen or name in chosen)
+
     @field_validator("input_prefix", "output_prefix")
     @classmethod
     def _a_folder(cls, prefix: str) -> str:
         """A prefix is a folder: "incoming" means "incoming/", so "incoming2/x.jpg" is never inside it."""
         return prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
+
+
+def _listed(names: str) -> list[str]:
+    return [name.strip() for name in names.split(",") if name.strip()]
 
 
 def _from_env() -> dict[str, str]:

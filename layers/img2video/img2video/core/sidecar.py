@@ -10,40 +10,39 @@ import unicodedata
 from collections import Counter
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from img2video.core.errors import InvalidSidecar
 from img2video.core.keys import MAX_KEY_BYTES  # S3's limit for any key, so for an extra image's
-from img2video.core.settings import MovementAmplitude, Resolution, Settings
+from img2video.core.registry import DEFAULT_MODEL, MODELS, OWN_FIELDS, ModelSpec, all_field_names, closest_models, models_taking
+from img2video.core.settings import Settings
 from img2video.core.text import sendable, shorten
 
-MODEL = "vidu-q2-turbo-img2video"
 MAX_SIDECAR_BYTES = 64 * 1024
-MAX_PROMPT_CHARS = 2000
 MAX_EXTRA_IMAGES = 10
 MAX_TAGS = 20
 MAX_TAG_NAME_CHARS = 128
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,120}$")
 
-# What each field accepts, in the words the failure notice uses.
-FIELD_RULES: dict[str, str] = {
-    "prompt": f"a non-empty string of at most {MAX_PROMPT_CHARS} characters",
-    "duration": "an integer number of seconds from 1 to 10",
-    "resolution": 'one of "540p", "720p", "1080p"',
-    "movement_amplitude": 'one of "auto", "small", "medium", "high"',
-    "seed": "an integer from 0 to 2147483647",
-    "bgm": "a JSON boolean, true or false",
-    "audio": "a JSON boolean, true or false",
-    "watermark": "a JSON boolean, true or false",
-    "off_peak": "a JSON boolean, true or false",
-    "voice_id": "a non-blank string",
+# What our own fields accept, in the words the failure notice uses; the model's fields say it themselves (registry.py).
+OWN_RULES: dict[str, str] = {
+    "model": "the name of a Novita image-to-video model (img2video models lists them)",
+    "end_image": f"an image key of at most {MAX_KEY_BYTES} bytes, relative to the sidecar's folder: the video's last frame",
     "extra_images": (f"a list of at most {MAX_EXTRA_IMAGES} image keys of at most {MAX_KEY_BYTES} bytes, relative to the sidecar's folder"),
     "output_name": 'a file name without "/", "\\", "..", control or formatting characters, with visible text, at most 120 characters',
     "tags": (
         f"an object of at most {MAX_TAGS} string values of at most 256 characters, with tag names of at most "
         f'{MAX_TAG_NAME_CHARS} characters, e.g. {{"project": "cats"}}'
     ),
+}
+
+# The stack's defaults (DefaultDuration, ...) by sidecar field: each fills a model's field when that model accepts it.
+STACK_DEFAULTS = {
+    "duration": "default_duration",
+    "resolution": "default_resolution",
+    "movement_amplitude": "default_movement_amplitude",
+    "watermark": "default_watermark",
 }
 
 
@@ -53,22 +52,18 @@ def _key_sized(value: str) -> str:
     return value
 
 
+_ImageKey = Annotated[StrictStr, AfterValidator(_key_sized)]
+
+
 class Sidecar(BaseModel):
-    """The JSON sidecar as written. Every field optional but prompt; stack defaults fill the rest."""
+    """Our own fields of the JSON sidecar as written; the model's fields are checked against its registry entry."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    prompt: StrictStr
-    duration: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
-    resolution: Resolution | None = None
-    movement_amplitude: MovementAmplitude | None = None
-    seed: Annotated[StrictInt, Field(ge=0, le=2147483647)] | None = None
-    bgm: StrictBool = False
-    audio: StrictBool = False
-    watermark: StrictBool | None = None
-    off_peak: StrictBool = False
-    voice_id: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
-    extra_images: Annotated[list[Annotated[StrictStr, AfterValidator(_key_sized)]], Field(max_length=MAX_EXTRA_IMAGES)] = []
+    model: StrictStr | None = None
+    prompt: StrictStr | None = None
+    end_image: _ImageKey | None = None
+    extra_images: Annotated[list[_ImageKey], Field(max_length=MAX_EXTRA_IMAGES)] = []
     output_name: Annotated[StrictStr, Field(pattern=_SAFE_NAME.pattern)] | None = None
     tags: Annotated[
         dict[Annotated[StrictStr, Field(max_length=MAX_TAG_NAME_CHARS)], Annotated[StrictStr, Field(max_length=256)]],
@@ -76,33 +71,59 @@ class Sidecar(BaseModel):
     ] = {}
 
 
+# The flat fields a VideoRequest had before models were chosen per image: an execution started by the older code
+# carries them, and keeps them as options.
+_BEFORE_MODELS = ("movement_amplitude", "seed", "bgm", "audio", "voice_id", "watermark", "off_peak")
+
+
 class VideoRequest(BaseModel):
-    """What a job asks for: the provider fields as sent, plus our own (extra images, output name, tags)."""
+    """What a job asks for: the model, its fields as the sidecar named them, and our own (end frame, extra images,
+    output name, tags). `options` holds the model's fields other than prompt, duration and resolution."""
 
     model_config = ConfigDict(frozen=True)
 
-    model: str = MODEL
-    prompt: str
+    model: str = DEFAULT_MODEL
+    prompt: str = ""
     duration: int
-    resolution: Resolution
-    movement_amplitude: MovementAmplitude
-    seed: int | None = None
-    bgm: bool = False
-    audio: bool = False
-    voice_id: str | None = None
-    watermark: bool = False
-    off_peak: bool = False
+    resolution: str = ""
+    end_image: str | None = None
     extra_images: tuple[str, ...] = ()
     output_name: str | None = None
     tags: dict[str, str] = {}
+    options: dict[str, Any] = {}
 
-    def provider_body(self, images: list[str]) -> dict[str, Any]:
-        """The submit body for Novita: only the fields it knows, none left at None."""
-        body = self.model_dump(exclude={"model", "extra_images", "output_name", "tags"}, exclude_none=True)
-        return {"images": images, **body}
+    @model_validator(mode="before")
+    @classmethod
+    def _options_kept(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(name in data for name in _BEFORE_MODELS):
+            data = dict(data)
+            moved = {name: data.pop(name) for name in _BEFORE_MODELS if name in data}
+            data["options"] = {**{k: v for k, v in moved.items() if v is not None}, **data.get("options", {})}
+        return data
+
+    @property
+    def spec(self) -> ModelSpec:
+        return MODELS[self.model]
+
+    @property
+    def off_peak(self) -> bool:
+        """The model's cheap, slow tier (Vidu's off_peak, Seedance's flex): it may start or end hours later."""
+        tier = self.spec.slow_tier
+        return tier is not None and self.options.get(tier[0]) == tier[1]
+
+    def values(self) -> dict[str, Any]:
+        """Every model field of the request, by its sidecar name."""
+        own = {"prompt": self.prompt or None, "duration": self.duration, "resolution": self.resolution or None}
+        return {**own, **self.options}
+
+    def provider_body(self, image: object, end_image: object = None, extra_images: tuple[object, ...] = ()) -> dict[str, Any]:
+        """The submit body for the model: only the fields it knows, where and as it takes them."""
+        return self.spec.body(self.values(), image, end_image, extra_images)
 
     def for_notice(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"tags"}, exclude_none=True, mode="json")
+        shown = self.model_dump(exclude={"tags", "options"}, exclude_none=True, mode="json")
+        shown.update(self.options)
+        return {name: value for name, value in shown.items() if value is not None and value != ""}
 
 
 def _show(value: Any) -> str:
@@ -111,16 +132,11 @@ def _show(value: Any) -> str:
 
 
 def _describe(error: Any, data: dict[str, Any]) -> str:
+    """One of pydantic's errors on our own fields, in the field's words."""
     loc = [str(part) for part in error["loc"]]
     field = loc[0] if loc else "sidecar"
-    if error["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(field, FIELD_RULES, n=1, cutoff=0.6)
-        suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
-        return f"unknown field {_show(field)}{suggestion}"
-    if error["type"] == "missing":
-        return f'"{field}" is required: {FIELD_RULES[field]}'
     where = shorten(sendable(".".join(loc)))
-    return f'"{where}" must be {FIELD_RULES.get(field, "valid")}; got {_show(error.get("input", data.get(field)))}'
+    return f'"{where}" must be {OWN_RULES.get(field, "valid")}; got {_show(error.get("input", data.get(field)))}'
 
 
 # --- reading the file ------------------------------------------------------------------------------
@@ -245,7 +261,7 @@ def has_visible_text(text: str) -> bool:
     return any(unicodedata.category(char)[0] in "LNPS" and char not in _BLANK_LOOKING for char in text)
 
 
-def _prompt_problems(prompt: str) -> list[str]:
+def _prompt_problems(prompt: str, max_chars: int = 2000) -> list[str]:
     """A prompt must hold visible text: no control characters, not only spaces and invisible format characters."""
     for position, char in enumerate(prompt):
         if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS:
@@ -253,19 +269,20 @@ def _prompt_problems(prompt: str) -> list[str]:
                 f'"prompt" holds the control character U+{ord(char):04X} at position {position}; '
                 "a prompt is plain text (line breaks and tabs are fine)"
             ]
+    rule = f"a non-empty string of at most {max_chars} characters"
     if not prompt.strip():
-        return [f'"prompt" must be {FIELD_RULES["prompt"]}; it is empty']
+        return [f'"prompt" must be {rule}; it is empty']
     if not has_visible_text(prompt):
         invisible = " ".join(dict.fromkeys(f"U+{ord(char):04X}" for char in prompt if not char.isspace()))
-        return [f'"prompt" has no visible text, only invisible characters ({invisible}); it must be {FIELD_RULES["prompt"]}']
+        return [f'"prompt" has no visible text, only invisible characters ({invisible}); it must be {rule}']
     length = len(prompt.strip())
-    if length > MAX_PROMPT_CHARS:
-        return [f'"prompt" must be {FIELD_RULES["prompt"]}; it has {length} characters']
+    if length > max_chars:
+        return [f'"prompt" must be {rule}; it has {length} characters']
     return []
 
 
 def parse_sidecar(raw: bytes, key: str, settings: Settings) -> VideoRequest:
-    """Parse a `.json` or `.txt` sidecar into a VideoRequest with the stack defaults applied.
+    """Parse a `.json` or `.txt` sidecar into a VideoRequest for its model, with the stack defaults applied.
 
     Every problem is found before any is reported, so one failure notice lists them all.
     """
@@ -278,35 +295,133 @@ def parse_sidecar(raw: bytes, key: str, settings: Settings) -> VideoRequest:
         if not isinstance(data, dict):
             raise InvalidSidecar(f'{key} must hold a JSON object like {{"prompt": "..."}}; got a {type(data).__name__}')
     problems += _unicode_problems(data)
-    if isinstance(data.get("prompt"), str) and not _SURROGATE.search(data["prompt"]):
-        problems += _prompt_problems(data["prompt"])
+    data = _without_bad_names(data)
+    spec = _chosen_model(data, settings, problems)
     sidecar = None
     try:
-        sidecar = Sidecar.model_validate(_without_bad_names(data))
+        sidecar = Sidecar.model_validate({name: data[name] for name in ("prompt", *OWN_FIELDS) if name in data})
     except ValidationError as exc:
-        # the prompt's own checks above say more than "must be a non-empty string"
-        prompt_checked = any(problem.startswith('"prompt"') for problem in problems)
-        problems += [p for p in _validation_problems(exc, data) if not (prompt_checked and p.startswith('"prompt"'))]
+        problems += _validation_problems(exc, data)
+    request = None
+    if spec is not None:
+        prompt = data.get("prompt")
+        prompt_field = spec.field("prompt")
+        if isinstance(prompt, str) and not _SURROGATE.search(prompt) and (prompt.strip() or (prompt_field and prompt_field.required)):
+            problems += _prompt_problems(prompt, prompt_field.max_chars or 0 if prompt_field else 0)
+        elif prompt is not None and not isinstance(prompt, str):
+            limit = prompt_field.max_chars if prompt_field else 2000
+            problems.append(f'"prompt" must be a non-empty string of at most {limit} characters; got {_show(prompt)}')
+        elif prompt is None and prompt_field and prompt_field.required:
+            problems.append(f'"prompt" is required for {spec.name}: a non-empty string of at most {prompt_field.max_chars} characters')
+        values = _model_values(spec, data, settings, problems)
+        problems += _image_field_problems(spec, data)
+        if sidecar is not None and not problems:
+            request = _to_request(spec, sidecar, values)
     if sidecar is not None:
         problems += _output_name_problems(sidecar.output_name)
     if problems:
-        raise InvalidSidecar(f"{key}: {_listed(problems)}")
-    assert sidecar is not None
-    return _to_request(sidecar, settings)
+        raise InvalidSidecar(f"{key}: {_listed(problems, spec)}")
+    assert request is not None
+    return request
+
+
+def _chosen_model(data: dict[str, Any], settings: Settings, problems: list[str]) -> ModelSpec | None:
+    """The model the sidecar names (or the stack's DefaultModel); None, with the problem said, when it cannot be used."""
+    name = data.get("model", settings.default_model)
+    if not isinstance(name, str):
+        problems.append(f'"model" must be {OWN_RULES["model"]}; got {_show(name)}')
+        return None
+    allowed = settings.allowed_model_names
+    if name not in MODELS:
+        near = [model for model in closest_models(name) if model in allowed]
+        hint = f"; did you mean {' or '.join(_show(model) for model in near)}?" if near else ""
+        problems.append(
+            f'"model" {_show(name)} is not a Novita image-to-video model this stack knows{hint} (allowed: {", ".join(allowed)})'
+        )
+        return None
+    if name not in allowed:
+        problems.append(f'"model" {_show(name)} is not allowed on this stack (AllowedModels: {", ".join(allowed)})')
+        return None
+    return MODELS[name]
+
+
+def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, problems: list[str]) -> dict[str, Any]:
+    """The model's fields: given, else the stack's default where the model accepts it, else the model's own default."""
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in OWN_FIELDS or name == "prompt":
+            continue
+        field = spec.field(name)
+        if field is None:
+            problems.append(_not_a_field(spec, name))
+            continue
+        checked, problem = field.check(value)
+        if problem:
+            problems.append(f'"{name}" must be {problem}{"" if "; it has" in problem else f"; got {_show(value)}"} ({spec.name})')
+        else:
+            values[name] = checked
+    for field in spec.fields:
+        if field.name in values or field.name in data or field.name == "prompt":
+            continue
+        stack_default = getattr(settings, STACK_DEFAULTS.get(field.name, ""), None)
+        if stack_default is not None and field.check(stack_default)[1] is None:
+            values[field.name] = field.check(stack_default)[0]
+        elif field.default is not None:
+            values[field.name] = field.default
+        elif field.required:
+            problems.append(f'"{field.name}" is required for {spec.name}: {field.rule()}')
+    for rule in spec.together:
+        name, value = rule.when
+        if values.get(name) == value and values.get(rule.field) not in rule.allowed:
+            allowed = " or ".join(json.dumps(choice) for choice in rule.allowed)
+            problems.append(
+                f'"{rule.field}" must be {allowed} when "{name}" is {json.dumps(value)} ({spec.name}); got {_show(values.get(rule.field))}'
+            )
+    return values
+
+
+def _not_a_field(spec: ModelSpec, name: str) -> str:
+    """An unknown field, or one another model takes: say which."""
+    takers = models_taking(name)
+    if takers:
+        return f'"{shorten(sendable(name))}" is not a field of {spec.name}; it is taken by {", ".join(takers)}'
+    hint = difflib.get_close_matches(name, [*spec.by_name, *OWN_FIELDS], n=1, cutoff=0.6)
+    suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
+    return f"unknown field {_show(name)}{suggestion}"
+
+
+def _image_field_problems(spec: ModelSpec, data: dict[str, Any]) -> list[str]:
+    """The end frame and extra images, where the model takes them."""
+    problems = []
+    if "end_image" in data and not spec.end_image_path:
+        problems.append(f'"end_image" is not a field of {spec.name}; it is taken by {", ".join(models_taking("end_image"))}')
+    if spec.end_image_required and "end_image" not in data:
+        problems.append(f'"end_image" is required for {spec.name}: {OWN_RULES["end_image"]}')
+    extra = data.get("extra_images")
+    if extra and not spec.max_extra_images:
+        problems.append(f'"extra_images" is not a field of {spec.name}; it is taken by {", ".join(models_taking("extra_images"))}')
+    return problems
 
 
 # A notice must stay far below SNS's 256 KiB: a sidecar of 10,000 unknown fields is told about the first few.
 MAX_PROBLEMS_LISTED = 10
 
 
-def _listed(problems: list[str]) -> str:
+def _listed(problems: list[str], spec: ModelSpec | None) -> str:
     unique = list(dict.fromkeys(problems))
     shown = unique[:MAX_PROBLEMS_LISTED]
     if len(unique) > len(shown):
         shown.append(f"and {len(unique) - len(shown)} more problems")
     if any(problem.startswith("unknown field") for problem in unique):
-        shown.append(f"known fields: {', '.join(FIELD_RULES)}")
+        known = [*spec.by_name, *_own_fields_of(spec)] if spec else all_field_names()
+        shown.append(f"known fields{f' for {spec.name}' if spec else ''}: {', '.join(known)}")
     return "; ".join(shown)
+
+
+def _own_fields_of(spec: ModelSpec) -> list[str]:
+    skip = {"end_image"} if not spec.end_image_path else set()
+    skip |= {"extra_images"} if not spec.max_extra_images else set()
+    return [name for name in OWN_FIELDS if name not in skip]
 
 
 def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str]:
@@ -315,7 +430,8 @@ def _validation_problems(exc: ValidationError, data: dict[str, Any]) -> list[str
         texts = [str(part) for part in error["loc"]] + ([error["input"]] if isinstance(error.get("input"), str) else [])
         return any(_SURROGATE.search(text) for text in texts)
 
-    errors = [error for error in exc.errors() if not already_reported(error)]
+    # the prompt's own checks say more than "must be a string"; the model's checks speak for it
+    errors = [error for error in exc.errors() if not already_reported(error) and error["loc"][:1] != ("prompt",)]
     return [_describe(error, data) for error in errors]
 
 
@@ -325,7 +441,7 @@ def _output_name_problems(output_name: str | None) -> list[str]:
     stem = _without_mp4(output_name)
     hidden = any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in output_name)
     if hidden or ".." in output_name or not has_visible_text(stem) or stem.strip() in ("", "."):
-        return [f'"output_name" must be {FIELD_RULES["output_name"]}; got {_show(output_name)}']
+        return [f'"output_name" must be {OWN_RULES["output_name"]}; got {_show(output_name)}']
     return []
 
 
@@ -335,28 +451,27 @@ def _without_mp4(output_name: str) -> str:
 
 
 def default_request(settings: Settings) -> VideoRequest:
-    """The request for an image with no sidecar when the stack has a default prompt."""
-    problems = _prompt_problems(settings.default_prompt)
+    """The request for an image with no sidecar when the stack has a default prompt: the default model's."""
+    spec = MODELS[settings.default_model]
+    prompt_field = spec.field("prompt")
+    problems = _prompt_problems(settings.default_prompt, prompt_field.max_chars or 0 if prompt_field else 2000)
+    values = _model_values(spec, {}, settings, problems)
     if problems:
         raise InvalidSidecar(f"the stack's DefaultPrompt: {'; '.join(problems)}")
-    return _to_request(Sidecar(prompt=settings.default_prompt), settings)
+    return _to_request(spec, Sidecar(prompt=settings.default_prompt), values)
 
 
-def _to_request(sidecar: Sidecar, settings: Settings) -> VideoRequest:
-    prompt = sidecar.prompt.strip()
+def _to_request(spec: ModelSpec, sidecar: Sidecar, values: dict[str, Any]) -> VideoRequest:
     output_name = _without_mp4(sidecar.output_name) if sidecar.output_name else None
+    options = {name: value for name, value in values.items() if name not in ("duration", "resolution")}
     return VideoRequest(
-        prompt=prompt,
-        duration=sidecar.duration if sidecar.duration is not None else settings.default_duration,
-        resolution=sidecar.resolution or settings.default_resolution,
-        movement_amplitude=sidecar.movement_amplitude or settings.default_movement_amplitude,
-        seed=sidecar.seed,
-        bgm=sidecar.bgm,
-        audio=sidecar.audio,
-        voice_id=sidecar.voice_id,
-        watermark=sidecar.watermark if sidecar.watermark is not None else settings.default_watermark,
-        off_peak=sidecar.off_peak,
+        model=spec.name,
+        prompt=(sidecar.prompt or "").strip(),
+        duration=values.get("duration", 0),
+        resolution=values.get("resolution", ""),
+        end_image=sidecar.end_image,
         extra_images=tuple(sidecar.extra_images),
         output_name=output_name or None,
         tags=sidecar.tags,
+        options=options,
     )

@@ -149,9 +149,10 @@ class NovitaClient:
         # every text the answer holds, once decoded, is masked: a task's reason or a URL may echo the key
         return cast(dict[str, Any], scrub_values(answer, self._api_key, *self._old_keys))
 
-    def submit(self, body: Mapping[str, Any]) -> str:
-        """Create the task; `body["images"]` may hold InlineImage entries, which are streamed, never held whole."""
-        data = self._request("POST", SUBMIT_PATH, body=body)
+    def submit(self, body: Mapping[str, Any], path: str = SUBMIT_PATH) -> str:
+        """Create the task at the model's endpoint (`path`); the body's images may be InlineImage entries, which are
+        streamed, never held whole."""
+        data = self._request("POST", path, body=body)
         task_id = data.get("task_id")
         if not task_id:
             raise ProviderUnavailable("Novita accepted the request but returned no task_id")

@@ -18,7 +18,7 @@ from img2video.aws.s3_objects import is_missing, tag_source
 from img2video.aws.transient import backoff_seconds, describe, is_transient
 from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
-from img2video.core.images import check_image
+from img2video.core.images import ImageHeader, check_image, end_frame_problem
 from img2video.core.jobs import Job, SourceObject, job_id
 from img2video.core.keys import (
     IMAGE_SUFFIXES,
@@ -33,8 +33,9 @@ from img2video.core.keys import (
     resolve_relative,
 )
 from img2video.core.notices import NoticeError, failure_notice
+from img2video.core.registry import ModelSpec
 from img2video.core.settings import Settings, get_settings
-from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
+from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, VideoRequest, default_request, parse_sidecar
 from img2video.observability import job_logging, logger, metrics
 from img2video.steps.handler import NotNow, receive_count, sqs_records
 
@@ -169,26 +170,41 @@ def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKe
     return found
 
 
-def _validated_image(bucket: str, key: str, size: int) -> None:
-    """Type, dimensions, animation and completeness from the image's header and last bytes: at most three ranged reads."""
-    check_image(key, size, lambda offset, length: _read_range(bucket, key, f"bytes={offset}-{offset + length - 1}"))
+def _validated_image(bucket: str, key: str, size: int, spec: ModelSpec) -> ImageHeader:
+    """Type, dimensions, animation and completeness from the image's header and last bytes, against the model's image
+    rules: at most three ranged reads."""
+    return check_image(
+        key, size, lambda offset, length: _read_range(bucket, key, f"bytes={offset}-{offset + length - 1}"), spec.image, spec.name
+    )
 
 
-def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Settings) -> list[str]:
-    keys = []
-    for relative in request_extra:
-        resolved = resolve_relative(folder, relative, settings.input_prefix)
-        if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
-            raise InvalidSidecar(
-                f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} must name a .jpg, .jpeg, .png or .webp '
-                f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder}), its key at most {MAX_KEY_BYTES} bytes"
-            )
-        head = _head(settings.input_bucket, resolved)
-        if head is None:
-            raise InvalidSidecar(f'"extra_images" entry {json.dumps(relative, ensure_ascii=False)} does not exist: no object at {resolved}')
-        _validated_image(settings.input_bucket, resolved, int(head["ContentLength"]))
-        keys.append(resolved)
-    return keys
+def _image_beside(relative: str, field: str, folder: str, settings: Settings, spec: ModelSpec) -> tuple[str, ImageHeader]:
+    """An image a sidecar names (an end frame, an extra image): its key, once it exists and the model can take it."""
+    shown = json.dumps(relative, ensure_ascii=False)
+    resolved = resolve_relative(folder, relative, settings.input_prefix)
+    if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
+        raise InvalidSidecar(
+            f'"{field}" entry {shown} must name a .jpg, .jpeg, .png or .webp '
+            f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder}), its key at most {MAX_KEY_BYTES} bytes"
+        )
+    head = _head(settings.input_bucket, resolved)
+    if head is None:
+        raise InvalidSidecar(f'"{field}" entry {shown} does not exist: no object at {resolved}')
+    return resolved, _validated_image(settings.input_bucket, resolved, int(head["ContentLength"]), spec)
+
+
+def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Settings, spec: ModelSpec) -> list[str]:
+    return [_image_beside(relative, "extra_images", folder, settings, spec)[0] for relative in request_extra]
+
+
+def _end_image_key(request: VideoRequest, first: ImageHeader, folder: str, settings: Settings) -> str | None:
+    if request.end_image is None:
+        return None
+    key, header = _image_beside(request.end_image, "end_image", folder, settings, request.spec)
+    problem = end_frame_problem(first, header, request.spec.end_aspect_tolerance, key)
+    if problem:
+        raise UnsupportedImage(problem)
+    return key
 
 
 # --- the job's one execution -------------------------------------------------------------------
@@ -408,8 +424,9 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         raw = client("s3").get_object(Bucket=trigger.bucket, Key=sidecar_key)["Body"].read()
         request = parse_sidecar(raw, sidecar_key, settings)
     pending.request, pending.tags = request.for_notice(), request.tags
-    _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]))
-    extra_keys = _extra_image_keys(request.extra_images, image.folder, settings)
+    first = _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]), request.spec)
+    end_key = _end_image_key(request, first, image.folder, settings)
+    extra_keys = _extra_image_keys(request.extra_images, image.folder, settings, request.spec)
     video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, pair.output_name(request.output_name))
     problem = output_key_problem(video_key, manifest_key)
     if problem:
@@ -421,6 +438,7 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=_etag(sidecar_head)) if sidecar_key else None,
         request=request,
         extra_image_keys=tuple(extra_keys),
+        end_image_key=end_key,
         video_key=video_key,
         manifest_key=manifest_key,
         uploaded_at=pending.uploaded_at,

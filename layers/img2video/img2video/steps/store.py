@@ -129,7 +129,9 @@ def _manifest(state: ExecutionState, stored: StoredVideo, provider_seed: Any) ->
         "model": job.request.model,
         "request": {
             **job.request.provider_body(
-                [f"s3://{job.source.bucket}/{job.source.key}"] + [f"s3://{job.source.bucket}/{k}" for k in job.extra_image_keys]
+                f"s3://{job.source.bucket}/{job.source.key}",
+                f"s3://{job.source.bucket}/{job.end_image_key}" if job.end_image_key else None,
+                tuple(f"s3://{job.source.bucket}/{k}" for k in job.extra_image_keys),
             ),
             "model": job.request.model,
         },

@@ -24,6 +24,7 @@ from img2video.core.errors import PipelineError, ProviderThrottled, UnsupportedI
 from img2video.core.images import SNIFF_BYTES, sniff_image_type
 from img2video.core.jobs import Held, Job, PollRecord, Submitted
 from img2video.core.settings import Settings, get_settings
+from img2video.core.sidecar import VideoRequest
 from img2video.core.wait_policy import policy_for, webhook_first_wait
 from img2video.novita.client import worst_case_seconds
 from img2video.novita.request_body import InlineImage
@@ -71,15 +72,18 @@ def submit_batch(event: dict[str, Any]) -> dict[str, Any]:
 # --- the image as Novita receives it ---------------------------------------------------------------
 
 
-def image_reference(bucket: str, key: str, off_peak: bool, settings: Settings, etag: str = "") -> str | InlineImage:
-    """A presigned SigV4 URL, or the image inline: an off_peak task may start after any URL has expired.
+def image_reference(bucket: str, key: str, request: VideoRequest, settings: Settings, etag: str = "") -> str | InlineImage:
+    """A presigned SigV4 URL, or the image inline: a slow-tier task may start after any URL has expired. Only a model
+    that takes inline images gets one (registry.py); the others always get a URL.
 
     With `etag` (the bytes checked at acceptance), an image replaced since is refused before anything is paid;
     read inline, every read is conditional on it.
     """
     transport = settings.image_transport
     if transport == "auto":
-        transport = "data" if off_peak else "url"
+        transport = "data" if request.off_peak else "url"
+    if not request.spec.image.inline:
+        transport = "url"
     s3 = client("s3")
     pinned = {"IfMatch": '"' + etag.strip('"') + '"'} if etag else {}
     if transport == "url":
@@ -124,15 +128,17 @@ def submit_task(job: Job, settings: Settings) -> dict[str, Any]:
     def _submit(job: dict[str, Any]) -> dict[str, Any]:
         parsed = Job.model_validate(job)
         source = parsed.source
-        images = [image_reference(source.bucket, source.key, parsed.request.off_peak, settings, etag=source.etag)]
-        images += [image_reference(settings.input_bucket, key, parsed.request.off_peak, settings) for key in parsed.extra_image_keys]
-        body = parsed.request.provider_body(images)  # type: ignore[arg-type]  # InlineImage is streamed
+        request = parsed.request
+        image = image_reference(source.bucket, source.key, request, settings, etag=source.etag)
+        end = image_reference(settings.input_bucket, parsed.end_image_key, request, settings) if parsed.end_image_key else None
+        extras = tuple(image_reference(settings.input_bucket, key, request, settings) for key in parsed.extra_image_keys)
+        body = request.provider_body(image, end, extras)  # an InlineImage is streamed
         novita = novita_client(settings.novita_base_url, settings.novita_secret_id)
         callback = webhook_url(settings)  # holds the path secret: it goes to Novita only, never to a log or the state
         if callback:
             body["extra"] = {"webhook": {"url": callback}}
             novita.mask(callback.rsplit("/", 1)[-1])  # an error that echoes the body must not carry the path secret on
-        task_id = novita.submit(body)
+        task_id = novita.submit(body, request.spec.endpoint)
         logger.info("Submitted to Novita", extra={"task_id": task_id, "webhook": bool(callback)})
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
         return {"task_id": task_id, "submitted_at": iso(now()), "webhook": bool(callback)}
