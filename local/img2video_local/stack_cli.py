@@ -29,7 +29,7 @@ SIDECAR_OPTIONS: dict[str, type] = {
 }
 SIDECAR_FLAGS = ("bgm", "audio", "watermark", "off_peak")
 JOB_ID_WAIT_SECONDS = 120.0  # how long drop and retry wait for Accept to name the new jobs
-COLUMNS = ("job_id", "attempt", "state", "source_key", "progress_percent", "polls", "error_code", "updated_at")
+COLUMNS = ("job_id", "attempt", "state", "source_key", "model", "progress_percent", "polls", "error_code", "updated_at")
 
 
 def add_commands(subparsers: Any) -> None:

@@ -132,3 +132,16 @@ def test_local_run_with_the_real_provider_needs_the_key_and_sends_images_inline(
     assert submitted["image"].startswith("data:")  # inline: Novita cannot fetch from this machine
     assert all("extra" not in task.body for task in stand_in.tasks.values())  # nor call a webhook on it
     assert (tmp_path / "out" / "pic.mp4").exists()
+
+
+def test_models_lists_every_model_and_one_models_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    from img2video.core.registry import MODELS
+
+    assert main(["models", "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [m["model"] for m in listed] == list(MODELS) and sum(m["default"] for m in listed) == 1
+    assert main(["models", "wan2.6-i2v"]) == 0
+    shown = capsys.readouterr().out
+    assert "parameters.shot_type" in shown and "no_alpha" not in shown and "without transparency" in shown
+    assert main(["models", "seedance"]) == 2
+    assert "did you mean seedance-v1-pro-i2v or seedance-v1.5-pro-i2v?" in capsys.readouterr().err

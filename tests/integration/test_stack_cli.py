@@ -201,3 +201,24 @@ def test_a_users_own_http_subscriber_gets_the_notice_from_the_local_stack(
         assert [(n["event"], n["source"]["key"]) for n in notices] == [("video.succeeded", "incoming/sub.jpg")]
     finally:
         server.shutdown()
+
+
+def test_drop_with_a_model_checks_that_models_rules_first_and_the_job_carries_the_model(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, stack = up
+    small, image = tmp_path / "small.jpg", tmp_path / "wide.jpg"
+    small.write_bytes(jpeg_bytes(200, 160))  # fine for the default model, under Kling's 300 pixels
+    image.write_bytes(jpeg_bytes(640, 400))
+    code, lines = cli(capsys, "drop", str(small), "--prompt", "p", "--model", "kling-2.5-turbo-i2v")
+    refused = capsys.readouterr().err
+    assert code == 2 and lines == [] and "smaller than 300 pixels on a side; kling-2.5-turbo-i2v takes images" in refused, refused
+    code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--model", "kling")
+    assert code == 2 and 'did you mean "kling-2.5-turbo-i2v"?' in capsys.readouterr().err
+    assert pipeline.s3.list_objects_v2(Bucket=stack.input_bucket).get("KeyCount", 0) == 0
+
+    code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--model", "kling-2.5-turbo-i2v", "--wait", "--timeout", "120")
+    assert code == 0, lines
+    [job] = cli(capsys, "status", "incoming/wide.jpg")[1]
+    assert job["state"] == "succeeded" and job["model"] == "kling-2.5-turbo-i2v"
+    assert [s["model"] for s in pipeline.emulator.submissions] == ["kling-2.5-turbo-i2v"]

@@ -78,3 +78,9 @@ def test_every_command_shown_is_one_the_tools_accept(doc: Path) -> None:
         elif program.endswith("python") and args and args[0].endswith(".py") and not (REPO_ROOT / args[0]).exists():
             problems.append(f"no such script: {args[0]}")
     assert not problems, f"{_name(doc)}: {problems}"
+
+
+def test_the_models_reference_is_the_registry_as_it_is_now() -> None:
+    from img2video_local.models_doc import DOC, markdown
+
+    assert DOC.read_text(encoding="utf-8") == markdown(), "docs/reference/models.md is out of date: run `make docs`"

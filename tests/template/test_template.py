@@ -401,3 +401,10 @@ def test_every_template_parameter_reaches_the_functions(sam: dict[str, Any]) -> 
 
 def test_outputs_name_what_users_need(sam: dict[str, Any]) -> None:
     assert {"InputBucketName", "OutputBucketName", "NoticesTopicArn", "StateMachineArn", "NovitaApiKeySecretArn"} <= set(sam["Outputs"])
+
+
+def test_the_stack_offers_exactly_the_registered_models(sam: dict[str, Any]) -> None:
+    from img2video.core.registry import DEFAULT_MODEL, MODELS
+
+    parameter = sam["Parameters"]["DefaultModel"]
+    assert parameter["AllowedValues"] == list(MODELS) and parameter["Default"] == DEFAULT_MODEL

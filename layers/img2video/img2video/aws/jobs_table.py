@@ -68,7 +68,7 @@ def plain(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "") -> int:
+def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "", model: str = "") -> int:
     """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
 
     One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
@@ -97,6 +97,8 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
         item["uploaded_at"] = _s(uploaded_at)
     if sidecar_uploaded_at:
         item["sidecar_uploaded_at"] = _s(sidecar_uploaded_at)
+    if model:  # the model the sidecar chose; a job refused before its sidecar was read has none
+        item["model"] = _s(model)
     try:
         dynamodb.transact_write_items(
             TransactItems=[

@@ -267,7 +267,10 @@ class PendingJob:
     def open(self) -> int:
         """The job's item in the jobs table, and its attempt number (the same one on every repeat)."""
         if self.attempt is None:
-            self.attempt = open_attempt(self.job_id, self.source.key, self.sidecar_key, self.uploaded_at, self.sidecar_uploaded_at)
+            model = str((self.request or {}).get("model", ""))
+            self.attempt = open_attempt(
+                self.job_id, self.source.key, self.sidecar_key, self.uploaded_at, self.sidecar_uploaded_at, model=model
+            )
         return self.attempt
 
 
