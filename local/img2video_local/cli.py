@@ -67,6 +67,7 @@ def plan_uploads(
     sidecar_fields: dict[str, Any] | None = None,
     force: bool = False,
     default_prompt: str = "",
+    inline_only: bool = False,
 ) -> Plan:
     """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/.
 
@@ -83,7 +84,8 @@ def plan_uploads(
     if prompt is not None:
         _replace_sidecars(plan, force)
         plan.uploads += _sidecars_for_the_rest(plan, prompt, sidecar_fields)
-    found = preflight.problems([preflight.Candidate(u.key, u.read) for u in plan.uploads], prefix, default_prompt)
+    candidates = [preflight.Candidate(u.key, u.read) for u in plan.uploads]
+    found = preflight.problems(candidates, prefix, default_prompt, inline_only=inline_only)
     if found:
         raise UsageError("nothing was uploaded; the pipeline would refuse:\n  " + "\n  ".join(found))
     # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way
@@ -336,7 +338,8 @@ def _local_run(args: argparse.Namespace) -> int:
             )
         if args.faults:
             raise UsageError("--faults are the emulator's; they cannot be injected into Novita's real API")
-    plan = plan_uploads(args.paths, "incoming/", args.prompt, force=args.force)
+    # the real Novita cannot fetch from this machine: only models that take inline images can be run this way
+    plan = plan_uploads(args.paths, "incoming/", args.prompt, force=args.force, inline_only=key is not None)
     emulator = EmulatorConfig(generation_seconds=args.generation_seconds)
     timeout = args.timeout or (3600.0 if key else 300.0)  # a real video takes minutes
     return run_local(plan, args.out, args.json, faults, timeout, emulator, provider_key=key)

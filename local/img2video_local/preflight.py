@@ -26,8 +26,11 @@ class Candidate:
     read: Callable[[], bytes]
 
 
-def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "") -> list[str]:
-    """Every problem the pipeline would report for these uploads, one line each (empty: all would be accepted)."""
+def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "", inline_only: bool = False) -> list[str]:
+    """Every problem the pipeline would report for these uploads, one line each (empty: all would be accepted).
+
+    `inline_only`: the images can only be sent inline (Novita's real API, from this machine), so a model that takes
+    them by URL only is refused before anything is paid."""
     found: list[str] = []
     keys = [parsed for c in candidates if (parsed := parse_input_key(c.key, prefix)) is not None]
     by_key = {c.key: c for c in candidates}
@@ -48,6 +51,11 @@ def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "")
                 spec = parse_sidecar(by_key[sidecar.key].read(), sidecar.key, _RULES).spec
             except PipelineError as exc:
                 found.append(f"{exc.code}: {exc.message}")
+        if inline_only and not spec.image.inline:
+            found.append(
+                f"{image.key}: {spec.name} takes images by URL only, and Novita cannot fetch them from this machine; "
+                "run it on a deployed stack (img2video --stack NAME drop ...), or choose a model that takes inline images"
+            )
         data = by_key[image.key].read()
         found += _refusal(check_image, image.key, len(data), _reader(data), spec.image, spec.name)  # the model's limits
     return list(dict.fromkeys(found))  # a sidecar shared by two images is reported once

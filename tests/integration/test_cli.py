@@ -122,6 +122,11 @@ def test_local_run_with_the_real_provider_needs_the_key_and_sends_images_inline(
     stand_in = NovitaEmulator(EmulatorConfig(api_key="sk-users-own-key", generation_seconds=1, fps=8))
     monkeypatch.setenv("IMG2VIDEO_NOVITA_URL", stand_in.start())
     monkeypatch.setenv("NOVITA_API_KEY", "sk-users-own-key")
+    (tmp_path / "kling.jpg").write_bytes(jpeg_bytes(640, 400))
+    (tmp_path / "kling.json").write_text(json.dumps({"prompt": "p", "model": "kling-2.5-turbo-i2v"}))
+    assert main(["local", "run", str(tmp_path / "kling.jpg"), "--provider", "novita"]) == 2  # it would fetch a loopback URL
+    assert "kling-2.5-turbo-i2v takes images by URL only, and Novita cannot fetch them from this machine" in capsys.readouterr().err
+    assert stand_in.submissions == []
     try:
         code = main(["local", "run", str(image), "--prompt", "p", "--provider", "novita", "--out", str(tmp_path / "out"), "--json"])
     finally:
