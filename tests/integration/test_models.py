@@ -52,6 +52,18 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def _last_frame_colour(video: bytes) -> tuple[float, float, float]:
+    import io
+
+    import av
+    from PIL import ImageStat
+
+    with av.open(io.BytesIO(video)) as container:
+        *_, last = container.decode(container.streams.video[0])
+        red, green, blue = ImageStat.Stat(last.to_image()).mean
+    return red, green, blue
+
+
 def _transparent_png(width: int, height: int) -> bytes:
     import io
 
@@ -94,6 +106,9 @@ def test_every_model_makes_its_video_at_its_resolution_and_length_each_paid_once
             seconds, width, height, codec = decode(data)
             assert codec == "h264"
             assert abs(seconds - VALID[model]["duration"]) < 0.5, (model, seconds)
+            if "end_image" in VALID[model]:  # the video ends on the end frame (blue), not the image (orange)
+                red, _, blue = _last_frame_colour(data)
+                assert blue > 150 and red < 80, (model, red, blue)
             resolution = VALID[model].get("resolution")
             if resolution:  # Kling's output resolution is not documented
                 assert min(width, height) == SHORT_SIDE[resolution.lower()], (model, width, height)

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from img2video.core.errors import InvalidSidecar
 from img2video.core.registry import MODELS, Field, all_field_names
 from img2video.core.sidecar import parse_sidecar
-from img2video_local.novita_rules import ENDPOINTS, validate_body
+from img2video_local.novita_rules import ENDPOINTS, image_problem, validate_body
 
-from tests.conftest import stack_settings
+from tests.conftest import image_bytes, stack_settings
 
 IMAGE, END = "https://in.example/a.jpg", "https://in.example/b.jpg"
 EVERY_FIELD = [name for name in all_field_names() if name not in ("model", "output_name", "tags", "extra_images", "prompt")]
@@ -106,3 +106,17 @@ def test_a_minimal_sidecar_for_each_model_builds_a_body_its_endpoint_takes(model
 )
 def test_the_emulator_refuses_what_each_endpoint_refuses(model: str, body: dict[str, Any], problem: str) -> None:
     assert problem in (validate_body(model, body) or "")
+
+
+@pytest.mark.parametrize(
+    ("model", "images", "problem"),
+    [
+        ("kling-2.5-turbo-i2v", [image_bytes(640, 400, fmt="WEBP")], "INVALID_IMAGE_FORMAT: WEBP"),
+        ("wan2.6-i2v", [image_bytes(2400, 1200, fmt="JPEG")], "INVALID_IMAGE_SIZE: 2400x1200"),
+        ("seedance-v1-pro-i2v", [image_bytes(900, 300, fmt="JPEG")], "INVALID_IMAGE_SIZE"),
+        ("vidu-q2-turbo-startend2video", [image_bytes(800, 400, fmt="JPEG"), image_bytes(400, 400, fmt="JPEG")], "aspect ratios differ"),
+    ],
+)
+def test_the_emulator_fails_a_task_whose_image_the_endpoint_cannot_take(model: str, images: list[bytes], problem: str) -> None:
+    assert problem in (image_problem(model, images) or "")
+    assert image_problem(model, [image_bytes(640, 400, fmt="JPEG")] * len(images)) is None
