@@ -153,3 +153,10 @@ def test_the_default_prompt_uses_the_default_model() -> None:
 def test_every_model_states_its_source_and_its_image_rules(model: str) -> None:
     spec = MODELS[model]
     assert spec.source.startswith("§") and spec.image.formats and spec.field("duration") is not None
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_numbers_a_model_is_sent(constant: str) -> None:
+    raw = f'{{"model": "kling-2.5-turbo-i2v", "prompt": "p", "cfg_scale": {constant}}}'.encode()
+    with pytest.raises(InvalidSidecar, match=f"is not valid JSON for a sidecar: {constant} is not a JSON number"):
+        parse_sidecar(raw, "incoming/a.json", stack_settings())

@@ -189,6 +189,11 @@ def _json_depth(text: str) -> int:
     return deepest
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity: Python reads them, but they are not JSON, and no model takes them (NaN passes every range)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _load_json(text: str, key: str, problems: list[str]) -> Any:
     """The JSON document, refusing what json.loads would take silently (repeated keys) or crash on (deep nesting)."""
     depth = _json_depth(text)
@@ -204,7 +209,7 @@ def _load_json(text: str, key: str, problems: list[str]) -> Any:
         return dict(pairs)
 
     try:
-        return json.loads(text, object_pairs_hook=unique_keys)
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidSidecar(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # a number of thousands of digits: Python refuses to convert it
