@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from img2video.core.registry import DEFAULT_MODEL, MODELS, Field, ModelSpec
+from img2video.core.registry import DEFAULT_MODEL, MODELS, Field, ModelSpec, spelled
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reference" / "models.md"
 SOURCE = "../shared/novita-image-to-video-models.md"
 
 
 def _default(field: Field) -> str:
-    return "—" if field.default is None else json.dumps(field.default)
+    return "—" if field.default is None else json.dumps(spelled(field.default))
 
 
 def _images(spec: ModelSpec) -> str:
@@ -79,7 +79,7 @@ def markdown() -> str:
         if spec.together:
             lines.append("")
             for rule in spec.together:
-                allowed = " or ".join(map(json.dumps, rule.allowed))
+                allowed = " or ".join(json.dumps(spelled(choice)) for choice in rule.allowed)
                 lines.append(f"- When `{rule.when[0]}` is {json.dumps(rule.when[1])}, `{rule.field}` must be {allowed}.")
         if spec.notes:
             lines.append("")

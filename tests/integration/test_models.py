@@ -28,11 +28,11 @@ VALID: dict[str, dict[str, Any]] = {
     "vidu-q2-turbo-startend2video": {"duration": 1, "resolution": "540p", "movement_amplitude": "large", "end_image": "last.jpg"},
     "kling-2.5-turbo-i2v": {"duration": 5, "cfg_scale": 0.7, "negative_prompt": "blur"},
     "minimax-hailuo-02": {"duration": 6, "resolution": "768p", "prompt_extend": False, "end_image": "last.jpg"},
-    "minimax-hailuo-2.3-i2v": {"duration": 6, "resolution": "768P", "fast_pretreatment": True},
+    "minimax-hailuo-2.3-i2v": {"duration": 6, "resolution": "768p", "fast_pretreatment": True},
     "seedance-v1-pro-i2v": {"duration": 5, "resolution": "480p", "aspect_ratio": "4:3", "camera_fixed": True},
     "seedance-v1.5-pro-i2v": {"duration": 4, "resolution": "480p", "aspect_ratio": "adaptive", "audio": False},
     "wan2.6-i2v": {"duration": 5, "resolution": "720p", "shot_type": "single", "negative_prompt": "rain"},
-    "wan2.7-i2v": {"duration": 2, "resolution": "720P", "end_image": "last.jpg", "seed": 3},
+    "wan2.7-i2v": {"duration": 2, "resolution": "720p", "end_image": "last.jpg", "seed": 3},
 }
 SHORT_SIDE = {"540p": 540, "720p": 720, "768p": 768, "480p": 480}
 
@@ -43,7 +43,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "vidu-q2-pro-fast-img2video": ({"resolution": "540p"}, '"resolution" must be "720p" or "1080p"'),
     "vidu-q2-turbo-startend2video": ({}, '"end_image" is required for vidu-q2-turbo-startend2video'),
     "kling-2.5-turbo-i2v": ({"resolution": "720p"}, '"resolution" is not a field of kling-2.5-turbo-i2v; it is taken by'),
-    "minimax-hailuo-02": ({"duration": 10, "resolution": "1080p"}, '"resolution" must be "768P" when "duration" is 10'),
+    "minimax-hailuo-02": ({"duration": 10, "resolution": "1080p"}, '"resolution" must be "768p" when "duration" is 10'),
     "minimax-hailuo-2.3-i2v": ({"end_image": "last.jpg"}, '"end_image" is not a field of minimax-hailuo-2.3-i2v'),
     "seedance-v1-pro-i2v": ({"aspect_ratio": "9:21"}, '"aspect_ratio" must be one of "21:9", "16:9"'),
     "seedance-v1.5-pro-i2v": ({"service_tier": "cheap"}, '"service_tier" must be "default" or "flex"'),
@@ -111,7 +111,7 @@ def test_every_model_makes_its_video_at_its_resolution_and_length_each_paid_once
                 assert blue > 150 and red < 80, (model, red, blue)
             resolution = VALID[model].get("resolution")
             if resolution:  # Kling's output resolution is not documented
-                assert min(width, height) == SHORT_SIDE[resolution.lower()], (model, width, height)
+                assert min(width, height) == SHORT_SIDE[resolution], (model, width, height)
 
 
 def test_each_models_own_refusal_ends_in_one_precise_notice_and_nothing_is_paid() -> None:

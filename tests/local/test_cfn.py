@@ -72,7 +72,7 @@ def test_references_skip_sub_literals_pseudo_parameters_and_the_subs_own_variabl
     [
         ({"DefaultPrompt": "p" * 301}, "Parameter 'DefaultPrompt' must contain at most 300 characters"),
         ({"InputPrefix": "incoming"}, "Parameter 'InputPrefix' must match pattern"),
-        ({"DefaultDuration": "11"}, "Parameter 'DefaultDuration' must be a number not greater than 10"),
+        ({"DefaultDuration": "16"}, "Parameter 'DefaultDuration' must be a number not greater than 15"),
         ({"DefaultDuration": "five"}, "Parameter 'DefaultDuration' must be a number"),
         ({"DefaultResolution": "4k"}, "Parameter 'DefaultResolution' must be one of AllowedValues"),
         ({"NotificationEmail": "not an address"}, "Parameter NotificationEmail failed to satisfy constraint"),

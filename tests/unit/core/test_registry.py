@@ -92,9 +92,11 @@ def test_a_model_with_an_optional_prompt_takes_a_sidecar_without_one() -> None:
     assert '"prompt" is required for kling-2.5-turbo-i2v' in refusal({"model": "kling-2.5-turbo-i2v"})
 
 
-def test_resolution_takes_either_capitalisation_and_is_sent_as_the_model_spells_it() -> None:
+def test_resolution_has_one_spelling_for_every_model_and_is_sent_as_the_model_spells_it() -> None:
     assert parse({"model": "minimax-hailuo-02", "prompt": "p", "resolution": "1080p"}).provider_body(IMAGE)["resolution"] == "1080P"
-    assert parse({"prompt": "p", "resolution": "1080P"}).provider_body(IMAGE)["resolution"] == "1080p"
+    assert parse({"prompt": "p", "resolution": "1080p"}).provider_body(IMAGE)["resolution"] == "1080p"
+    message = refusal({"model": "wan2.6-i2v", "prompt": "p", "resolution": "1080P"})
+    assert '"resolution" must be "720p" or "1080p"; got "1080P" (wan2.6-i2v)' in message
 
 
 def test_the_slow_tier_of_either_kind_is_off_peak_for_the_wait_and_its_history() -> None:

@@ -4,8 +4,8 @@ Facts come from ../shared/novita-image-to-video-models.md (the section is named 
 reference is silent (n/d), the entry takes the conservative rule and says so in `notes`: the smallest limits any
 Novita image-to-video model documents, images by URL only, a field left out rather than guessed.
 
-A sidecar speaks one language for all models: `duration` (an integer of seconds), `resolution` ("720p"; the model's
-own capitalisation, "768P", is accepted too), `seed`, `audio`, `aspect_ratio`, `prompt_extend`, `negative_prompt`,
+A sidecar speaks one language for all models: `duration` (an integer of seconds), `resolution` ("768p", in lower case
+for every model; it is sent as the model spells it, "768P"), `seed`, `audio`, `aspect_ratio`, `prompt_extend`, `negative_prompt`,
 and `end_image` (a key beside the image, like `extra_images`). Each entry maps those names to where its model takes
 them (`path`, dotted for nested bodies), in the type it takes them (`wire`: Kling's duration is a string).
 
@@ -55,7 +55,7 @@ class Field:
         """What the field accepts, in the words a failure notice uses."""
         unit = f" {self.unit}" if self.unit else ""
         if self.choices:
-            shown = [json.dumps(choice) for choice in self.choices]
+            shown = [json.dumps(spelled(choice)) for choice in self.choices]
             if len(shown) > 2:
                 return f"one of {', '.join(shown)}{unit}"
             return f"{' or '.join(shown)}{unit}"
@@ -82,8 +82,10 @@ class Field:
             if not isinstance(value, str) or not value.strip():
                 return value, self.rule()
             if self.choices:
-                folded = {str(choice).lower(): choice for choice in self.choices}
-                value = folded.get(value.lower(), value)
+                by_sidecar = {spelled(choice): choice for choice in self.choices}
+                if value not in by_sidecar:
+                    return value, self.rule()
+                value = by_sidecar[value]
             if self.max_chars is not None and len(value) > self.max_chars:
                 return value, f"{self.rule()}; it has {len(value)} characters"
         if self.choices and value not in self.choices:
@@ -94,6 +96,11 @@ class Field:
 
     def wired(self, value: Any) -> Any:
         return str(value) if self.wire == "str" else value
+
+
+def spelled(choice: Any) -> Any:
+    """A value as a sidecar writes it: one spelling for every model ("768p"), whatever case the model takes it in."""
+    return choice.lower() if isinstance(choice, str) else choice
 
 
 def _number(value: float | None) -> str:

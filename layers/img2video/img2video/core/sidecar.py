@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, Va
 
 from img2video.core.errors import InvalidSidecar
 from img2video.core.keys import MAX_KEY_BYTES  # S3's limit for any key, so for an extra image's
-from img2video.core.registry import DEFAULT_MODEL, MODELS, OWN_FIELDS, ModelSpec, all_field_names, closest_models, models_taking
+from img2video.core.registry import DEFAULT_MODEL, MODELS, OWN_FIELDS, ModelSpec, all_field_names, closest_models, models_taking, spelled
 from img2video.core.settings import Settings
 from img2video.core.text import sendable, shorten
 
@@ -378,10 +378,9 @@ def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, pro
     for rule in spec.together:
         name, value = rule.when
         if values.get(name) == value and values.get(rule.field) not in rule.allowed:
-            allowed = " or ".join(json.dumps(choice) for choice in rule.allowed)
-            problems.append(
-                f'"{rule.field}" must be {allowed} when "{name}" is {json.dumps(value)} ({spec.name}); got {_show(values.get(rule.field))}'
-            )
+            allowed = " or ".join(json.dumps(spelled(choice)) for choice in rule.allowed)
+            got = _show(spelled(values.get(rule.field)))
+            problems.append(f'"{rule.field}" must be {allowed} when "{name}" is {json.dumps(value)} ({spec.name}); got {got}')
     return values
 
 
