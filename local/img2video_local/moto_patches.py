@@ -57,10 +57,14 @@ def one_start_per_execution_name() -> None:
     that same execution. moto looks the name up, then records the new execution, with nothing held in between: two
     starts at once both missed each other and ran two executions of one job (Accept takes an image's and its
     sidecar's events at once; a suite run beside a CPU hog listed one job twice). One lock per start makes the
-    look-up and the record one step, as on AWS."""
+    look-up and the record one step, as on AWS.
+
+    Listing and describing take the same lock: moto records a new execution before it marks it RUNNING, and a list
+    in between answered with a crash ("'NoneType' object has no attribute 'value'"; a suite run beside a CPU hog).
+    On AWS an execution is never seen without a status."""
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
-    _under_one_lock(StepFunctionsParserBackend, ("start_execution",))
+    _under_one_lock(StepFunctionsParserBackend, ("start_execution", "list_executions", "describe_execution"))
 
 
 def one_metrics_flush_at_a_time() -> None:

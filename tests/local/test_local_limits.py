@@ -11,6 +11,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -713,3 +714,55 @@ def test_two_starts_of_one_execution_name_at_once_make_one_execution() -> None:
     arns, listed, errors = _starts_at_once(patched=True)
     assert errors == [] and all(len(answered) == 1 for answered in arns.values())
     assert sorted(listed) == [f"job-{round_}" for round_ in range(6)]
+
+
+def _listed_while_starting(patched: bool, rounds: int = 5) -> list[BaseException]:
+    """Executions started while others are listed, on a machine so loaded that a start pauses between recording the
+    execution and marking it RUNNING: the errors the listings met."""
+    from moto.stepfunctions.parser.backend.execution import Execution
+
+    original = Execution.start
+
+    def slow_start(self: Any) -> None:
+        time.sleep(0.05)  # what a CPU hog beside the suite does to this thread
+        original(self)
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), _patched(Execution, "start", slow_start):  # type: ignore[call-overload]
+        if patched:
+            one_start_per_execution_name()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        waits = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}
+        machine = sfn.create_state_machine(name="seen", definition=json.dumps(waits), roleArn="arn:aws:iam::123456789012:role/seen")
+        arn, errors, started = machine["stateMachineArn"], [], []
+        for round_ in range(rounds):
+            starting = threading.Thread(
+                target=lambda round_=round_: started.append(sfn.start_execution(stateMachineArn=arn, name=f"r{round_}")["executionArn"])
+            )
+            starting.start()
+            while starting.is_alive():
+                try:
+                    statuses = [e["status"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]]
+                    assert all(statuses), statuses
+                except BaseException as exc:
+                    errors.append(exc)
+            starting.join()
+        for execution in started:
+            sfn.stop_execution(executionArn=execution)
+        return errors
+
+
+@contextmanager
+def _patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def test_an_execution_listed_while_it_starts_is_seen_running_never_without_a_status() -> None:
+    """A suite run beside a CPU hog crashed in list_executions ("'NoneType' object has no attribute 'value'"): moto
+    records a new execution before it marks it RUNNING. Listing, describing and starting now take one lock
+    (moto_patches.one_start_per_execution_name)."""
+    assert _listed_while_starting(patched=True) == []
