@@ -422,8 +422,12 @@ def _lambda(operation: str, params: dict[str, Any], state_machine_arn: str) -> l
 
 def _events(operation: str, params: dict[str, Any], state_machine_arn: str) -> list[Request] | None:
     if operation == "PutEvents":
-        default_bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
-        return [Request("events:PutEvents", entry.get("EventBusName") or default_bus) for entry in params.get("Entries", [])]
+        # an entry names its bus by name or ARN (default: the account's default bus); IAM asks on the bus's ARN
+        buses = [entry.get("EventBusName") or "default" for entry in params.get("Entries", [])]
+        return [
+            Request("events:PutEvents", bus if bus.startswith("arn:") else f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}")
+            for bus in buses
+        ]
     return None
 
 

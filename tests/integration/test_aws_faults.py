@@ -62,6 +62,9 @@ ONE_FAULT = [
     "*:s3.ListObjectsV2:once",
     "*:s3.GetObject:once",
     "*:s3.PutObjectTagging:always",  # tagging is a courtesy: it never changes the outcome
+    "*:events.PutEvents:once",  # a job event: news about the job, never part of it
+    "*:events.PutEvents:lost-once",
+    "*:events.PutEvents:always",  # the notice still goes out, once
 ]
 
 

@@ -281,7 +281,7 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
         "secretsmanager:GetSecretValue",
         *wake,
     }
-    assert poll - {"dynamodb:GetItem", "dynamodb:UpdateItem", *line, "secretsmanager:GetSecretValue"} == wake
+    assert poll - {"dynamodb:GetItem", "dynamodb:UpdateItem", *line, "secretsmanager:GetSecretValue", "events:PutEvents"} == wake
     for role in ("PollFunctionRole", "WebhookFunctionRole"):  # only the line and the SubmitQueue
         queues = [s["Resource"] for name, s in _allow_statements(cfn) if name == role and str(s["Action"]).startswith("['sqs:")]
         assert queues == [[{"Fn::GetAtt": ["SlotLineQueue", "Arn"]}, {"Fn::GetAtt": ["SubmitQueue", "Arn"]}]], role
@@ -408,3 +408,18 @@ def test_the_stack_offers_exactly_the_registered_models(sam: dict[str, Any]) -> 
 
     parameter = sam["Parameters"]["DefaultModel"]
     assert parameter["AllowedValues"] == list(MODELS) and parameter["Default"] == DEFAULT_MODEL
+
+
+def test_job_events_go_to_the_named_bus_only_and_only_from_the_steps_that_change_a_job(cfn: dict[str, Any]) -> None:
+    bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}
+    granted = {role: s["Resource"] for role, s in _allow_statements(cfn) if "events:PutEvents" in str(s["Action"])}
+    assert granted == {f"{name}FunctionRole": bus for name in ("Accept", "Submit", "Poll", "Store", "Publish")}
+    for role in granted:  # the grant exists only while events are on
+        [conditional] = [
+            s
+            for p in cfn["Resources"][role]["Properties"]["Policies"]
+            for s in p["PolicyDocument"]["Statement"]
+            if "Fn::If" in s and "events:PutEvents" in str(s)
+        ]
+        assert conditional["Fn::If"][0] == "JobEventsOn" and conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert cfn["Conditions"]["JobEventsOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EventBusName"}, ""]}]}

@@ -73,7 +73,10 @@ NOTICE = [
     Call("dynamodb: the notice published once per notice id", "notify._publish_once (once_per)", IDEMPOTENT, AWS),
     Call("sns:Publish", "notify._publish_once", 1, AWS),
     Call("s3:GetObjectTagging, s3:PutObjectTagging", "s3_objects.tag_source", 2, AWS),
+    Call("events:PutEvents of the terminal event (quick client)", "job_events.job_ended", 1, clients.QUICK_CALL_WORST_SECONDS),
 ]
+# job_events.job_changed: one state change as one event, best effort, through the quick client
+EVENT = Call("events:PutEvents of the job's state (quick client)", "job_events.job_changed", 1, clients.QUICK_CALL_WORST_SECONDS)
 
 # -- Submit (one SubmitQueue message per invocation) ----------------------------------------------------------
 SUBMIT_URL = [
@@ -91,6 +94,7 @@ SUBMIT_URL = [
     SECRET,
     Call("POST the task (presigned image URLs are signed locally, no call)", "NovitaClient.submit", 1, NOVITA_POST),
     RECORD,
+    EVENT,
     Call("states:SendTaskSuccess | SendTaskFailure, or sqs:SendMessage", "submit._answer / _answer_failure / _retry_later", 1, AWS),
     Call(
         "dynamodb:GetItem of the line for a task slot: does it move? (quick client)",
@@ -135,6 +139,7 @@ POLL = [
     LINE_WAIT,
     Call("dynamodb:UpdateItem of the task's item (the video URL for Store)", "task_item.remember_video", 1, AWS),
     RECORD,
+    EVENT,
 ]
 
 
@@ -163,6 +168,7 @@ WEBHOOK = [
 def store_fresh(parts: int) -> list[Call]:
     """Nothing stored yet: the result, the video streamed in `parts` 8 MiB parts, the manifest."""
     return [
+        EVENT,
         Call("s3:HeadObject of the video (404)", "store._already_stored", 1, AWS),
         SECRET,
         Call("GET task-result (a fresh video URL)", "NovitaClient.task_result", 1, NOVITA_GET),
@@ -180,6 +186,7 @@ def store_fresh(parts: int) -> list[Call]:
 
 
 STORE_RESUMED = [
+    EVENT,
     Call("s3:HeadObject of the video (this job's)", "store._already_stored", 1, AWS),
     Call("s3:GetObject of the manifest (404)", "store._already_stored", 1, AWS),
     Call("s3:GetObject of the stored video, hashed", "store._already_stored (transfer client)", 1, TRANSFER),
@@ -212,16 +219,16 @@ LATEST = Call("dynamodb:Query of the image's last job (a pair uploaded again?)",
 OPEN = Call("dynamodb: the job's item and attempt number", "jobs_table.open_attempt", jobs_table.OPEN_ATTEMPT_CALLS, AWS)
 TAG = Call("s3:GetObjectTagging, s3:PutObjectTagging", "s3_objects.tag_source", 2, AWS)
 ACCEPT_PATHS = {
-    "accepted": accept_path(LATEST, OPEN, START, TAG),
+    "accepted": accept_path(LATEST, OPEN, EVENT, START, TAG),
     "awaiting its sidecar": [
         Call("s3:ListObjectsV2, NFC and NFD prefixes", "accept._siblings", 2, AWS),
         Call("sqs:SendMessage (the re-check)", "accept.requeue", 1, AWS),
         TAG,
     ],
     "refused (a bad image after a good sidecar)": accept_path(LATEST, OPEN, *NOTICE),
-    "INTERNAL on the last delivery (StartExecution failed)": accept_path(LATEST, OPEN, START, *NOTICE),
-    f"INTERNAL with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, START, *NOTICE, extra_images=MAX_EXTRA_IMAGES),
-    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, START, TAG, extra_images=MAX_EXTRA_IMAGES),
+    "INTERNAL on the last delivery (StartExecution failed)": accept_path(LATEST, OPEN, EVENT, START, *NOTICE),
+    f"INTERNAL with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, EVENT, START, *NOTICE, extra_images=MAX_EXTRA_IMAGES),
+    f"accepted with {MAX_EXTRA_IMAGES} extra images": accept_path(LATEST, OPEN, EVENT, START, TAG, extra_images=MAX_EXTRA_IMAGES),
 }
 
 

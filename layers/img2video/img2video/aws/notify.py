@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from img2video.aws.clients import client
 from img2video.aws.idempotency import once_per
+from img2video.aws.job_events import job_ended
 from img2video.aws.jobs_table import JobState as TableState
 from img2video.aws.jobs_table import record_quietly
 from img2video.aws.s3_objects import SourceState, tag_source
@@ -31,6 +32,7 @@ def publish_notice(candidate: Notice) -> Notice:
     _publish_once(decided)
     state: SourceState = "succeeded" if decided.error is None else "failed"
     tag_source(decided.source["bucket"], decided.source["key"], state, decided.job_id)
+    job_ended(decided)  # the terminal event: the notice's content, put once as the notice is published once
     return decided
 
 

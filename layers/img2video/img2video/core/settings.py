@@ -67,6 +67,8 @@ class Settings(BaseModel):
     # stack's Webhook parameter is off, and then Submit asks Novita for no webhook.
     webhook_url: str = ""
     webhook_secret_id: str = ""
+    # EventBusName: the bus job events go to (aws/job_events.py); empty: none are put
+    event_bus_name: str = ""
     # The largest video Store copies (counted while streaming, whatever Content-Length says).
     max_video_bytes: Annotated[int, Field(ge=1024 * 1024)] = DEFAULT_MAX_VIDEO_BYTES
 

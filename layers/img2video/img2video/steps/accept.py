@@ -10,8 +10,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from img2video.aws.clients import AWS_CALL_WORST_SECONDS, client
+from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.invocation import remaining_seconds
+from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import latest_attempt, open_attempt
 from img2video.aws.notify import publish_notice
 from img2video.aws.s3_objects import is_missing, tag_source
@@ -43,8 +44,9 @@ MESSAGE_MARKER = "img2video"
 # A passing AWS fault is looked at again, with backoff, this many times before the upload is reported as failed.
 ACCEPT_RETRIES = 8
 # The slowest one upload can be when every AWS call it makes times out on every attempt (see clients.py):
-# a refusal that ends in INTERNAL makes 19 calls, and each extra image 4 more (tests/unit/test_budgets.py).
-ACCEPT_RECORD_WORST_SECONDS = (19 + 4 * MAX_EXTRA_IMAGES) * AWS_CALL_WORST_SECONDS
+# a refusal that ends in INTERNAL makes 19 calls and two job events (quick calls), and each extra image 4 more calls
+# (tests/unit/test_budgets.py).
+ACCEPT_RECORD_WORST_SECONDS = (19 + 4 * MAX_EXTRA_IMAGES) * AWS_CALL_WORST_SECONDS + 2 * QUICK_CALL_WORST_SECONDS
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,7 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         manifest_key=manifest_key,
         uploaded_at=pending.uploaded_at,
     )
+    job_changed(job, "accepted", accepted_at=iso(now()))  # before its execution starts: the events come in order
     start_execution(job, settings)
     tag_source(trigger.bucket, image.key, "queued", job.job_id)
     return Outcome.ACCEPTED

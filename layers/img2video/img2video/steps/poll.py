@@ -7,6 +7,7 @@ import math
 from aws_lambda_powertools.metrics import MetricUnit
 
 from img2video.aws import slot_line
+from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import record_quietly
 from img2video.aws.secrets import novita_client
 from img2video.aws.task_item import remember_video
@@ -63,6 +64,7 @@ def poll_task(state: ExecutionState) -> PollRecord:
 
     _give_up_if_late(remaining, polls, state, f"last status {task.status or 'unknown'}, {task.progress_percent or 0:.0f}% done")
     record_quietly(state.job.job_id, "running", polls=polls, progress_percent=task.progress_percent or 0, task_id=task_id)
+    job_changed(state.job, "running", progress=task.progress_percent or 0, task_id=task_id, eta_seconds=task.eta)
     wait = policy.next_wait(
         previous_wait=state.poll.wait_seconds,
         eta=task.eta,

@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from img2video.aws.clients import client, transfer_client
+from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import record_generation_time, record_quietly
 from img2video.aws.s3_objects import is_missing
 from img2video.aws.secrets import novita_client
@@ -27,6 +28,7 @@ def store_video(state: ExecutionState) -> Stored:
     """Put the video and its manifest in S3. Each part is skipped when a previous attempt already finished it."""
     settings = get_settings()
     job, task_id = state.job, state.task_id or ""
+    job_changed(job, "storing", progress=100, task_id=task_id or None)
     stored, written = _already_stored(settings.output_bucket, job.video_key, job.manifest_key, job.job_id, task_id)
     if stored is not None and written is not None:  # both parts done by an earlier try: nothing to redo
         logger.info("Video and manifest already stored by an earlier attempt", extra={"key": job.video_key})

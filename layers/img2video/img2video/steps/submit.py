@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from img2video.aws import slot_line
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client, presigner
 from img2video.aws.idempotency import once_per
+from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import claim_submission, kind_history, record_quietly
 from img2video.aws.secrets import novita_client, webhook_url
 from img2video.aws.task_tokens import answer_task
@@ -215,6 +216,7 @@ def handle_submit(request: SubmitRequest, receive_count: int = 1) -> str:
             )
         raise
     record_quietly(request.job.job_id, "submitted", task_id=submitted.task_id, submitted_at=submitted.submitted_at)
+    job_changed(request.job, "submitted", task_id=submitted.task_id, submitted_at=submitted.submitted_at)
     return _answer(request, "submitted", output=submitted.model_dump_json())
 
 
@@ -247,6 +249,7 @@ def _hold(request: SubmitRequest, opens: float, started: float, settings: Settin
         )
     logger.info("Daily limit reached; holding the job until the next window", extra={"until": until, "limit": limit})
     record_quietly(request.job.job_id, "held", held_until=until)
+    job_changed(request.job, "held", held_until=until)
     held = Held(until=until, limit=limit)
     return _answer(request, "held", output=json.dumps({"held": held.model_dump()}))
 
