@@ -16,7 +16,7 @@ from tests.conftest import Aws
 
 
 def _open(job: str, key: str = "incoming/a/cat.jpg") -> int:
-    return jobs_table.open_attempt(job, key, key.replace(".jpg", ".json"), "2026-11-24T12:00:00.000Z")
+    return jobs_table.open_attempt(job, key, key.replace(".jpg", ".json"), "2026-11-24T12:00:00.000Z").attempt
 
 
 def test_each_new_upload_of_a_key_is_the_next_attempt_and_a_repeat_keeps_its_number(aws: Aws) -> None:
@@ -147,3 +147,9 @@ def jobs_table_job(request: Any) -> Any:
     return Job(
         job_id="j-1", source=SourceObject(bucket="b", key="incoming/x.jpg"), request=request, video_key="v.mp4", manifest_key="v.json"
     )
+
+
+def test_only_the_call_that_creates_a_job_says_it_is_new(aws: Aws) -> None:
+    first = jobs_table.open_attempt("cat-1", "incoming/a/cat.jpg", "incoming/a/cat.json", "2026-11-24T12:00:00.000Z")
+    again = jobs_table.open_attempt("cat-1", "incoming/a/cat.jpg", "incoming/a/cat.json", "2026-11-24T12:00:00.000Z")
+    assert (first.attempt, first.new) == (1, True) and (again.attempt, again.new) == (1, False)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 
 from img2video.aws.clients import quick_client
+from img2video.core.clock import iso, now
 from img2video.core.errors import AwsTransient
 from img2video.core.jobs import Job
 from img2video.core.notices import Notice
@@ -54,6 +55,7 @@ def job_changed(job: Job, state: State, progress: float | None = None, **details
         "request": job.request.for_notice(),
         "progress_percent": progress,
         "tags": job.request.tags,
+        "changed_at": iso(now()),
         **{name: value for name, value in details.items() if value is not None},
     }
     try:
@@ -78,6 +80,7 @@ def job_ended(notice: Notice) -> None:
         "progress_percent": 100 if error is None else None,
         **notice.model_dump(mode="json", exclude={"version"}),
         "notice_version": notice.version,
+        "changed_at": iso(now()),
     }
     _put(quick_client("events"), bus, detail)  # quick: the step's own retries (and the backstop's) try again
 

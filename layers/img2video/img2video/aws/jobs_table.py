@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
@@ -68,7 +68,14 @@ def plain(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "", model: str = "") -> int:
+class Opened(NamedTuple):
+    attempt: int
+    new: bool  # this call created the job's item; a repeat (a re-delivered event, the sidecar's event) did not
+
+
+def open_attempt(
+    job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "", model: str = ""
+) -> Opened:
     """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
 
     One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
@@ -118,13 +125,13 @@ def open_attempt(job_id: str, source_key: str, sidecar_key: str, uploaded_at: st
                 },
             ]
         )
-        return previous + 1
+        return Opened(previous + 1, new=True)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "TransactionCanceledException":
             raise
     existing = get_job(job_id)
     if existing and "attempt" in existing:
-        return int(existing["attempt"])  # this upload was seen before: its number stays
+        return Opened(int(existing["attempt"]), new=False)  # this upload was seen before: its number stays
     raise AwsTransient(f"another upload of {source_key} took attempt number {previous + 1} at the same moment")
 
 

@@ -265,12 +265,13 @@ class PendingJob:
     request: dict[str, Any] | None = None
     tags: dict[str, str] | None = None
     attempt: int | None = None
+    new: bool = False  # this handling created the job (a repeat of its events did not)
 
     def open(self) -> int:
         """The job's item in the jobs table, and its attempt number (the same one on every repeat)."""
         if self.attempt is None:
             model = str((self.request or {}).get("model", ""))
-            self.attempt = open_attempt(
+            self.attempt, self.new = open_attempt(
                 self.job_id, self.source.key, self.sidecar_key, self.uploaded_at, self.sidecar_uploaded_at, model=model
             )
         return self.attempt
@@ -448,7 +449,8 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         manifest_key=manifest_key,
         uploaded_at=pending.uploaded_at,
     )
-    job_changed(job, "accepted", accepted_at=iso(now()))  # before its execution starts: the events come in order
+    if pending.new:  # once per job, not per event that found the pair; before its execution starts, so in order
+        job_changed(job, "accepted", accepted_at=iso(now()))
     start_execution(job, settings)
     tag_source(trigger.bucket, image.key, "queued", job.job_id)
     return Outcome.ACCEPTED
