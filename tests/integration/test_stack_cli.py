@@ -222,3 +222,26 @@ def test_drop_with_a_model_checks_that_models_rules_first_and_the_job_carries_th
     [job] = cli(capsys, "status", "incoming/wide.jpg")[1]
     assert job["state"] == "succeeded" and job["model"] == "kling-2.5-turbo-i2v"
     assert [s["model"] for s in pipeline.emulator.submissions] == ["kling-2.5-turbo-i2v"]
+
+
+def test_a_users_rule_on_the_local_stacks_bus_gets_the_job_events_in_their_own_queue(
+    up: tuple[LocalPipeline, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/reference/events.md: with `local up`, a rule and a queue made through its endpoint get every job's events."""
+    _, stack = up
+    sqs, events = stack.client("sqs"), stack.client("events")
+    queue = sqs.create_queue(QueueName="my-videos")["QueueUrl"]
+    events.put_rule(Name="videos", EventPattern=json.dumps({"source": ["img2video"]}))
+    events.put_targets(Rule="videos", Targets=[{"Id": "q", "Arn": "arn:aws:sqs:us-east-1:123456789012:my-videos"}])
+    code, _ = cli(capsys, "drop", str(photo(tmp_path, "tide.jpg")), "--prompt", "p", "--wait", "--timeout", "120")
+    assert code == 0
+    states: list[str] = []
+
+    def read() -> list[str]:
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            states.append(json.loads(message["Body"])["detail"]["state"])
+        return [state for state in states if state == "succeeded"]
+
+    assert wait_until(read, 60), states
+    assert "accepted" in states and states.count("succeeded") == 1
