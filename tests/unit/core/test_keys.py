@@ -45,7 +45,7 @@ def test_kind_is_decided_case_insensitively(key: str, kind: str) -> None:
 @pytest.mark.parametrize(
     "key", ["other/cat.jpg", "incoming/", "incoming/folder/", "incoming/noext", "incoming/../x.jpg", "incoming/a//b.jpg"]
 )
-def test_keys_outside_the_contract_are_ignored(key: str) -> None:
+def test_what_is_outside_the_contract_is_ignored(key: str) -> None:
     assert parse_input_key(key, PREFIX) is None
 
 

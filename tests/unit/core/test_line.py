@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from img2video.core.line import whom_to_wake
+from img2video.core.line import retry_flags, turned_away, whom_to_wake
 
 
 def test_the_first_job_still_waiting_is_woken_and_jobs_submitted_since_leave_the_line() -> None:
@@ -28,3 +28,22 @@ def test_every_entry_looked_at_either_leaves_or_goes_back_and_at_most_one_is_wok
         assert not any(job_id in waiting for job_id in job_ids)
     else:
         assert job_ids[look.woken] in waiting and all(job_ids[i] not in waiting for i in range(look.woken))
+
+
+def test_a_woken_job_turned_away_again_only_goes_back_in_line_its_retry_is_already_queued() -> None:
+    plan = turned_away(in_line=True, woken=True, throttled=True)
+    assert plan.back_in_line_only and not plan.joins_line
+
+
+def test_a_job_turned_away_for_a_slot_joins_the_line_once_and_a_passing_fault_never_joins() -> None:
+    assert turned_away(in_line=False, woken=False, throttled=True).joins_line
+    assert not turned_away(in_line=True, woken=False, throttled=True).joins_line  # it has its entry
+    assert turned_away(in_line=False, woken=True, throttled=False) == turned_away(in_line=False, woken=False, throttled=False)
+    assert not turned_away(in_line=False, woken=False, throttled=False).joins_line
+
+
+def test_a_retry_keeps_its_entry_and_stays_woken_only_through_a_passing_fault() -> None:
+    assert retry_flags(in_line=False, woken=False, throttled=True, joined=True) == (True, False)
+    assert retry_flags(in_line=False, woken=False, throttled=True, joined=False) == (False, False)  # the join failed
+    assert retry_flags(in_line=True, woken=True, throttled=False, joined=False) == (True, True)  # still its turn
+    assert retry_flags(in_line=True, woken=True, throttled=True, joined=False) == (True, False)

@@ -44,7 +44,7 @@ def test_minimal_json_gets_stack_defaults() -> None:
     )
 
 
-def test_sidecar_fields_override_stack_defaults() -> None:
+def test_fields_given_override_the_stacks_defaults() -> None:
     request = parse({"prompt": "p", "duration": 10, "resolution": "1080p", "watermark": False, "seed": 7, "off_peak": True})
     options = request.options
     assert (request.duration, request.resolution, options["watermark"], options["seed"], request.off_peak) == (10, "1080p", False, 7, True)

@@ -15,7 +15,7 @@ from tests.unit.steps.support import RESULT_URL, job_dict, novita_calls, poll, r
 
 
 @responses.activate
-def test_poll_of_a_running_task_waits_about_as_long_as_the_eta_says(aws: Aws) -> None:
+def test_a_running_task_is_looked_at_again_about_when_its_eta_says(aws: Aws) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_PROCESSING", eta="30", progress_percent=40))
     answer = poll(aws, state_dict())
     assert answer["status"] == "running" and answer["polls"] == 1 and answer["progress_percent"] == 40
@@ -25,7 +25,7 @@ def test_poll_of_a_running_task_waits_about_as_long_as_the_eta_says(aws: Aws) ->
 
 
 @responses.activate
-def test_poll_waits_stay_within_bounds(aws: Aws) -> None:
+def test_waits_stay_within_their_bounds(aws: Aws) -> None:
     cases: list[tuple[dict[str, Any], int | None]] = [
         ({"eta": "100000"}, 5),
         ({}, 50),
@@ -48,21 +48,21 @@ def test_poll_waits_stay_within_bounds(aws: Aws) -> None:
 
 
 @responses.activate
-def test_poll_reports_success(aws: Aws) -> None:
+def test_a_finished_task_is_reported_succeeded(aws: Aws) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED", progress_percent=100))
     answer = poll(aws, state_dict(poll={"status": "running", "polls": 2, "wait_seconds": 8}))
     assert answer["status"] == "succeeded" and answer["polls"] == 3 and answer["finished_at"] and answer["progress_percent"] == 100
 
 
 @responses.activate
-def test_poll_of_a_failed_task_raises_provider_failed_with_the_reason(aws: Aws) -> None:
+def test_a_failed_task_raises_provider_failed_with_its_reason(aws: Aws) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_FAILED", reason="image violates policy"))
     with pytest.raises(ProviderFailed, match="image violates policy"):
         poll(aws, state_dict())
 
 
 @responses.activate
-def test_poll_past_the_deadline_raises_provider_timeout(aws: Aws) -> None:
+def test_past_the_deadline_provider_timeout_is_raised(aws: Aws) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_PROCESSING", progress_percent=42))
     state = state_dict()
     state["submitted"]["deadline"] = time.time() - 1
@@ -71,7 +71,7 @@ def test_poll_past_the_deadline_raises_provider_timeout(aws: Aws) -> None:
 
 
 @responses.activate
-def test_polls_reaching_max_polls_raise_provider_timeout_whatever_the_deadline(aws: Aws) -> None:
+def test_reaching_the_most_polls_raises_provider_timeout_whatever_the_deadline(aws: Aws) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_PROCESSING", progress_percent=10))
     state = state_dict(poll={"status": "running", "polls": MAX_POLLS - 1, "wait_seconds": 60})
     state["submitted"]["deadline"] = time.time() + 86400

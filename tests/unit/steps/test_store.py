@@ -25,7 +25,7 @@ def manifest(aws: Aws) -> dict[str, Any]:
 
 
 @responses.activate
-def test_store_streams_the_video_and_writes_its_manifest_once(aws: Aws, public_dns: None) -> None:
+def test_the_video_is_streamed_and_its_manifest_written_once(aws: Aws, public_dns: None) -> None:
     responses.get(RESULT_URL, json=result("TASK_STATUS_SUCCEED"))
     responses.get(VIDEO_URL, body=VIDEO, headers={"Content-Length": str(len(VIDEO))})
     state = store_state(aws)
@@ -138,7 +138,7 @@ def test_a_task_without_a_video_is_retried_not_stored(aws: Aws) -> None:
 
 
 @responses.activate
-def test_store_downloads_from_the_url_the_poll_just_read_and_keeps_novitas_generation_time(aws: Aws, public_dns: None) -> None:
+def test_the_video_comes_from_the_url_the_poll_just_read_and_novitas_generation_time_is_kept(aws: Aws, public_dns: None) -> None:
     """One Task Result call per job: the poll that saw the task done leaves its video URL (and Novita's timestamps) for
     Store. The kind's history gets the task's time by Novita's clock (61.5 s), not when the poll happened to look (60 s
     after submit here, or 100 s after a long wait): a late look must not make later jobs wait longer."""

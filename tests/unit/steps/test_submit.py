@@ -46,7 +46,7 @@ from tests.unit.steps.support import (
 
 
 @responses.activate
-def test_submit_posts_once_with_a_presigned_image_and_answers_the_task(aws: Aws, answers: Answers) -> None:
+def test_one_post_with_a_presigned_image_then_the_task_is_answered(aws: Aws, answers: Answers) -> None:
     responses.post(SUBMIT_URL, json={"task_id": "task-1"})
     execution, job = accepted_job(aws)
 
@@ -381,7 +381,7 @@ def wait_for(what: Callable[[], Any], seconds: float = 5) -> Any:
 
 
 @responses.activate
-def test_submit_answers_the_real_task_token_and_the_execution_moves_on(aws_running: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_real_task_token_is_answered_and_the_execution_moves_on(aws_running: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     aws = aws_running
     answered = spy(monkeypatch, "stepfunctions", "send_task_success")
     responses.post(SUBMIT_URL, json={"task_id": "task-real"})

@@ -18,6 +18,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from img2video.aws.clients import transfer_client
 from img2video.core.errors import DownloadFailed, DownloadInterrupted
 from img2video.core.settings import DEFAULT_MAX_VIDEO_BYTES
+from img2video.core.storing import StoredVideo
 from img2video.observability import logger
 
 PART_SIZE = 8 * 1024 * 1024  # S3 parts must be ≥ 5 MiB but the last; 8 MiB keeps memory flat
@@ -141,12 +142,6 @@ class PinnedAdapter(HTTPAdapter):
             "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _pinned(HTTPSConnection, self._address)}),
         }
         self.poolmanager.pool_classes_by_scheme = pools
-
-
-@dataclass(frozen=True)
-class StoredVideo:
-    size_bytes: int
-    sha256: str
 
 
 def _open(url: str, allow_loopback_http: bool, resolve: Resolver | None) -> requests.Response:

@@ -22,3 +22,23 @@ def whom_to_wake(job_ids: list[str | None], waiting: set[str]) -> LineLook:
     leave = tuple(index for index, job_id in enumerate(job_ids) if index == woken or job_id not in waiting)
     back = tuple(index for index in range(len(job_ids)) if index not in leave)
     return LineLook(woken, leave, back)
+
+
+@dataclass(frozen=True)
+class TurnedAway:
+    """What a job not submitted this time does next (steps/submit.py carries it out)."""
+
+    back_in_line_only: bool  # woken, then turned away all the same: its entry goes back; its own retry is still queued
+    joins_line: bool  # turned away for want of a slot, with no entry yet: it takes one, besides its own retry
+
+
+def turned_away(in_line: bool, woken: bool, throttled: bool) -> TurnedAway:
+    """A job that could not be submitted now: `throttled` when it was for want of a task slot (Novita said so, or
+    others already wait in line), else a passing fault."""
+    return TurnedAway(back_in_line_only=throttled and woken, joins_line=throttled and not in_line)
+
+
+def retry_flags(in_line: bool, woken: bool, throttled: bool, joined: bool) -> tuple[bool, bool]:
+    """The (in_line, woken) of the job's own retry: it has an entry once it joined; a woken job kept from asking by a
+    passing fault is still woken, but turned away for want of a slot it waits its turn again."""
+    return in_line or joined, woken and not throttled

@@ -15,11 +15,12 @@ from img2video.aws.jobs_table import record_generation_time, record_quietly
 from img2video.aws.s3_objects import is_missing
 from img2video.aws.secrets import novita_client
 from img2video.aws.task_item import take_notes
-from img2video.aws.video_transfer import CHUNK_SIZE, StoredVideo, stream_video_to_s3
+from img2video.aws.video_transfer import CHUNK_SIZE, stream_video_to_s3
 from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import DownloadInterrupted
 from img2video.core.jobs import ExecutionState, Stored
 from img2video.core.settings import get_settings
+from img2video.core.storing import StoredVideo, is_this_jobs_video, vouched_by_manifest
 from img2video.novita.models import TaskStatus
 from img2video.observability import logger, metrics
 
@@ -101,14 +102,14 @@ def _already_stored(
         if is_missing(exc):
             return None, None
         raise
-    if head.get("Metadata", {}).get("job-id") != job_id or head.get("Metadata", {}).get("task-id") != task_id:
+    if not is_this_jobs_video(head.get("Metadata", {}), job_id, task_id):
         return None, None  # an older job's video under the same name: this job's replaces it
     size = int(head["ContentLength"])
     try:
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-        video = manifest.get("video", {})
-        if manifest.get("job_id") == job_id and video.get("size_bytes") == size and video.get("sha256"):
-            return StoredVideo(size_bytes=size, sha256=str(video["sha256"])), manifest
+        vouched = vouched_by_manifest(manifest, job_id, size)
+        if vouched is not None:
+            return vouched, manifest
     except ClientError as exc:
         if not is_missing(exc):
             raise

@@ -24,6 +24,7 @@ from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import PipelineError, ProviderThrottled, UnsupportedImage
 from img2video.core.images import SNIFF_BYTES, sniff_image_type
 from img2video.core.jobs import Held, Job, PollRecord, Submitted
+from img2video.core.line import retry_flags, turned_away
 from img2video.core.settings import Settings, get_settings
 from img2video.core.sidecar import VideoRequest
 from img2video.core.wait_policy import policy_for, webhook_first_wait
@@ -272,22 +273,20 @@ def _retry_later(
     `throttled`: there was no task slot for it (`asked`: Novita said so; or others already wait in the line), so it
     also waits in the line, to be woken as soon as a task ends rather than after its backoff.
     """
+    plan = turned_away(request.in_line, request.woken, throttled)
     # woken and turned away all the same (another caller took the slot first): back in the line; its own retry, from
     # when it was first turned away, is still on the SubmitQueue, so it needs no second one
-    if throttled and request.woken and slot_line.join(request.model_copy(update={"woken": False, "in_line": False}).model_dump_json()):
+    if plan.back_in_line_only and slot_line.join(request.model_copy(update={"woken": False, "in_line": False}).model_dump_json()):
         logger.info("Woken, but the slot was taken; back in the line", extra={"reason": reason})
         metrics.add_metric(name="SubmitRetried", unit=MetricUnit.Count, value=1)
         return "in line"
     delay = int(min(900, backoff_seconds(request.attempt, settings.submit_retry_max_seconds, base=5, retry_after=retry_after)))
     # once per job: its own retry says it has an entry, and the entry, once woken and turned away again, joins anew
-    joins = throttled and not request.in_line
-    joined = joins and slot_line.join(
+    joined = plan.joins_line and slot_line.join(
         request.model_copy(update={"attempt": request.attempt + 1, "in_line": False, "woken": False}).model_dump_json()
     )
-    # a woken job kept from asking by a passing fault is still woken; turned away, it has to wait its turn again
-    again = request.model_copy(
-        update={"attempt": request.attempt + 1, "in_line": request.in_line or joined, "woken": request.woken and not throttled}
-    )
+    in_line, woken = retry_flags(request.in_line, request.woken, throttled, joined)
+    again = request.model_copy(update={"attempt": request.attempt + 1, "in_line": in_line, "woken": woken})
     client("sqs").send_message(QueueUrl=settings.submit_queue_url, MessageBody=again.model_dump_json(), DelaySeconds=delay)
     if asked:
         logger.info("Novita is busy; submitting later", extra={"reason": reason, "delay_seconds": delay, "attempt": request.attempt + 1})
