@@ -524,13 +524,13 @@ def principals_from(resources: dict[str, dict[str, Any]], resolve: Callable[[Any
     resource_policies: dict[str, list[Statement]] = {}
     for logical, resource in resources.items():
         props = resource.get("Properties", {})
-        if resource["Type"] == "AWS::S3::BucketPolicy":
-            targets = [f"arn:aws:s3:::{resolve(props['Bucket'])}"]
-        elif resource["Type"] == "AWS::SQS::QueuePolicy":
-            targets = [_queue_arn(str(resolve(url))) for url in props["Queues"]]
-        else:
+        if resource["Type"] not in ("AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"):
             continue
         try:
+            if resource["Type"] == "AWS::S3::BucketPolicy":
+                targets = [f"arn:aws:s3:::{resolve(props['Bucket'])}"]
+            else:
+                targets = [_queue_arn(str(resolve(url))) for url in props["Queues"]]
             document = resolve(props["PolicyDocument"])
         except KeyError:  # its resource does not exist (a false Condition)
             continue

@@ -6,12 +6,14 @@ does; each function's docstring says what AWS does and what moto did. LocalPipel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 
 def _under_one_lock(cls: type, names: tuple[str, ...]) -> None:
@@ -244,3 +246,93 @@ class _ScaledTime:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
+
+
+# The reason S3 gives in an EventBridge event, by the notification's event name (S3's documented examples).
+_S3_EVENTBRIDGE_REASONS = {
+    "s3:ObjectCreated:Put": "PutObject",
+    "s3:ObjectCreated:Post": "PostObject",
+    "s3:ObjectCreated:Copy": "CopyObject",
+    "s3:ObjectCreated:CompleteMultipartUpload": "CompleteMultipartUpload",
+}
+
+
+def s3_eventbridge_events_as_s3_sends_them() -> None:
+    """A bucket with EventBridge on sends "Object Created" to the account's default bus, in the shape S3 documents
+    (docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html): `etag`, `reason` the API call (PutObject,
+    CompleteMultipartUpload). moto sent `eTag`, `reason` "ObjectCreated", other S3 events too, and to every bus. The key stays as stored, not URL-encoded (S3 notifications encode theirs; EventBridge events do not)."""
+    import moto.s3.notifications as notifications
+
+    if getattr(notifications._send_event_bridge_message, "img2video_patched", False):
+        return
+
+    def send(account_id: str, bucket: Any, event_name: str, key: Any) -> None:
+        from moto.events.models import events_backends
+
+        event_name = str(getattr(event_name, "value", event_name))  # moto passes its enum
+        if not event_name.startswith("s3:ObjectCreated"):
+            return  # only uploads start jobs; other S3 events reach no rule of this stack
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "account": account_id,
+            "time": time.time(),  # moto keeps it as Unix time and writes it in ISO 8601 on delivery, as AWS's events have it
+            "region": bucket.region_name,
+            "resources": [f"arn:aws:s3:::{bucket.name}"],
+            "detail": {
+                "version": "0",
+                "bucket": {"name": bucket.name},
+                "object": {"key": key.name, "size": key.size, "etag": key.etag.strip('"'), "sequencer": "617f08299329d189"},
+                "request-id": "N4N7GDK58NMKJ12R",
+                "requester": account_id,
+                "source-ip-address": "127.0.0.1",
+                "reason": _S3_EVENTBRIDGE_REASONS.get(event_name, "PutObject"),
+            },
+        }
+        default_bus = events_backends[account_id][bucket.region_name].event_buses.get("default")
+        for rule in list(default_bus.rules.values()) if default_bus else []:
+            with contextlib.suppress(Exception):  # asynchronous on AWS: a failed delivery never fails the upload
+                rule.send_to_targets(cast(Any, event), transform_input=False)
+
+    send.img2video_patched = True  # type: ignore[attr-defined]
+    notifications._send_event_bridge_message = send
+
+
+def s3_notification_configuration_shows_eventbridge() -> None:
+    """GetBucketNotificationConfiguration answers `EventBridgeConfiguration: {}` when EventBridge is on for the bucket
+    (S3's API reference); moto left it out, so a read-modify-write (connect-bucket) could never see it was on."""
+    from moto.core.common_types import TYPE_RESPONSE
+    from moto.s3.responses import S3Response
+
+    original = S3Response.get_bucket_notification
+    if getattr(original, "img2video_patched", False):
+        return
+
+    def get_bucket_notification(self: Any) -> TYPE_RESPONSE:
+        configuration = self.backend.get_bucket_notification_configuration(self.bucket_name)
+        if configuration is None or configuration.event_bridge is None:
+            return original(self)
+        from moto.core.responses import ActionResult  # the same serializer moto's own answer uses
+
+        answer: dict[str, Any] = {"EventBridgeConfiguration": {}}
+        for field, items, arn_key in (
+            ("TopicConfigurations", configuration.topic, "TopicArn"),
+            ("QueueConfigurations", configuration.queue, "QueueArn"),
+            ("LambdaFunctionConfigurations", configuration.cloud_function, "LambdaFunctionArn"),
+        ):
+            answer[field] = [
+                {
+                    "Id": item.id,
+                    arn_key: item.arn,
+                    "Events": item.events,
+                    **({"Filter": {"Key": {"FilterRules": item.filters["S3Key"]["FilterRule"]}}} if item.filters else {}),
+                }
+                for item in items
+            ]
+        self.data["Action"] = "GetBucketNotificationConfiguration"
+        return cast(TYPE_RESPONSE, self.serialized(ActionResult(answer)))
+
+    get_bucket_notification.img2video_patched = True  # type: ignore[attr-defined]
+    S3Response.get_bucket_notification = get_bucket_notification  # type: ignore[method-assign]

@@ -36,6 +36,8 @@ from img2video_local.moto_patches import (
     one_log_line_at_a_time,
     one_metrics_flush_at_a_time,
     one_start_per_execution_name,
+    s3_eventbridge_events_as_s3_sends_them,
+    s3_notification_configuration_shows_eventbridge,
     scale_state_durations,
     serialize_dynamodb_requests,
     serialize_sqs_requests,
@@ -145,6 +147,8 @@ class LocalPipeline:
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
         sqs_retention_check_in_constant_time()
+        s3_eventbridge_events_as_s3_sends_them()
+        s3_notification_configuration_shows_eventbridge()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs
         self._mock.start()
         try:
@@ -331,7 +335,7 @@ class LocalPipeline:
     # -- names ---------------------------------------------------------------------------------
     @property
     def input_bucket(self) -> str:
-        return self.stack.id("InputBucket")
+        return self.stack.environment["INPUT_BUCKET"]  # the stack's own, or the existing one it was given
 
     @property
     def output_bucket(self) -> str:
@@ -430,7 +434,7 @@ class LocalPipeline:
                 continue
             for target in resource["Properties"].get("Targets", []):
                 arn = str(self.stack.template.resolve(target["Arn"]))
-                if arn.split(":")[6] != self.stack.functions[function].name:
+                if ":lambda:" not in arn or arn.split(":")[6] != self.stack.functions[function].name:
                     continue
                 rule_arn = self.stack.arn(logical)
                 if iam.service_may_invoke(resources, self.stack.template.resolve, "events.amazonaws.com", arn, rule_arn):

@@ -137,6 +137,11 @@ class _Builder:
     def _events_rule(self, logical: str, props: dict[str, Any]) -> None:
         self.ids[logical] = props.get("Name") or f"{STACK_NAME}-{logical}"
         self.arns[logical] = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.ids[logical]}"
+        queues = [target for target in props.get("Targets", []) if str(target.get("Arn", "")).startswith("arn:aws:sqs:")]
+        if queues and "EventPattern" in props:  # routed by EventBridge itself (an existing bucket's uploads)
+            events = _client("events")
+            events.put_rule(Name=self.ids[logical], EventPattern=json.dumps(props["EventPattern"]), State="ENABLED")
+            events.put_targets(Rule=self.ids[logical], Targets=[{"Id": t["Id"], "Arn": t["Arn"]} for t in queues])
 
     def _lambda_layerversion(self, logical: str, props: dict[str, Any]) -> None:
         self.ids[logical] = self.arns[logical] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{props.get('LayerName', logical)}:1"

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from img2video_local import commands
 from img2video_local.commands import STATES, TERMINAL, CommandError, Stack
+from img2video_local.connect_bucket import connect
 
 SIDECAR_OPTIONS: dict[str, type] = {
     "model": str,
@@ -62,16 +63,20 @@ def add_commands(subparsers: Any) -> None:
     fetch = subparsers.add_parser("fetch", help="download a job's video and manifest and print a fresh link")
     fetch.add_argument("job", metavar="JOB|KEY")
     fetch.add_argument("--out", type=Path, default=Path("img2video-out"), help="folder (default ./img2video-out)")
-    for parser in (drop, status, jobs, watch, retry, cancel, fetch):
+    connect = subparsers.add_parser(
+        "connect-bucket", help="turn on EventBridge for an existing input bucket (ExistingInputBucket), keeping its other notifications"
+    )
+    connect.add_argument("bucket", metavar="BUCKET")
+    for parser in (drop, status, jobs, watch, retry, cancel, fetch, connect):
         parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout, nothing else")
 
 
-COMMANDS = ("drop", "status", "jobs", "watch", "retry", "cancel", "fetch")
+COMMANDS = ("drop", "status", "jobs", "watch", "retry", "cancel", "fetch", "connect-bucket")
 
 
 def run(stack: Stack, args: argparse.Namespace) -> int:
     out = Output(args.json)
-    handler = globals()[f"_{args.command}"]
+    handler = globals()[f"_{args.command.replace('-', '_')}"]
     code: int = handler(stack, args, out)
     return code
 
@@ -217,6 +222,18 @@ def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
         out.result({"retried": key, "previous_job_id": job["job_id"], "job_id": new.get(key)}, text)
     if not targets:
         out.stderr.print("nothing to retry")
+    return 0
+
+
+def _connect_bucket(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    done = connect(stack.client("s3"), args.bucket)
+    lines = [f"{done['bucket']}: EventBridge {done['eventbridge']}; its other notifications, kept as they were:"]
+    lines += [f"  {line}" for line in done["kept"]] or ["  (none)"]
+    if stack.input_bucket != args.bucket:
+        lines.append(
+            f"note: this stack takes uploads from {stack.input_bucket}; deploy with ExistingInputBucket={args.bucket} to use this one"
+        )
+    out.result(done, "\n".join(lines))
     return 0
 
 

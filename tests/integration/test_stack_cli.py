@@ -245,3 +245,21 @@ def test_a_users_rule_on_the_local_stacks_bus_gets_the_job_events_in_their_own_q
 
     assert wait_until(read, 60), states
     assert "accepted" in states and states.count("succeeded") == 1
+
+
+def test_connect_bucket_turns_eventbridge_on_and_names_what_it_kept(
+    up: tuple[LocalPipeline, Stack], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, stack = up
+    s3, sqs = stack.client("s3"), stack.client("sqs")
+    s3.create_bucket(Bucket="their-photos")
+    sqs.create_queue(QueueName="their-queue")
+    queue = "arn:aws:sqs:us-east-1:123456789012:their-queue"
+    s3.put_bucket_notification_configuration(
+        Bucket="their-photos",
+        NotificationConfiguration={"QueueConfigurations": [{"Id": "keep-me", "QueueArn": queue, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    code, [done] = cli(capsys, "connect-bucket", "their-photos")
+    assert code == 0 and done["eventbridge"] == "turned on" and done["kept"] == [f"queue keep-me -> {queue} (s3:ObjectCreated:*)"]
+    configuration = s3.get_bucket_notification_configuration(Bucket="their-photos")
+    assert "EventBridgeConfiguration" in configuration and [c["Id"] for c in configuration["QueueConfigurations"]] == ["keep-me"]

@@ -104,7 +104,7 @@ def test_every_dead_letter_queue_and_function_has_an_alarm_on_the_ops_topic(cfn:
 
 
 def test_an_execution_that_ends_badly_reaches_the_backstop(cfn: dict[str, Any]) -> None:
-    [rule] = of_type(cfn, "AWS::Events::Rule").values()
+    [rule] = [r for r in of_type(cfn, "AWS::Events::Rule").values() if r["Properties"]["EventPattern"]["source"] == ["aws.states"]]
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"] and sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": "VideoJobStateMachine"}]
@@ -423,3 +423,27 @@ def test_job_events_go_to_the_named_bus_only_and_only_from_the_steps_that_change
         ]
         assert conditional["Fn::If"][0] == "JobEventsOn" and conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
     assert cfn["Conditions"]["JobEventsOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EventBusName"}, ""]}]}
+
+
+def test_an_existing_input_bucket_is_reached_only_under_the_input_prefix(cfn: dict[str, Any]) -> None:
+    objects = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ExistingInputBucket}/${InputPrefix}*"}
+    on_existing: list[tuple[str, Any]] = []
+    for role, statement in _allow_statements(cfn):
+        resource = statement["Resource"]
+        if isinstance(resource, dict) and "Fn::If" in resource and resource["Fn::If"][0] == "UseExistingBucket":
+            on_existing.append((role, resource["Fn::If"][1]))
+    assert sorted(role for role, _ in on_existing) == ["AcceptFunctionRole", "PublishFunctionRole", "SubmitFunctionRole"]
+    assert all(resource == objects for _, resource in on_existing)
+    [listing] = [
+        s["Fn::If"][1]
+        for p in cfn["Resources"]["AcceptFunctionRole"]["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        if "Fn::If" in s and s["Fn::If"][0] == "UseExistingBucket"
+    ]
+    assert listing["Action"] == "s3:ListBucket" and listing["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${InputPrefix}*"}}}
+    rule = cfn["Resources"]["ExistingBucketUploadsRule"]
+    assert rule["Condition"] == "UseExistingBucket" and cfn["Resources"]["InputBucket"]["Condition"] == "CreateInputBucket"
+    assert rule["Properties"]["EventPattern"]["detail"] == {
+        "bucket": {"name": [{"Ref": "ExistingInputBucket"}]},
+        "object": {"key": [{"prefix": {"Ref": "InputPrefix"}}]},
+    }

@@ -47,6 +47,15 @@ def test_s3_puts_decode_to_the_keys_users_uploaded() -> None:
     assert image.first_seen == pytest.approx(1795521600.0)  # the eventTime, 2026-11-24T12:00:00Z
 
 
+def test_an_existing_buckets_eventbridge_upload_keeps_its_key_as_stored() -> None:
+    """EventBridge's "Object Created" carries the key as stored (AWS's captured events show "/" and ":" as they are),
+    unlike an S3 notification's URL-encoded key: a "+" in it is a plus, never a space."""
+    [image] = triggers_from_body(bodies("accept_eventbridge_object_created.json")[0])
+    assert (image.bucket, image.key, image.reason) == ("my-existing-photos", "incoming/a/my cat+dog.jpg", "s3")
+    assert image.first_seen == pytest.approx(1795521600.0)  # the event's time, 2026-11-24T12:00:00Z
+    assert "UploadQueue" in queue_of("accept_eventbridge_object_created.json")
+
+
 def test_the_s3_test_event_starts_nothing() -> None:
     assert triggers_from_body(bodies("accept_s3_test_event.json")[0]) == []
 
@@ -133,6 +142,7 @@ def test_every_file_in_events_is_covered_here() -> None:
         "accept_s3_put_image.json",
         "accept_s3_put_sidecar.json",
         "accept_s3_test_event.json",
+        "accept_eventbridge_object_created.json",
         "accept_recheck.json",
         "submit_message.json",
         "poll_input.json",

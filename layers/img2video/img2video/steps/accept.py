@@ -91,12 +91,17 @@ def accept_uploads(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def triggers_from_body(body: str) -> list[Trigger]:
-    """Read an SQS body: an S3 notification, the s3:TestEvent (ignored), or our own re-check."""
+    """Read an SQS body: an S3 notification, EventBridge's "Object Created" (an existing bucket's uploads), the
+    s3:TestEvent (ignored), or our own re-check. Each source's key is decoded as that source encodes it: S3
+    notifications URL-encode keys (`+` for a space); EventBridge events carry the key as stored."""
     data = json.loads(body)
     if not isinstance(data, dict) or data.get("Event") == "s3:TestEvent":
         return []
     if MESSAGE_MARKER in data:
         return [Trigger(**data[MESSAGE_MARKER])]
+    if data.get("source") == "aws.s3" and data.get("detail-type") == "Object Created":
+        detail = data.get("detail") or {}
+        return [Trigger(bucket=detail["bucket"]["name"], key=detail["object"]["key"], first_seen=parse_iso(data.get("time")))]
     triggers = []
     for record in data.get("Records", []):
         if record.get("eventSource") != "aws:s3" or not str(record.get("eventName", "")).startswith("ObjectCreated"):
