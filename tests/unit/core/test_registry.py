@@ -162,3 +162,37 @@ def test_nan_and_infinity_are_not_numbers_a_model_is_sent(constant: str) -> None
     raw = f'{{"model": "kling-2.5-turbo-i2v", "prompt": "p", "cfg_scale": {constant}}}'.encode()
     with pytest.raises(InvalidSidecar, match=f"is not valid JSON for a sidecar: {constant} is not a JSON number"):
         parse_sidecar(raw, "incoming/a.json", stack_settings())
+
+
+def test_an_end_image_of_null_is_no_end_image_and_a_model_that_needs_one_says_so() -> None:
+    message = refusal({"model": "vidu-q2-turbo-startend2video", "prompt": "p", "end_image": None})
+    assert '"end_image" is required for vidu-q2-turbo-startend2video' in message
+    assert parse({"model": "minimax-hailuo-02", "prompt": "p", "end_image": None}).end_image is None
+
+
+def test_a_stack_default_that_breaks_a_models_rule_gives_way_to_the_models_own_default() -> None:
+    # Hailuo's 10 s clips are 768P only: DefaultResolution=1080p must not refuse a sidecar that never named one
+    ten = parse({"model": "minimax-hailuo-02", "prompt": "p", "duration": 10}, default_resolution="1080p")
+    assert (ten.duration, ten.resolution) == (10, "768P")
+    both = parse({"model": "minimax-hailuo-02", "prompt": "p"}, default_resolution="1080p", default_duration=10)
+    assert (both.duration, both.resolution) in ((10, "768P"), (6, "1080P"))
+    asked = refusal({"model": "minimax-hailuo-02", "prompt": "p", "duration": 10, "resolution": "1080p"})
+    assert '"resolution" must be "768p" when "duration" is 10' in asked  # what the user wrote is still refused
+
+
+@pytest.mark.parametrize("lossless", [False, True])  # VP8X's alpha flag, VP8L's alpha_is_used bit
+def test_a_webp_with_transparency_is_refused_for_a_model_that_takes_none(lossless: bool) -> None:
+    import io
+
+    from img2video.core.errors import UnsupportedImage
+    from img2video.core.images import check_image
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (640, 400), (255, 0, 0, 128)).save(buffer, format="WEBP", lossless=lossless)
+    data = buffer.getvalue()
+    spec = MODELS["wan2.6-i2v"]
+    with pytest.raises(UnsupportedImage, match=r"is a WEBP with transparency; wan2\.6-i2v takes images without it"):
+        check_image("incoming/a.webp", len(data), lambda offset, length: data[offset : offset + length], spec.image, spec.name)
+    vidu = MODELS["vidu-q2-turbo-img2video"]  # a model that does not mind
+    assert check_image("incoming/a.webp", len(data), lambda o, n: data[o : o + n], vidu.image, vidu.name).alpha

@@ -29,10 +29,11 @@ def publish_notice(candidate: Notice) -> Notice:
     """
     decided = _decide(candidate)
     _record_outcome(decided)  # the jobs table has the final state before any subscriber hears of it
-    _publish_once(decided)
+    published = _publish_once(decided)
     state: SourceState = "succeeded" if decided.error is None else "failed"
     tag_source(decided.source["bucket"], decided.source["key"], state, decided.job_id)
-    job_ended(decided)  # the terminal event: the notice's content, put once as the notice is published once
+    if published:  # the terminal event, once per job: by the call that sent the notice, never by a repeat
+        job_ended(decided)
     return decided
 
 
@@ -60,9 +61,13 @@ def _decide(candidate: Notice) -> Notice:
     return Notice.model_validate(decide(notice=candidate.model_dump(mode="json")))
 
 
-def _publish_once(notice: Notice) -> None:
+def _publish_once(notice: Notice) -> bool:
+    """Publish the notice once per notice id; True when this call published it (not a repeat)."""
+    sent: list[bool] = []
+
     @once_per("notice_id", purpose="img2video-notice", argument="notice")
     def publish(notice: dict[str, Any]) -> dict[str, str]:
+        sent.append(True)
         parsed = Notice.model_validate(notice)
         answer = client("sns").publish(**sns_publish_arguments(parsed, get_settings().topic_arn))
         logger.info("Published notice", extra={"notice_id": parsed.notice_id, "event": parsed.event})
@@ -76,3 +81,4 @@ def _publish_once(notice: Notice) -> None:
         return {"message_id": str(answer["MessageId"])}
 
     publish(notice=notice.model_dump(mode="json"))
+    return bool(sent)

@@ -180,7 +180,7 @@ def _webp(window: _Window) -> ImageHeader:
         flags, canvas = window.at(data, 1)[0], window.at(data + 4, 6)
         width = int.from_bytes(canvas[:3], "little") + 1
         height = int.from_bytes(canvas[3:], "little") + 1
-        return ImageHeader("webp", width=width, height=height, animated=bool(flags & 0x02))
+        return ImageHeader("webp", width=width, height=height, animated=bool(flags & 0x02), alpha=bool(flags & 0x10))
     if chunk == b"VP8 ":
         frame = window.at(data, 10)
         if frame[3:6] != b"\x9d\x01\x2a":
@@ -192,8 +192,8 @@ def _webp(window: _Window) -> ImageHeader:
         head = window.at(data, 5)
         if head[0] != 0x2F:
             raise _HeaderNotFound("the WebP's VP8L data has no signature")
-        bits = int.from_bytes(head[1:5], "little")
-        return ImageHeader("webp", width=(bits & 0x3FFF) + 1, height=((bits >> 14) & 0x3FFF) + 1)
+        bits = int.from_bytes(head[1:5], "little")  # 14 bits width - 1, 14 bits height - 1, then alpha_is_used
+        return ImageHeader("webp", width=(bits & 0x3FFF) + 1, height=((bits >> 14) & 0x3FFF) + 1, alpha=bool(bits >> 28 & 1))
     raise _HeaderNotFound(f"the WebP's first chunk is {chunk!r}, not VP8, VP8L or VP8X")
 
 
@@ -238,7 +238,7 @@ def _check_shape(key: str, header: ImageHeader, rules: ImageRules, model: str) -
         kinds = ", ".join(kind.upper() for kind in rules.formats)
         raise UnsupportedImage(f"{key} is a {kind} image; {model} takes {kinds} only")
     if header.alpha and rules.no_alpha:
-        raise UnsupportedImage(f"{key} is a PNG with transparency; {model} takes images without it (flatten it, or save it as JPEG)")
+        raise UnsupportedImage(f"{key} is a {kind} with transparency; {model} takes images without it (flatten it, or save it as JPEG)")
     shown = f"{key} is {width}×{height} pixels"
     if min(width, height) < max(MIN_SIDE, rules.min_side):
         raise UnsupportedImage(f"{shown}, smaller than {max(MIN_SIDE, rules.min_side)} pixels on a side; {allowed}")

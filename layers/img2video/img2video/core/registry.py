@@ -116,7 +116,7 @@ class ImageRules:
     min_side: int = 128
     max_side: int = 16384
     max_aspect: float = 4.0  # 4: from 1:4 to 4:1
-    no_alpha: bool = False  # a PNG with transparency is refused
+    no_alpha: bool = False  # an image with transparency (a PNG or WebP alpha channel) is refused
     inline: bool = True  # takes data:image/...;base64 URIs (else presigned URLs only)
 
     def describe(self) -> str:
@@ -419,7 +419,7 @@ MODELS: dict[str, ModelSpec] = {
                 _flag("audio", default=True, path="generate_audio", note="speech, effects and music"),
                 Field("execution_expires_after", "int", minimum=3600, maximum=259200, default=172800, unit="seconds"),
             ),
-            image=ImageRules(max_bytes=30 * MB - 1, min_side=301, max_side=5999, max_aspect=2.5),
+            image=ImageRules(max_bytes=30 * MB - 1, min_side=301, max_side=5999, max_aspect=2.499),  # (0.4, 2.5), open
             slow_tier=("service_tier", "flex"),
             notes=(
                 "A task past execution_expires_after is stopped by Novita; how it is reported is not documented "

@@ -353,6 +353,7 @@ def _chosen_model(data: dict[str, Any], settings: Settings, problems: list[str])
 def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, problems: list[str]) -> dict[str, Any]:
     """The model's fields: given, else the stack's default where the model accepts it, else the model's own default."""
     values: dict[str, Any] = {}
+    from_stack: set[str] = set()
     for name, value in data.items():
         if name in OWN_FIELDS or name == "prompt":
             continue
@@ -371,10 +372,12 @@ def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, pro
         stack_default = getattr(settings, STACK_DEFAULTS.get(field.name, ""), None)
         if stack_default is not None and field.check(stack_default)[1] is None:
             values[field.name] = field.check(stack_default)[0]
+            from_stack.add(field.name)
         elif field.default is not None:
             values[field.name] = field.default
         elif field.required:
             problems.append(f'"{field.name}" is required for {spec.name}: {field.rule()}')
+    _stack_defaults_that_fit(spec, values, from_stack)
     for rule in spec.together:
         name, value = rule.when
         if values.get(name) == value and values.get(rule.field) not in rule.allowed:
@@ -382,6 +385,20 @@ def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, pro
             got = _show(spelled(values.get(rule.field)))
             problems.append(f'"{rule.field}" must be {allowed} when "{name}" is {json.dumps(value)} ({spec.name}); got {got}')
     return values
+
+
+def _stack_defaults_that_fit(spec: ModelSpec, values: dict[str, Any], from_stack: set[str]) -> None:
+    """A stack default that breaks one of the model's rules across fields (Hailuo: 10 s clips are 768P only) gives
+    way to the model's own default: the user asked for neither, so neither is refused."""
+    for rule in spec.together:
+        name, value = rule.when
+        if values.get(name) != value or values.get(rule.field) in rule.allowed:
+            continue
+        for filled in (rule.field, name):
+            field = spec.field(filled)
+            if filled in from_stack and field is not None and field.default is not None:
+                values[filled] = field.default
+                break
 
 
 def _not_a_field(spec: ModelSpec, name: str) -> str:
@@ -397,9 +414,9 @@ def _not_a_field(spec: ModelSpec, name: str) -> str:
 def _image_field_problems(spec: ModelSpec, data: dict[str, Any]) -> list[str]:
     """The end frame and extra images, where the model takes them."""
     problems = []
-    if "end_image" in data and not spec.end_image_path:
+    if data.get("end_image") is not None and not spec.end_image_path:
         problems.append(f'"end_image" is not a field of {spec.name}; it is taken by {", ".join(models_taking("end_image"))}')
-    if spec.end_image_required and "end_image" not in data:
+    if spec.end_image_required and data.get("end_image") is None:  # absent, or null
         problems.append(f'"end_image" is required for {spec.name}: {OWN_RULES["end_image"]}')
     extra = data.get("extra_images")
     if extra and not spec.max_extra_images:

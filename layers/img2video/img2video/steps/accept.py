@@ -481,6 +481,6 @@ def _fail(pending: PendingJob, code: str, message: str) -> None:
         error=NoticeError(code=code, message=message, stage="submit"),
         request=pending.request,
         tags=pending.tags,
-        timings={"failed": iso(now())},
+        timings={"uploaded": pending.uploaded_at or None, "failed": iso(now())},
     )
     publish_notice(notice)
