@@ -260,7 +260,8 @@ _S3_EVENTBRIDGE_REASONS = {
 def s3_eventbridge_events_as_s3_sends_them() -> None:
     """A bucket with EventBridge on sends "Object Created" to the account's default bus, in the shape S3 documents
     (docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html): `etag`, `reason` the API call (PutObject,
-    CompleteMultipartUpload). moto sent `eTag`, `reason` "ObjectCreated", other S3 events too, and to every bus. The key stays as stored, not URL-encoded (S3 notifications encode theirs; EventBridge events do not)."""
+    CompleteMultipartUpload). moto sent `eTag`, `reason` "ObjectCreated", other S3 events too, and to every bus.
+    The key stays as stored, not URL-encoded (S3 notifications encode theirs; EventBridge events do not)."""
     import moto.s3.notifications as notifications
 
     if getattr(notifications._send_event_bridge_message, "img2video_patched", False):

@@ -93,6 +93,13 @@ def _hailuo_ten_seconds(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _wan22_eight_seconds(body: dict[str, Any]) -> str | None:
+    parameters = body.get("parameters") or {}
+    if parameters.get("duration") == 8 and parameters.get("resolution") == "1080P":
+        return "8 s videos are 480P or 720P only"
+    return None
+
+
 _HAILUO = {
     "prompt": _s(required=True, max_len=2000),
     "duration": _i(values=(6, 10)),
@@ -136,6 +143,20 @@ ENDPOINTS: dict[str, Endpoint] = {
         inline=False,
         picture=Picture(formats=frozenset({"JPEG", "PNG"}), max_bytes=10_000_000, shortest=300),
         output_short_side=1080,
+    ),
+    "kling-v2.1-i2v": Endpoint(
+        {
+            "image": _s(required=True),
+            "prompt": _s(required=True, max_len=2500),
+            "mode": _s(values=("Standard", "Professional")),
+            "duration": _s(values=("5", "10")),
+            "guidance_scale": Rule((int, float), low=0, high=1),
+            "negative_prompt": _s(max_len=2500),
+        },
+        ("image",),
+        inline=False,
+        picture=Picture(formats=frozenset({"JPEG", "PNG"}), max_bytes=10_000_000, shortest=300),
+        output_short_side=720,  # Standard; Professional makes 1080p (output_of)
     ),
     "minimax-hailuo-02": Endpoint(
         {**_HAILUO, "image": _s(), "end_image": _s()},
@@ -204,6 +225,23 @@ ENDPOINTS: dict[str, Endpoint] = {
         ("input.img_url",),
         picture=Picture(max_bytes=10_000_000, shortest=360, longest=2000, opaque=True),
         output_short_side=1080,
+    ),
+    "wan-2.2-i2v": Endpoint(
+        {
+            "input": Rule(dict, required=True),
+            "input.prompt": _s(required=True, max_len=800),
+            "input.negative_prompt": _s(max_len=500),
+            "input.img_url": _s(required=True),
+            "parameters": Rule(dict, required=True),
+            "parameters.resolution": _s(required=True, values=("480P", "720P", "1080P")),
+            "parameters.duration": _i(values=(5, 8)),
+            "parameters.prompt_extend": _b(),
+            "parameters.seed": _i(low=0, high=MAX_SEED),
+        },
+        ("input.img_url",),
+        inline=False,
+        picture=Picture(max_bytes=10_000_000, shortest=360, longest=2000, opaque=True),
+        checks=(_wan22_eight_seconds,),
     ),
     "wan2.7-i2v": Endpoint(
         {
@@ -360,5 +398,7 @@ def output_of(model: str, body: dict[str, Any]) -> tuple[int, int]:
     endpoint = ENDPOINTS[model]
     resolution = next((_get(body, path) for path in ("resolution", "parameters.resolution") if _get(body, path)), None)
     short = int(str(resolution).lower().rstrip("p")) if resolution else endpoint.output_short_side
+    if body.get("mode") == "Professional":  # Kling 2.1's mode sets its output: 720p Standard, 1080p Professional
+        short = 1080
     duration = next((_get(body, path) for path in ("duration", "parameters.duration") if _get(body, path) is not None), None)
     return short, int(duration) if duration is not None else endpoint.output_seconds

@@ -214,7 +214,7 @@ def test_drop_with_a_model_checks_that_models_rules_first_and_the_job_carries_th
     refused = capsys.readouterr().err
     assert code == 2 and lines == [] and "smaller than 300 pixels on a side; kling-2.5-turbo-i2v takes images" in refused, refused
     code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--model", "kling")
-    assert code == 2 and 'did you mean "kling-2.5-turbo-i2v"?' in capsys.readouterr().err
+    assert code == 2 and 'did you mean "kling-2.5-turbo-i2v" or "kling-v2.1-i2v"?' in capsys.readouterr().err
     assert pipeline.s3.list_objects_v2(Bucket=stack.input_bucket).get("KeyCount", 0) == 0
 
     code, lines = cli(capsys, "drop", str(image), "--prompt", "p", "--model", "kling-2.5-turbo-i2v", "--wait", "--timeout", "120")

@@ -72,7 +72,7 @@ def test_a_required_field_with_no_default_the_stack_can_fill_is_asked_for() -> N
 
 
 def test_an_unknown_model_gets_the_closest_names_and_a_disallowed_one_the_allowed_list() -> None:
-    assert 'did you mean "kling-2.5-turbo-i2v"?' in refusal({"model": "kling", "prompt": "p"})
+    assert 'did you mean "kling-2.5-turbo-i2v" or "kling-v2.1-i2v"?' in refusal({"model": "kling", "prompt": "p"})
     assert 'did you mean "wan2.6-i2v"' in refusal({"model": "wan2.6", "prompt": "p"})
     message = refusal({"model": "wan2.7-i2v", "prompt": "p"}, allowed_models="vidu-q2-turbo-img2video,kling-2.5-turbo-i2v")
     assert "is not allowed on this stack (AllowedModels: vidu-q2-turbo-img2video, kling-2.5-turbo-i2v)" in message

@@ -355,6 +355,28 @@ MODELS: dict[str, ModelSpec] = {
             ),
         ),
         ModelSpec(
+            "kling-v2.1-i2v",
+            "Kling 2.1",
+            "§4b",
+            image_path="image",
+            fields=(
+                _prompt(2500),
+                _duration(choices=(5, 10), wire="str"),
+                Field(
+                    "cfg_scale", "number", path="guidance_scale", minimum=0.0, maximum=1.0, default=0.5, note="higher: closer to the prompt"
+                ),
+                _choice("mode", ("Standard", "Professional"), "Standard", note="standard: 720p, cheaper; professional: 1080p"),
+                _text("negative_prompt", 2500),
+            ),
+            image=ImageRules(formats=("jpeg", "png"), max_bytes=10 * MB, min_side=300, inline=False),
+            resolution_of_output="720p (standard) or 1080p (professional)",
+            notes=(
+                'Duration is sent as a string ("5"), as the model takes it; cfg_scale is sent as guidance_scale.',
+                "Aspect ratio not documented: 1:4 to 4:1 taken.",
+                _URL_ONLY_NOTE,
+            ),
+        ),
+        ModelSpec(
             "minimax-hailuo-02",
             "Minimax Hailuo 02",
             "§5",
@@ -448,6 +470,29 @@ MODELS: dict[str, ModelSpec] = {
                 "Aspect ratio not documented: 1:4 to 4:1 taken.",
                 "input.template and input.audio_url are not offered.",
                 "BMP, also listed, is refused: the pipeline reads only JPEG, PNG and WebP headers.",
+            ),
+        ),
+        ModelSpec(
+            "wan-2.2-i2v",
+            "Wan 2.2",
+            "§8c",
+            image_path="input.img_url",
+            fields=(
+                _prompt(800, path="input.prompt"),
+                _text("negative_prompt", 500, path="input.negative_prompt"),
+                _resolution(("480P", "720P", "1080P"), None, path="parameters.resolution", required=True),
+                _duration(choices=(5, 8), path="parameters.duration"),
+                _flag("prompt_extend", default=True, path="parameters.prompt_extend"),
+                _seed(path="parameters.seed"),
+            ),
+            together=(Together(when=("duration", 8), field="resolution", allowed=("480P", "720P")),),
+            image=ImageRules(formats=("jpeg", "png", "webp"), max_bytes=10 * MB, min_side=360, max_side=2000, no_alpha=True, inline=False),
+            notes=(
+                "8 s clips are 480P or 720P only (1080P is 5 s).",
+                "Resolution has no default: the stack's DefaultResolution fills it, or the sidecar must.",
+                "The older page lists no 720P and no file-size limit; the newer page's rules are used.",
+                "Aspect ratio not documented: 1:4 to 4:1 taken. Inline images not documented: URL only.",
+                "parameters.loras is not offered; the video is silent.",
             ),
         ),
         ModelSpec(
