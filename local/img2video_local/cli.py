@@ -68,6 +68,7 @@ def plan_uploads(
     force: bool = False,
     default_prompt: str = "",
     inline_only: bool = False,
+    stack_settings: dict[str, str] | None = None,
 ) -> Plan:
     """What to upload: each image with its sidecar; folders recursively under incoming/<folder name>/.
 
@@ -85,7 +86,7 @@ def plan_uploads(
         _replace_sidecars(plan, force)
         plan.uploads += _sidecars_for_the_rest(plan, prompt, sidecar_fields)
     candidates = [preflight.Candidate(u.key, u.read) for u in plan.uploads]
-    found = preflight.problems(candidates, prefix, default_prompt, inline_only=inline_only)
+    found = preflight.problems(candidates, prefix, default_prompt, inline_only=inline_only, stack_settings=stack_settings)
     if found:
         raise UsageError("nothing was uploaded; the pipeline would refuse:\n  " + "\n  ".join(found))
     # sidecars first, so no image has to wait out the grace period for a sidecar that is on its way

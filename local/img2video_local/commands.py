@@ -10,7 +10,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,17 @@ def local_state_path() -> Path:
     return Path(os.environ.get(LOCAL_STATE_ENV) or Path.home() / ".img2video" / "local-stack.json")
 
 
+# The stack parameters that judge a sidecar, by the setting each becomes (core/settings.py).
+SIDECAR_PARAMETERS = {
+    "DefaultModel": "default_model",
+    "AllowedModels": "allowed_models",
+    "DefaultResolution": "default_resolution",
+    "DefaultDuration": "default_duration",
+    "DefaultMovementAmplitude": "default_movement_amplitude",
+    "DefaultWatermark": "default_watermark",
+}
+
+
 @dataclass
 class Stack:
     """What the commands need of a stack: its resources (from the stack's outputs) and where its APIs answer."""
@@ -51,6 +62,8 @@ class Stack:
     state_machine_arn: str
     endpoint_url: str | None = None  # the embedded stack's loopback endpoint; None for AWS itself
     default_prompt: str = ""  # the stack's DefaultPrompt: an image without a sidecar is then a job too
+    # the stack's settings that judge a sidecar (DefaultModel, AllowedModels, Default...): drop checks with them
+    sidecar_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def deployed(cls, stack_name: str, region: str | None = None) -> Stack:
@@ -74,6 +87,7 @@ class Stack:
             jobs_table=outputs["JobsTableName"],
             state_machine_arn=outputs["StateMachineArn"],
             default_prompt=parameters.get("DefaultPrompt", ""),
+            sidecar_settings={setting: parameters[name] for name, setting in SIDECAR_PARAMETERS.items() if parameters.get(name)},
         )
 
     @classmethod

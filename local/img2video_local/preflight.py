@@ -26,11 +26,19 @@ class Candidate:
     read: Callable[[], bytes]
 
 
-def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "", inline_only: bool = False) -> list[str]:
+def problems(
+    candidates: list[Candidate],
+    prefix: str,
+    default_prompt: str = "",
+    inline_only: bool = False,
+    stack_settings: dict[str, str] | None = None,
+) -> list[str]:
     """Every problem the pipeline would report for these uploads, one line each (empty: all would be accepted).
 
     `inline_only`: the images can only be sent inline (Novita's real API, from this machine), so a model that takes
-    them by URL only is refused before anything is paid."""
+    them by URL only is refused before anything is paid. `stack_settings`: the stack's DefaultModel, AllowedModels and
+    defaults, so that a sidecar is judged as that stack's Accept will judge it."""
+    rules = Settings.model_validate({**_RULES.model_dump(), **(stack_settings or {})})
     found: list[str] = []
     keys = [parsed for c in candidates if (parsed := parse_input_key(c.key, prefix)) is not None]
     by_key = {c.key: c for c in candidates}
@@ -45,10 +53,10 @@ def problems(candidates: list[Candidate], prefix: str, default_prompt: str = "",
                 f"{image.key} has no sidecar and the stack has no DefaultPrompt: give --prompt, or put "
                 f"{image.stem}.json or {image.stem}.txt beside it"
             )
-        spec = MODELS[_RULES.default_model]
+        spec = MODELS[rules.default_model]
         if sidecar is not None:
             try:
-                spec = parse_sidecar(by_key[sidecar.key].read(), sidecar.key, _RULES).spec
+                spec = parse_sidecar(by_key[sidecar.key].read(), sidecar.key, rules).spec
             except PipelineError as exc:
                 found.append(f"{exc.code}: {exc.message}")
         if inline_only and not spec.image.inline:

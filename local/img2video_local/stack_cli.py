@@ -141,7 +141,15 @@ def _drop(stack: Stack, args: argparse.Namespace, out: Output) -> int:
         raise CommandError("sidecar fields need --prompt too (a sidecar's prompt is required)", exit_code=2)
     try:
         # a sidecar written here is always JSON; every upload is checked before any is made
-        plan = plan_uploads(args.files, prefix, args.prompt, fields, force=args.force, default_prompt=stack.default_prompt)
+        plan = plan_uploads(
+            args.files,
+            prefix,
+            args.prompt,
+            fields,
+            force=args.force,
+            default_prompt=stack.default_prompt,
+            stack_settings=stack.sidecar_settings,
+        )
     except UsageError as exc:
         raise CommandError(str(exc), exit_code=2) from None
     commands.drop(stack, [(upload.key, upload.read()) for upload in plan.uploads])

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from img2video_local.commands import CommandError, Stack, local_state_path
+from img2video_local.commands import SIDECAR_PARAMETERS, CommandError, Stack, local_state_path
 from img2video_local.runtime import LocalPipeline
 from img2video_local.template import REGION, STACK_NAME
 
@@ -63,6 +63,9 @@ def serving(pipeline: LocalPipeline, port: int = 0) -> Iterator[Stack]:
             state_machine_arn=pipeline.stack.id("VideoJobStateMachine"),
             endpoint_url=f"http://{host}:{bound}",
             default_prompt=pipeline.stack.environment.get("DEFAULT_PROMPT", ""),
+            sidecar_settings={
+                setting: value for setting in SIDECAR_PARAMETERS.values() if (value := pipeline.stack.environment.get(setting.upper(), ""))
+            },
         )
     finally:
         server.stop()

@@ -150,3 +150,17 @@ def test_models_lists_every_model_and_one_models_fields(capsys: pytest.CaptureFi
     assert "parameters.shot_type" in shown and "no_alpha" not in shown and "without transparency" in shown
     assert main(["models", "seedance"]) == 2
     assert "did you mean seedance-v1-pro-i2v or seedance-v1.5-pro-i2v?" in capsys.readouterr().err
+
+
+def test_the_check_before_upload_judges_a_sidecar_by_the_stacks_own_model_settings(photos: Path) -> None:
+    """A stack deployed with DefaultModel=wan2.6-i2v refuses a 3000-pixel image; one limited by AllowedModels refuses
+    a sidecar naming another model: drop says so before uploading, as that stack's Accept would."""
+    big = photos / "wide.jpg"
+    big.write_bytes(jpeg_bytes(3000, 2000))
+    (photos / "wide.json").write_text(json.dumps({"prompt": "p"}))
+    assert plan_uploads([big], "incoming/", None).uploads  # the default model takes it
+    with pytest.raises(UsageError, match=r"wan2\.6-i2v takes images 360 to 2000 pixels"):
+        plan_uploads([big], "incoming/", None, stack_settings={"default_model": "wan2.6-i2v"})
+    (photos / "wide.json").write_text(json.dumps({"prompt": "p", "model": "kling-2.5-turbo-i2v"}))
+    with pytest.raises(UsageError, match=r"is not allowed on this stack \(AllowedModels: vidu-q2-turbo-img2video\)"):
+        plan_uploads([big], "incoming/", None, stack_settings={"allowed_models": "vidu-q2-turbo-img2video"})
