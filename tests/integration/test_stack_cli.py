@@ -255,11 +255,17 @@ def test_connect_bucket_turns_eventbridge_on_and_names_what_it_kept(
     s3.create_bucket(Bucket="their-photos")
     sqs.create_queue(QueueName="their-queue")
     queue = "arn:aws:sqs:us-east-1:123456789012:their-queue"
+    function = "arn:aws:lambda:us-east-1:123456789012:function:their-cleanup"
     s3.put_bucket_notification_configuration(
         Bucket="their-photos",
-        NotificationConfiguration={"QueueConfigurations": [{"Id": "keep-me", "QueueArn": queue, "Events": ["s3:ObjectCreated:*"]}]},
+        NotificationConfiguration={
+            "QueueConfigurations": [{"Id": "keep-me", "QueueArn": queue, "Events": ["s3:ObjectCreated:*"]}],
+            "LambdaFunctionConfigurations": [{"Id": "and-me", "LambdaFunctionArn": function, "Events": ["s3:ObjectRemoved:*"]}],
+        },
     )
     code, [done] = cli(capsys, "connect-bucket", "their-photos")
-    assert code == 0 and done["eventbridge"] == "turned on" and done["kept"] == [f"queue keep-me -> {queue} (s3:ObjectCreated:*)"]
+    assert code == 0 and done["eventbridge"] == "turned on"
+    assert done["kept"] == [f"queue keep-me -> {queue} (s3:ObjectCreated:*)", f"Lambda and-me -> {function} (s3:ObjectRemoved:*)"]
     configuration = s3.get_bucket_notification_configuration(Bucket="their-photos")
     assert "EventBridgeConfiguration" in configuration and [c["Id"] for c in configuration["QueueConfigurations"]] == ["keep-me"]
+    assert [c["Id"] for c in configuration["LambdaFunctionConfigurations"]] == ["and-me"]

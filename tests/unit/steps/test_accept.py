@@ -383,3 +383,30 @@ def test_a_record_that_might_not_finish_in_time_is_handed_back_untouched(aws: Aw
     last = sqs_event(*(s3_event(aws.input_bucket, f"incoming/{stem}.jpg", now_iso()) for stem in ("early", "late")), receive_count=5)
     assert handler(aws, "AcceptFunction")(last, short) == {"batchItemFailures": []}
     assert len(executions(aws)) == 2
+
+
+def _object_created(bucket: str, key: str) -> dict[str, Any]:
+    """EventBridge's "Object Created" for an upload, as S3 sends it (the key as stored, not URL-encoded)."""
+    return {
+        "version": "0",
+        "id": f"ev-{key}",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": now_iso(),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": {"key": key, "size": 1}, "reason": "PutObject"},
+    }
+
+
+def test_eventbridge_deliveries_duplicated_and_reordered_make_one_job(aws: Aws) -> None:
+    """An existing bucket's uploads come through EventBridge, at least once and in no order: the image's event twice
+    and before the sidecar's still make one job of the pair, with the key as stored (a plus is a plus)."""
+    put(aws, "incoming/a/sea+sky.json", json.dumps({"prompt": "waves"}))
+    put(aws, "incoming/a/sea+sky.jpg", jpeg_bytes())
+    image, side = _object_created(aws.input_bucket, "incoming/a/sea+sky.jpg"), _object_created(aws.input_bucket, "incoming/a/sea+sky.json")
+    invoke(aws, "AcceptFunction", sqs_event(image, image))
+    invoke(aws, "AcceptFunction", sqs_event(side, image))
+    runs = executions(aws)
+    assert len(runs) == 1 and execution_input(aws, runs[0])["job"]["source"]["key"] == "incoming/a/sea+sky.jpg"
