@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from botocore.client import BaseClient
@@ -189,6 +189,16 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class _ServicePrincipal:
+    """An AWS service acting on a resource (EventBridge delivering to a queue): named by its service principal."""
+
+    service: str
+
+    def named_by(self, principals: tuple[str, ...]) -> bool:
+        return "*" in principals or self.service in principals
+
+
+@dataclass(frozen=True)
 class Request:
     action: str
     resource: str
@@ -249,6 +259,18 @@ class Policies:
             elif not decision.allowed:
                 self.denials.append((acting, request.action, request.resource))
         return decision
+
+    def service_may(self, service: str, action: str, resource: str, source_arn: str) -> bool:
+        """Whether the resource's policy lets an AWS service (events.amazonaws.com) act on it for `source_arn` (a
+        rule): a service has no identity policy here, so only the resource policy can allow it, and its Deny wins."""
+        context = {"aws:SecureTransport": "true", "aws:SourceArn": source_arn, "aws:SourceAccount": ACCOUNT}
+        allowed = False
+        for statement in self._resource_statements(resource):
+            if statement.principals and statement.matches(action, resource, context, cast(Principal, _ServicePrincipal(service))):
+                if statement.effect == "Deny":
+                    return False
+                allowed = True
+        return allowed
 
     def _resource_statements(self, resource: str) -> list[Statement]:
         statements: list[Statement] = []

@@ -192,6 +192,7 @@ class LocalPipeline:
         self.faults = AwsFaults.parse(self.aws_faults, seed=self.aws_faults_seed)
         self.faults.install()
         enforce_iam(self.stack.policies)  # each function's calls (and the state machine's) only as its role allows
+        self._queues_refuse_rules_their_policy_does_not_allow()
         sample_short_polls(self.sqs_short_poll_empty, self.aws_faults_seed)
         self._iam_enforced = True
         self.functions = LocalFunctions(
@@ -446,6 +447,23 @@ class LocalPipeline:
 
                 return refused
         return invoke
+
+    def _queues_refuse_rules_their_policy_does_not_allow(self) -> None:
+        """EventBridge delivers to a queue only as the queue's policy allows events.amazonaws.com for that rule; without
+        it every delivery fails (and the event is dropped after the rule's retries), as on AWS."""
+        events = boto3.client("events", region_name=REGION)
+        for logical, resource in self.stack.template.translated["Resources"].items():
+            if resource["Type"] != "AWS::Events::Rule" or logical not in self.stack.template.arns:
+                continue
+            for target in resource["Properties"].get("Targets", []):
+                arn = str(self.stack.template.resolve(target["Arn"]))
+                if ":sqs:" in arn and not self.stack.policies.service_may(
+                    "events.amazonaws.com", "sqs:SendMessage", arn, self.stack.arn(logical)
+                ):
+                    logging.getLogger(__name__).warning(
+                        "EventBridge may not send to %s for %s: no queue policy allows it; its events are dropped", arn, logical
+                    )
+                    events.remove_targets(Rule=self.stack.id(logical), Ids=[target["Id"]])
 
     def _backstop_failed(self, function: str, event: dict[str, Any], error: BaseException) -> None:
         """Lambda's on-failure destination: the event and the error, kept on the BackstopFailureQueue. Lambda sends it

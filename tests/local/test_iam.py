@@ -213,3 +213,13 @@ def test_eventbridge_may_invoke_the_backstop_only_through_the_permission_sam_mad
     assert not iam.service_may_invoke(resources, stack.template.resolve, "events.amazonaws.com", target, rule + "-other")
     without = {name: res for name, res in resources.items() if name != "PublishFunctionBackstopPermission"}
     assert not iam.service_may_invoke(without, stack.template.resolve, "events.amazonaws.com", target, rule)
+
+
+def test_eventbridge_may_send_an_existing_buckets_uploads_only_to_a_queue_whose_policy_names_the_rule() -> None:
+    with mock_aws():
+        local = provision(Template.load({"ExistingInputBucket": "my-photos"}), API_KEY)
+        queue, rule = local.arn("UploadQueue"), local.arn("ExistingBucketUploadsRule")
+        assert local.policies.service_may("events.amazonaws.com", "sqs:SendMessage", queue, rule)
+        assert not local.policies.service_may("events.amazonaws.com", "sqs:SendMessage", queue, rule + "-another")
+        assert not local.policies.service_may("sns.amazonaws.com", "sqs:SendMessage", queue, rule)
+        assert not local.policies.service_may("events.amazonaws.com", "sqs:SendMessage", local.arn("SubmitQueue"), rule)
