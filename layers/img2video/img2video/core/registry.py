@@ -15,7 +15,6 @@ the reference on its own) and its tests; CONTRIBUTING.md says how.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -545,4 +544,6 @@ def models_taking(name: str) -> list[str]:
 def closest_models(name: str) -> list[str]:
     """Models whose name holds this one ("kling"), else the nearest spellings."""
     holding = [model for model in MODELS if name and name.lower() in model]
+    import difflib  # only for a name that is not a model: no handler pays for it at cold start
+
     return holding[:3] or difflib.get_close_matches(name, list(MODELS), n=3, cutoff=0.5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import difflib
 import json
 import re
 import unicodedata
@@ -406,6 +405,8 @@ def _not_a_field(spec: ModelSpec, name: str) -> str:
     takers = models_taking(name)
     if takers:
         return f'"{shorten(sendable(name))}" is not a field of {spec.name}; it is taken by {", ".join(takers)}'
+    import difflib  # only for a sidecar with an unknown field: no handler pays for it at cold start
+
     hint = difflib.get_close_matches(name, [*spec.by_name, *OWN_FIELDS], n=1, cutoff=0.6)
     suggestion = f'; did you mean "{hint[0]}"?' if hint else ""
     return f"unknown field {_show(name)}{suggestion}"
