@@ -37,10 +37,11 @@ $(STAMP): $(LOCAL_STAMP) requirements-dev.txt
 demo: $(LOCAL_STAMP)  ## run the whole pipeline offline; writes ./img2video-out/*.mp4
 	$(BIN)/img2video demo
 
-# The suite runs in 4 processes (pytest-xdist): its tests mostly wait on local mode's clocks, not on the CPU.
+# The suite runs in 4 processes (pytest-xdist): its tests mostly wait on local mode's clocks, not on the CPU. Work
+# stealing: an idle process takes tests queued for a busy one, so a long test started late does not end the run alone.
 PYTEST_WORKERS ?= 4
 test: lint typecheck check-deploy $(STAMP)  ## ruff, cfn-lint, mypy, the deploy check + the whole pytest suite
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 docs: $(STAMP)  ## write docs/reference/models.md from the model registry
 	PYTHONPATH=layers/img2video:local $(BIN)/python -m img2video_local.models_doc
@@ -94,10 +95,10 @@ pre-commit-install: $(STAMP) $(PRE_COMMIT_STAMP)  ## run the hooks before each c
 	$(PRE_COMMIT_VENV)/bin/pre-commit install
 
 unit: $(STAMP)  ## the unit, local-mode and template tests (no whole-pipeline runs)
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/unit tests/local tests/template
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal tests/unit tests/local tests/template
 
 integration: $(STAMP)  ## the whole-pipeline tests only (local mode)
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal tests/integration
 
 bench: $(STAMP)  ## polling, store and submit memory, the image check, import time (each prints a table)
 	$(BIN)/python bench/polling.py
