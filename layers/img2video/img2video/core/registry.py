@@ -269,41 +269,32 @@ _HAILUO_FIELDS = (
 )
 _HAILUO_TOGETHER = (Together(when=("duration", 10), field="resolution", allowed=("768P",)),)
 
+
+def _vidu_img2video(name: str, title: str, source: str, fields: tuple[Field, ...] = _VIDU_FIELDS) -> ModelSpec:
+    """The Vidu Q2 image-to-video models: one field set (Pro Fast drops 540p), a list of images, the off-peak tier."""
+    return ModelSpec(
+        name,
+        title,
+        source,
+        image_path="images",
+        fields=fields,
+        image=_VIDU_IMAGE,
+        max_extra_images=10,
+        slow_tier=("off_peak", True),
+        notes=_VIDU_NOTES,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            "vidu-q2-turbo-img2video",
-            "Vidu Q2 Turbo",
-            "§2",
-            image_path="images",
-            fields=_VIDU_FIELDS,
-            image=_VIDU_IMAGE,
-            max_extra_images=10,
-            slow_tier=("off_peak", True),
-            notes=_VIDU_NOTES,
-        ),
-        ModelSpec(
-            "vidu-q2-pro-img2video",
-            "Vidu Q2 Pro",
-            "§3",
-            image_path="images",
-            fields=_VIDU_FIELDS,
-            image=_VIDU_IMAGE,
-            max_extra_images=10,
-            slow_tier=("off_peak", True),
-            notes=_VIDU_NOTES,
-        ),
-        ModelSpec(
+        _vidu_img2video("vidu-q2-turbo-img2video", "Vidu Q2 Turbo", "§2"),
+        _vidu_img2video("vidu-q2-pro-img2video", "Vidu Q2 Pro", "§3"),
+        _vidu_img2video(
             "vidu-q2-pro-fast-img2video",
             "Vidu Q2 Pro Fast",
             "§3",
-            image_path="images",
             fields=tuple(_resolution(("720p", "1080p"), "720p") if spec.name == "resolution" else spec for spec in _VIDU_FIELDS),
-            image=_VIDU_IMAGE,
-            max_extra_images=10,
-            slow_tier=("off_peak", True),
-            notes=_VIDU_NOTES,
         ),
         ModelSpec(
             "vidu-q2-turbo-startend2video",

@@ -369,8 +369,9 @@ def _model_values(spec: ModelSpec, data: dict[str, Any], settings: Settings, pro
         if field.name in values or field.name in data or field.name == "prompt":
             continue
         stack_default = getattr(settings, STACK_DEFAULTS.get(field.name, ""), None)
-        if stack_default is not None and field.check(stack_default)[1] is None:
-            values[field.name] = field.check(stack_default)[0]
+        checked, problem = field.check(stack_default) if stack_default is not None else (None, "no stack default")
+        if problem is None:
+            values[field.name] = checked
             from_stack.add(field.name)
         elif field.default is not None:
             values[field.name] = field.default
