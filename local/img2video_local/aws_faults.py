@@ -544,7 +544,7 @@ def _denial(
 ) -> ClientError | None:
     """The error AWS answers if `acting`'s role is denied any of the requests a call makes, else None."""
     for policies in list(_hooks.policies):
-        name = (policies.state_machine or acting) if acting == iam.STATE_MACHINE else acting
+        name = policies.state_machine_of(getattr(client, "img2video_role_arn", "")) if acting == iam.STATE_MACHINE else acting
         principal = policies.principals.get(name)
         if principal is None:
             continue

@@ -221,16 +221,22 @@ class Policies:
         resource_policies: dict[str, list[Statement]],
         state_machine: str | None = None,
         state_machine_arn: str = "",
+        state_machine_roles: dict[str, str] | None = None,
     ) -> None:
         self.principals = principals  # by the logical id of the function or state machine acting
         self.resource_policies = resource_policies  # by the ARN of the bucket or queue it is attached to
         self.state_machine = state_machine  # the logical id of the state machine whose role its service calls use
         self.state_machine_arn = state_machine_arn  # a task token's resource
+        self.state_machine_roles = state_machine_roles or {}  # each state machine's logical id, by its role's ARN
         self.checked = 0
         self.used: Counter[tuple[str, str]] = Counter()  # (statement name, action granted)
         self.denials: list[tuple[str, str, str]] = []  # (principal, action, resource)
         self._lock = threading.Lock()
         ENFORCED.append(self)
+
+    def state_machine_of(self, role_arn: str) -> str:
+        """The state machine whose role made a call (the jobs' when moto did not say)."""
+        return self.state_machine_roles.get(role_arn) or self.state_machine or STATE_MACHINE
 
     def decide(self, principal: Principal, request: Request) -> Decision:
         context = {
@@ -528,13 +534,14 @@ def service_may_invoke(
 def principals_from(resources: dict[str, dict[str, Any]], resolve: Callable[[Any], Any], session_names: dict[str, str]) -> Policies:
     """Each function's and state machine's role, and the resource policies, resolved from the translated template."""
     principals: dict[str, Principal] = {}
-    state_machine = None
+    machines: list[str] = []
     for logical, resource in resources.items():
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::Lambda::Function":
             role_ref = props["Role"]
         elif resource["Type"] == "AWS::StepFunctions::StateMachine":
-            role_ref, state_machine = props["RoleArn"], logical
+            role_ref = props["RoleArn"]
+            machines.append(logical)
         else:
             continue
         if logical not in session_names:  # a resource the stack does not create (its Condition is false)
@@ -559,7 +566,11 @@ def principals_from(resources: dict[str, dict[str, Any]], resolve: Callable[[Any
         statements = [Statement.parse(logical, i, s) for i, s in enumerate(_as_list(document["Statement"]))]
         for target in targets:
             resource_policies.setdefault(target, []).extend(statements)
-    return Policies(principals, resource_policies, state_machine, str(resolve({"Ref": state_machine})) if state_machine else "")
+    machines = [logical for logical in machines if logical in principals]
+    # the jobs' state machine (the only one whose tasks hand out task tokens) first
+    state_machine = next((m for m in machines if m == "VideoJobStateMachine"), machines[0] if machines else None)
+    roles = {principals[m].role_arn: m for m in machines}
+    return Policies(principals, resource_policies, state_machine, str(resolve({"Ref": state_machine})) if state_machine else "", roles)
 
 
 def _role_statements(role: str, props: dict[str, Any], resolve: Callable[[Any], Any]) -> list[Statement]:

@@ -337,3 +337,28 @@ def s3_notification_configuration_shows_eventbridge() -> None:
 
     get_bucket_notification.img2video_patched = True  # type: ignore[attr-defined]
     S3Response.get_bucket_notification = get_bucket_notification  # type: ignore[method-assign]
+
+
+def state_machine_calls_name_their_role() -> None:
+    """AWS makes a state machine's service calls (a Lambda invoke, a Distributed Map's ItemReader) with that state
+    machine's role. moto signs every state machine's calls with the same keys: each client it makes now carries the
+    role of the execution that made it, so local IAM checks the calls of each of the stack's state machines against
+    its own role."""
+    import sys
+
+    import moto.stepfunctions.parser.asl.utils.boto_client as boto_client
+    import moto.stepfunctions.parser.asl.parse.preprocessor  # noqa: F401  # every component that makes a client
+
+    original = boto_client.boto_client_for
+    if getattr(original, "img2video_patched", False):
+        return
+
+    def with_role(region: str, service: str, state_credentials: Any = None) -> Any:
+        made = original(region, service, state_credentials)
+        made.img2video_role_arn = getattr(state_credentials, "role_arn", "") or ""
+        return made
+
+    with_role.img2video_patched = True  # type: ignore[attr-defined]
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = with_role  # type: ignore[attr-defined]

@@ -42,6 +42,7 @@ from img2video_local.moto_patches import (
     serialize_dynamodb_requests,
     serialize_sqs_requests,
     sqs_retention_check_in_constant_time,
+    state_machine_calls_name_their_role,
     stopped_executions_stay_aborted,
 )
 from img2video_local.stack import LocalStack, provision
@@ -144,6 +145,7 @@ class LocalPipeline:
         keep_task_failure_causes()
         lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
+        state_machine_calls_name_their_role()
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
         sqs_retention_check_in_constant_time()
@@ -357,10 +359,10 @@ class LocalPipeline:
         """Block until every key in `source_keys` has a terminal notice (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if source_keys <= {r.notice["source"]["key"] for r in list(self.notices)}:
+            if source_keys <= {_about(r.notice) for r in list(self.notices)}:
                 break
             time.sleep(0.1)
-        return [r for r in list(self.notices) if r.notice["source"]["key"] in source_keys]
+        return [r for r in list(self.notices) if _about(r.notice) in source_keys]
 
     def download(self, received: Received, out_dir: Path) -> list[Path]:
         """Copy a succeeded job's video and manifest into `out_dir`, keeping its folders."""
@@ -392,7 +394,7 @@ class LocalPipeline:
                 attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
                 self.notices.append(Received(notice=notice, attributes=attributes, subject=envelope.get("Subject", "")))
                 self.sqs.delete_message(QueueUrl=self._notice_queue, ReceiptHandle=message["ReceiptHandle"])
-                self._progress(notice["source"]["key"], "notified", {"event": notice["event"], "error": notice.get("error")})
+                self._progress(_about(notice), "notified", {"event": notice["event"], "error": notice.get("error")})
             if not answer.get("Messages"):
                 SQS_NEWS.wait(seen, IDLE_LOOK_SECONDS)  # until a notice may have come (doorbell.py)
 
@@ -525,6 +527,11 @@ class LocalPipeline:
     def _progress(self, key: str, stage: str, details: dict[str, Any]) -> None:
         if self.on_progress:
             self.on_progress(key, stage, details)
+
+
+def _about(notice: dict[str, Any]) -> str:
+    """The key a notice is about: a job's image (or manifest), a batch's manifest."""
+    return str((notice.get("source") or notice.get("manifest") or {}).get("key", ""))
 
 
 class _ThreadRoutedStream(io.TextIOBase):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from aws_lambda_powertools.metrics import MetricUnit
 
 from img2video.aws.clients import quick_client
+from img2video.core.batch import BatchNotice
 from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import AwsTransient
 from img2video.core.jobs import Job
@@ -30,6 +31,7 @@ from img2video.observability import logger, metrics
 
 SOURCE = "img2video"  # never aws.*: only AWS services may use those
 DETAIL_TYPE = "Video Job State Change"
+BATCH_DETAIL_TYPE = "Video Batch State Change"
 DETAIL_VERSION = "1"
 
 State = Literal["accepted", "held", "submitted", "running", "storing", "succeeded", "failed", "cancelled"]
@@ -69,6 +71,7 @@ def job_changed(job: Job, state: State, progress: float | None = None, **details
             "request": job.request.for_notice(),
             "progress_percent": _finite(progress),
             "tags": job.request.tags,
+            **({"batch": job.batch.model_dump(mode="json")} if job.batch else {}),
             "changed_at": iso(now()),
             **{name: _finite(value) for name, value in details.items() if _finite(value) is not None},
         }
@@ -99,15 +102,27 @@ def job_ended(notice: Notice) -> None:
         _failed(state, exc)
 
 
+def batch_ended(notice: BatchNotice) -> None:
+    """A batch's one "completed" event, with its notice's content: put by the call that published that notice."""
+    bus = get_settings().event_bus_name
+    if not bus:
+        return
+    try:
+        detail = {"version": DETAIL_VERSION, "state": "completed", **notice.model_dump(mode="json", exclude={"version"})}
+        _put(quick_client("events"), bus, {**detail, "notice_version": notice.version, "changed_at": iso(now())}, BATCH_DETAIL_TYPE)
+    except Exception as exc:
+        _failed("batch.completed", exc)
+
+
 def _failed(state: str, exc: Exception) -> None:
     logger.warning("Could not put the job's event", extra={"state": state, "error": type(exc).__name__})
     metrics.add_metric(name="JobEventsFailed", unit=MetricUnit.Count, value=1)
 
 
-def _put(events: Any, bus: str, detail: dict[str, Any]) -> str:
+def _put(events: Any, bus: str, detail: dict[str, Any], detail_type: str = DETAIL_TYPE) -> str:
     """One PutEvents entry; EventBridge answers a refused entry in the body, not as an error: that is raised too."""
     answer = events.put_events(
-        Entries=[{"Source": SOURCE, "DetailType": DETAIL_TYPE, "Detail": json.dumps(detail, ensure_ascii=False), "EventBusName": bus}]
+        Entries=[{"Source": SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail, ensure_ascii=False), "EventBusName": bus}]
     )
     [entry] = answer.get("Entries") or [{}]
     if answer.get("FailedEntryCount") or "EventId" not in entry:

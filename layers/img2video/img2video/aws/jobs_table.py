@@ -74,22 +74,26 @@ class Opened(NamedTuple):
 
 
 def open_attempt(
-    job_id: str, source_key: str, sidecar_key: str, uploaded_at: str, sidecar_uploaded_at: str = "", model: str = ""
+    job_id: str,
+    source_key: str,
+    sidecar_key: str,
+    uploaded_at: str,
+    sidecar_uploaded_at: str = "",
+    model: str = "",
+    *,
+    attempt: int | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> Opened:
     """Create the job's item, numbered as the next attempt for its source key; a repeat returns the same number.
 
     One transaction puts the job (only if new) and moves the source key's counter (only from the value read),
     so two uploads racing for the same key never get the same number and a re-delivered event never a new one.
     At most three calls: the one that loses a race is told to look again later (AwsTransient).
+    A job whose number is already known (a batch line: its manifest's attempt) is one conditional put.
     """
-    dynamodb = client("dynamodb")
-    counter_key = {"job_id": _s(_ATTEMPTS_PREFIX + source_key)}
-    counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
-    previous = int(counter["attempts"]["N"]) if counter else 0
     stamp = iso(now())
     item = {
         "job_id": _s(job_id),
-        "attempt": _n(previous + 1),
         "source_key": _s(source_key),
         "state": _s("accepted"),
         "rank": _n(_RANK["accepted"]),
@@ -106,20 +110,53 @@ def open_attempt(
         item["sidecar_uploaded_at"] = _s(sidecar_uploaded_at)
     if model:  # the model the sidecar chose; a job refused before its sidecar was read has none
         item["model"] = _s(model)
+    item.update({name: _value(value) for name, value in (fields or {}).items()})
+    if attempt is not None:
+        return _put_numbered(item, attempt)
+    return numbered(item, source_key)
+
+
+def _put_numbered(item: dict[str, Any], attempt: int) -> Opened:
+    try:
+        client("dynamodb").put_item(
+            TableName=_table(), Item={**item, "attempt": _n(attempt)}, ConditionExpression="attribute_not_exists(job_id)"
+        )
+        return Opened(attempt, new=True)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    return Opened(attempt, new=False)
+
+
+def numbered(item: dict[str, Any], counted_key: str, counter_fields: dict[str, Any] | None = None) -> Opened:
+    """Put `item` (only if new) numbered as the next attempt of `counted_key`, in one transaction with its counter."""
+    dynamodb = client("dynamodb")
+    counter_key = {"job_id": _s(_ATTEMPTS_PREFIX + counted_key)}
+    counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
+    previous = int(counter["attempts"]["N"]) if counter else 0
+    extra = {f":{name}": _value(value) for name, value in (counter_fields or {}).items()}
     try:
         dynamodb.transact_write_items(
             TransactItems=[
-                {"Put": {"TableName": _table(), "Item": item, "ConditionExpression": "attribute_not_exists(job_id)"}},
+                {
+                    "Put": {
+                        "TableName": _table(),
+                        "Item": {**item, "attempt": _n(previous + 1)},
+                        "ConditionExpression": "attribute_not_exists(job_id)",
+                    }
+                },
                 {
                     "Update": {
                         "TableName": _table(),
                         "Key": counter_key,
-                        "UpdateExpression": "SET attempts = :next, expires_at = :expires",
+                        "UpdateExpression": "SET attempts = :next, expires_at = :expires"
+                        + "".join(f", {name[1:]} = {name}" for name in extra),
                         "ConditionExpression": "attempts = :previous" if counter else "attribute_not_exists(job_id)",
                         "ExpressionAttributeValues": {
                             ":next": _n(previous + 1),
                             ":expires": _n(now() + JOB_TTL_SECONDS),
                             **({":previous": _n(previous)} if counter else {}),
+                            **extra,
                         },
                     }
                 },
@@ -129,10 +166,10 @@ def open_attempt(
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "TransactionCanceledException":
             raise
-    existing = get_job(job_id)
+    existing = client("dynamodb").get_item(TableName=_table(), Key={"job_id": item["job_id"]}, ConsistentRead=True).get("Item")
     if existing and "attempt" in existing:
-        return Opened(int(existing["attempt"]), new=False)  # this upload was seen before: its number stays
-    raise AwsTransient(f"another upload of {source_key} took attempt number {previous + 1} at the same moment")
+        return Opened(int(existing["attempt"]["N"]), new=False)  # this upload was seen before: its number stays
+    raise AwsTransient(f"another upload of {counted_key} took attempt number {previous + 1} at the same moment")
 
 
 OPEN_ATTEMPT_CALLS = 3  # the counter, the transaction, and the job's item when the transaction was refused

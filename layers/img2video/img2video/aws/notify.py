@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from img2video.aws.batches import line_ended
 from img2video.aws.clients import client
 from img2video.aws.idempotency import once_per
 from img2video.aws.job_events import job_ended
@@ -34,6 +35,9 @@ def publish_notice(candidate: Notice) -> Notice:
     tag_source(decided.source["bucket"], decided.source["key"], state, decided.job_id)
     if published:  # the terminal event, once per job: by the call that sent the notice, never by a repeat
         job_ended(decided)
+    if decided.batch is not None:  # counted once per line whatever repeats; the last one completes its batch
+        error = decided.error
+        line_ended(decided.batch, "succeeded" if error is None else "cancelled" if error.code == "CANCELLED" else "failed")
     return decided
 
 

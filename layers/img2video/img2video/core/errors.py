@@ -20,6 +20,12 @@ class InvalidSidecar(PipelineError):
     code = "INVALID_SIDECAR"
 
 
+class InvalidManifest(PipelineError):
+    """A batch manifest that cannot be read as a whole: not one of its lines becomes a job."""
+
+    code = "INVALID_MANIFEST"
+
+
 class MissingSidecar(PipelineError):
     code = "MISSING_SIDECAR"
 
@@ -101,6 +107,7 @@ ERROR_CODES: dict[str, str] = {cls.__name__: cls.code for cls in PipelineError._
 
 ALL_ERROR_CODES = (
     "INVALID_SIDECAR",
+    "INVALID_MANIFEST",
     "MISSING_SIDECAR",
     "UNSUPPORTED_IMAGE",
     "IMAGE_TOO_LARGE",

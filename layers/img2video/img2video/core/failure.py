@@ -55,6 +55,7 @@ def notice_for_failed_state(state: ExecutionState) -> Notice:
         error=NoticeError(code=code, message=message, stage=state.stage),
         request=job.request.for_notice(),
         tags=job.request.tags,
+        batch=job.batch,
         timings={
             "uploaded": job.uploaded_at,
             "accepted": state.accepted_at,
@@ -83,5 +84,6 @@ def notice_for_ended_execution(job: Job, detail: dict[str, Any]) -> Notice:
         error=NoticeError(code=code, message=message, stage="notify"),
         request=job.request.for_notice(),
         tags=job.request.tags,
+        batch=job.batch,
         timings={"uploaded": job.uploaded_at, "failed": iso(now())},
     )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from img2video.core.keys import readable_slug
+from img2video.core.notices import BatchRef
 from img2video.core.sidecar import VideoRequest
 from img2video.core.wait_policy import Plan
 
@@ -55,6 +56,7 @@ class Job(BaseModel):
     video_key: str
     manifest_key: str
     uploaded_at: str = ""
+    batch: BatchRef | None = None  # a line of a batch manifest (None: a dropped pair)
 
     @property
     def history_key(self) -> str:

@@ -28,6 +28,16 @@ class NoticeError(BaseModel):
         return shorten(message, MAX_ERROR_MESSAGE_CHARS)
 
 
+class BatchRef(BaseModel):
+    """Which batch, and which of its lines, a job is: carried by the job, its notice and its events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str
+    manifest: dict[str, str]  # bucket, key
+    line: int
+
+
 class NoticeVideo(BaseModel):
     bucket: str
     key: str
@@ -53,6 +63,7 @@ class Notice(BaseModel):
     error: NoticeError | None = None
     tags: dict[str, str] = {}
     timings: dict[str, Any] = {}
+    batch: BatchRef | None = None  # the manifest and line this job came from; absent for a dropped pair
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +82,7 @@ def success_notice(
     request: dict[str, Any],
     tags: dict[str, str],
     timings: dict[str, Any],
+    batch: BatchRef | None = None,
 ) -> Notice:
     return Notice(
         event="video.succeeded",
@@ -83,6 +95,7 @@ def success_notice(
         request=request,
         tags=tags,
         timings=timings,
+        batch=batch,
     )
 
 
@@ -96,6 +109,7 @@ def failure_notice(
     request: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     timings: dict[str, Any] | None = None,
+    batch: BatchRef | None = None,
 ) -> Notice:
     return Notice(
         event="video.failed",
@@ -108,6 +122,7 @@ def failure_notice(
         error=error,
         tags=tags or {},
         timings=timings or {},
+        batch=batch,
     )
 
 

@@ -26,6 +26,7 @@ class Settings(BaseModel):
     output_prefix: str = "videos/"
     topic_arn: Annotated[str, Field(min_length=1)]
     state_machine_arn: str = ""
+    batch_state_machine_arn: str = ""  # the batches' state machine: a manifest's lines become jobs
     upload_queue_url: str = ""
     submit_queue_url: str = ""
     slot_line_queue_url: str = ""  # jobs Novita turned away for want of a task slot (slot_line.py); empty: no line

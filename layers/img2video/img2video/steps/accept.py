@@ -8,22 +8,29 @@ from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import ClientError
 
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
+from img2video.aws.batches import open_batch
+from img2video.aws.intake import (
+    PendingJob,
+    end_image_key,
+    etag,
+    extra_image_keys,
+    head,
+    refuse,
+    start_execution,
+    validated_image,
+)
 from img2video.aws.invocation import remaining_seconds
 from img2video.aws.job_events import job_changed
-from img2video.aws.jobs_table import latest_attempt, open_attempt
-from img2video.aws.notify import publish_notice
-from img2video.aws.s3_objects import is_missing, tag_source
+from img2video.aws.jobs_table import latest_attempt
+from img2video.aws.s3_objects import tag_source
 from img2video.aws.transient import backoff_seconds, describe, is_transient
+from img2video.core.batch import is_manifest, manifest_name
 from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
-from img2video.core.images import ImageHeader, check_image, end_frame_problem
 from img2video.core.jobs import Job, SourceObject, job_id
 from img2video.core.keys import (
-    IMAGE_SUFFIXES,
-    MAX_KEY_BYTES,
     InputKey,
     decode_event_key,
     image_key_problem,
@@ -31,12 +38,9 @@ from img2video.core.keys import (
     output_keys,
     parse_input_key,
     pick_sidecar,
-    resolve_relative,
 )
-from img2video.core.notices import NoticeError, failure_notice
-from img2video.core.registry import ModelSpec
 from img2video.core.settings import Settings, get_settings
-from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, VideoRequest, default_request, parse_sidecar
+from img2video.core.sidecar import MAX_EXTRA_IMAGES, MAX_SIDECAR_BYTES, default_request, parse_sidecar
 from img2video.observability import job_logging, logger, metrics
 from img2video.steps.handler import NotNow, receive_count, sqs_records
 
@@ -64,6 +68,7 @@ class Outcome(StrEnum):
     """What Accept did with one image's event (logged with its key)."""
 
     ACCEPTED = "accepted"  # its execution started
+    BATCH = "batch"  # a manifest: its batch's execution started, which makes each of its lines a job
     REFUSED = "refused"  # its one failure notice was published (the code is on the log line before)
     IGNORED = "ignored"  # not an input of ours, or gone
     WAITING_FOR_IMAGE = "waiting-for-image"  # a sidecar whose image has not come: the image's event starts the job
@@ -119,19 +124,6 @@ def triggers_from_body(body: str) -> list[Trigger]:
 # --- S3 reads -------------------------------------------------------------------------------
 
 
-def _head(bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return dict(client("s3").head_object(Bucket=bucket, Key=key))
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
-
-
-def _etag(head: dict[str, Any]) -> str:
-    return str(head.get("ETag", "")).strip('"')
-
-
 # When one file of a pair is uploaded again and the other is the one the image's last job used, the user may be
 # re-uploading both: wait until the new one is SETTLE_SECONDS old, so that re-uploading both files makes one new
 # attempt, not one with the old partner and another with the new.
@@ -160,11 +152,6 @@ def _upload_marker(*heads: dict[str, Any]) -> str:
     return ":".join(str(int(head["LastModified"].timestamp())) if "LastModified" in head else "" for head in heads)
 
 
-def _read_range(bucket: str, key: str, byte_range: str) -> bytes:
-    body: bytes = client("s3").get_object(Bucket=bucket, Key=key, Range=byte_range)["Body"].read()
-    return body
-
-
 def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKey, dict[str, Any]]]:
     """Every image and sidecar with the same folder and stem, with what S3 lists of each (ETag, size)."""
     found = {}
@@ -177,58 +164,7 @@ def _siblings(bucket: str, of: InputKey, prefix: str) -> dict[str, tuple[InputKe
     return found
 
 
-def _validated_image(bucket: str, key: str, size: int, spec: ModelSpec) -> ImageHeader:
-    """Type, dimensions, animation and completeness from the image's header and last bytes, against the model's image
-    rules: at most three ranged reads."""
-    return check_image(
-        key, size, lambda offset, length: _read_range(bucket, key, f"bytes={offset}-{offset + length - 1}"), spec.image, spec.name
-    )
-
-
-def _image_beside(relative: str, field: str, folder: str, settings: Settings, spec: ModelSpec) -> tuple[str, ImageHeader]:
-    """An image a sidecar names (an end frame, an extra image): its key, once it exists and the model can take it."""
-    shown = json.dumps(relative, ensure_ascii=False)
-    resolved = resolve_relative(folder, relative, settings.input_prefix)
-    if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
-        raise InvalidSidecar(
-            f'"{field}" entry {shown} must name a .jpg, .jpeg, .png or .webp '
-            f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder}), its key at most {MAX_KEY_BYTES} bytes"
-        )
-    head = _head(settings.input_bucket, resolved)
-    if head is None:
-        raise InvalidSidecar(f'"{field}" entry {shown} does not exist: no object at {resolved}')
-    return resolved, _validated_image(settings.input_bucket, resolved, int(head["ContentLength"]), spec)
-
-
-def _extra_image_keys(request_extra: tuple[str, ...], folder: str, settings: Settings, spec: ModelSpec) -> list[str]:
-    return [_image_beside(relative, "extra_images", folder, settings, spec)[0] for relative in request_extra]
-
-
-def _end_image_key(request: VideoRequest, first: ImageHeader, folder: str, settings: Settings) -> str | None:
-    if request.end_image is None:
-        return None
-    key, header = _image_beside(request.end_image, "end_image", folder, settings, request.spec)
-    problem = end_frame_problem(first, header, request.spec.end_aspect_tolerance, key)
-    if problem:
-        raise UnsupportedImage(problem)
-    return key
-
-
 # --- the job's one execution -------------------------------------------------------------------
-
-
-def start_execution(job: Job, settings: Settings) -> None:
-    """Start the job's execution, named after the job: a repeated event finds it started and changes nothing."""
-    # the submit window travels with the job: SubmitToNovita reads it as its TimeoutSecondsPath
-    state = {"job": job.model_dump(mode="json"), "accepted_at": iso(now()), "submit_window_seconds": settings.submit_window_seconds}
-    try:
-        client("stepfunctions").start_execution(stateMachineArn=settings.state_machine_arn, name=job.job_id, input=json.dumps(state))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
-            raise
-        logger.info("Execution already exists; nothing to start")
-        return
-    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
 
 
 # --- one trigger, start to end --------------------------------------------------------------------
@@ -256,30 +192,6 @@ class Pair:
     def output_name(self, requested: str | None) -> str:
         name = requested or self.image.stem
         return f"{name}-{self.image.suffix[1:].lower()}" if self.shares_stem else name
-
-
-@dataclass
-class PendingJob:
-    """What is known of a job before it is accepted: enough to send its failure notice."""
-
-    job_id: str
-    source: SourceObject
-    sidecar_key: str = ""
-    uploaded_at: str = ""
-    sidecar_uploaded_at: str = ""
-    request: dict[str, Any] | None = None
-    tags: dict[str, str] | None = None
-    attempt: int | None = None
-    new: bool = False  # this handling created the job (a repeat of its events did not)
-
-    def open(self) -> int:
-        """The job's item in the jobs table, and its attempt number (the same one on every repeat)."""
-        if self.attempt is None:
-            model = str((self.request or {}).get("model", ""))
-            self.attempt, self.new = open_attempt(
-                self.job_id, self.source.key, self.sidecar_key, self.uploaded_at, self.sidecar_uploaded_at, model=model
-            )
-        return self.attempt
 
 
 def _uploaded_at(head: dict[str, Any], trigger: Trigger) -> str:
@@ -310,6 +222,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) -> list[Outcome]:
+    if trigger.bucket == settings.input_bucket and trigger.key.startswith(settings.input_prefix) and is_manifest(trigger.key):
+        return [_start_batch(trigger, settings)]
     parsed = parse_input_key(trigger.key, settings.input_prefix)
     problem = image_key_problem(trigger.key, settings.input_prefix) if trigger.bucket == settings.input_bucket else None
     if problem:
@@ -360,14 +274,14 @@ def _handle_image(
         *((sidecar.key, siblings[sidecar.key][1]) if sidecar else ("", {})),
         shares_stem=sum(1 for sibling, _ in siblings.values() if sibling.kind == "image") > 1,
     )
-    source = SourceObject(bucket=trigger.bucket, key=image.key, etag=_etag(image_head))
+    source = SourceObject(bucket=trigger.bucket, key=image.key, etag=etag(image_head))
     pending = PendingJob(
         job_id=job_id(
             trigger.bucket,
             image.key,
             source.etag,
             pair.sidecar_key,
-            _etag(pair.sidecar_head),
+            etag(pair.sidecar_head),
             image.stem,
             _upload_marker(image_head, pair.sidecar_head),
         ),
@@ -390,12 +304,12 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
         if _may_look_again(exc, trigger):
             return _retry_later(trigger, _reason(exc), settings)
         if isinstance(exc, PipelineError):  # the input's own problem, or a passing one that never passed
-            _fail(pending, exc.code, exc.message)
+            refuse(pending, exc.code, exc.message)
             return Outcome.REFUSED
         if receive_count >= settings.max_receive_count or is_transient(exc):
             # last delivery (or AWS stayed faulty through every re-check): tell the user instead of vanishing into the DLQ
             logger.exception("Accept failed on its last attempt")
-            _fail(
+            refuse(
                 pending,
                 "INTERNAL",
                 f"the upload could not be accepted after {max(receive_count, trigger.attempt + 1)} attempts ({type(exc).__name__})",
@@ -406,16 +320,16 @@ def _outcome(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Settin
 
 def _reject_key(trigger: Trigger, problem: str) -> Outcome:
     """An image whose key cannot become a job: one failure notice, nothing paid."""
-    head = _head(trigger.bucket, trigger.key)
-    if head is None:
+    found = head(trigger.bucket, trigger.key)
+    if found is None:
         return Outcome.IGNORED
     stem = trigger.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     pending = PendingJob(
-        job_id=job_id(trigger.bucket, trigger.key, _etag(head), "", "", stem, _upload_marker(head)),
-        source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=_etag(head)),
-        uploaded_at=_uploaded_at(head, trigger),
+        job_id=job_id(trigger.bucket, trigger.key, etag(found), "", "", stem, _upload_marker(found)),
+        source=SourceObject(bucket=trigger.bucket, key=trigger.key, etag=etag(found)),
+        uploaded_at=_uploaded_at(found, trigger),
     )
-    _fail(pending, "UNSUPPORTED_IMAGE", problem)
+    refuse(pending, "UNSUPPORTED_IMAGE", problem)
     return Outcome.REFUSED
 
 
@@ -435,9 +349,9 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         raw = client("s3").get_object(Bucket=trigger.bucket, Key=sidecar_key)["Body"].read()
         request = parse_sidecar(raw, sidecar_key, settings)
     pending.request, pending.tags = request.for_notice(), request.tags
-    first = _validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]), request.spec)
-    end_key = _end_image_key(request, first, image.folder, settings)
-    extra_keys = _extra_image_keys(request.extra_images, image.folder, settings, request.spec)
+    first = validated_image(trigger.bucket, image.key, int(image_head["ContentLength"]), request.spec)
+    end_key = end_image_key(request, first, image.folder, settings)
+    extra_keys = extra_image_keys(request.extra_images, image.folder, settings, request.spec)
     video_key, manifest_key = output_keys(image, settings.input_prefix, settings.output_prefix, pair.output_name(request.output_name))
     problem = output_key_problem(video_key, manifest_key)
     if problem:
@@ -446,7 +360,7 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         job_id=pending.job_id,
         attempt=pending.open(),
         source=pending.source,
-        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=_etag(sidecar_head)) if sidecar_key else None,
+        sidecar=SourceObject(bucket=trigger.bucket, key=sidecar_key, etag=etag(sidecar_head)) if sidecar_key else None,
         request=request,
         extra_image_keys=tuple(extra_keys),
         end_image_key=end_key,
@@ -461,6 +375,34 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
     return Outcome.ACCEPTED
 
 
+def _start_batch(trigger: Trigger, settings: Settings) -> Outcome:
+    """A manifest: its batch's item (numbered as the manifest's next attempt) and its one execution, which reads the
+    manifest and makes each line a job (statemachine/batch.asl.json). A repeated event finds both and changes nothing."""
+    found = head(trigger.bucket, trigger.key)
+    if found is None:
+        return Outcome.IGNORED
+    name = manifest_name(trigger.key)
+    batch_id = job_id(trigger.bucket, trigger.key, etag(found), "", "", f"batch-{name}", _upload_marker(found))
+    uploaded_at = _uploaded_at(found, trigger)
+    with job_logging(batch_id):
+        attempt = open_batch(batch_id, trigger.bucket, trigger.key, uploaded_at).attempt
+        batch = {
+            "batch_id": batch_id,
+            "attempt": attempt,
+            "manifest": {"bucket": trigger.bucket, "key": trigger.key, "etag": etag(found)},
+            "uploaded_at": uploaded_at,
+        }
+        try:
+            client("stepfunctions").start_execution(
+                stateMachineArn=settings.batch_state_machine_arn, name=batch_id, input=json.dumps({"batch": batch})
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+        logger.info("Handled upload", extra={"key": trigger.key, "outcome": Outcome.BATCH, "attempt": attempt})
+    return Outcome.BATCH
+
+
 def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> Outcome:
     logger.warning("Passing fault; looking again later", extra={"reason": reason, "attempt": trigger.attempt})
     requeue(
@@ -470,17 +412,3 @@ def _retry_later(trigger: Trigger, reason: str, settings: Settings) -> Outcome:
     )
     metrics.add_metric(name="AcceptRetried", unit=MetricUnit.Count, value=1)
     return Outcome.RETRYING
-
-
-def _fail(pending: PendingJob, code: str, message: str) -> None:
-    logger.warning("Job refused at acceptance", extra={"code": code, "reason": message})
-    notice = failure_notice(
-        job_id=pending.job_id,
-        attempt=pending.open(),
-        source={"bucket": pending.source.bucket, "key": pending.source.key},
-        error=NoticeError(code=code, message=message, stage="submit"),
-        request=pending.request,
-        tags=pending.tags,
-        timings={"uploaded": pending.uploaded_at or None, "failed": iso(now())},
-    )
-    publish_notice(notice)

@@ -53,6 +53,7 @@ def stored_notice(job: Job) -> Notice | None:
         request=job.request.for_notice(),
         tags=job.request.tags,
         timings=manifest.get("timings", {}),
+        batch=job.batch,
     )
 
 

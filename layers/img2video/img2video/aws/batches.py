@@ -1,0 +1,149 @@
+"""A batch's item in the jobs table: its lines counted as their jobs end, and its one completion notice.
+
+The item (`#batch#<batch id>`) is created when the manifest is accepted, numbered as the next attempt of the
+manifest's key. Each line's end is counted once whatever repeats (its line number joins a set, on condition it is not
+in it yet); when the count reaches the number of lines, the `batch.completed` notice is published once per batch.
+Both the last line's notice and the end of the batch's listing look, so whichever comes second completes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from img2video.aws.clients import client
+from img2video.aws.idempotency import once_per
+from img2video.aws.job_events import batch_ended
+from img2video.aws.jobs_table import JOB_TTL_SECONDS, Opened, numbered, plain
+from img2video.core.batch import OUTCOMES, BatchNotice, Outcome, batch_notice, batch_publish_arguments
+from img2video.core.clock import iso, now
+from img2video.core.notices import BatchRef, NoticeError
+from img2video.core.settings import get_settings
+from img2video.observability import logger
+
+BATCH_PREFIX = "#batch#"
+_ATTEMPTS_PREFIX = "#attempts#"
+
+
+def _table() -> str:
+    return get_settings().jobs_table
+
+
+def _key(batch_id: str) -> dict[str, dict[str, str]]:
+    return {"job_id": {"S": BATCH_PREFIX + batch_id}}
+
+
+def open_batch(batch_id: str, bucket: str, manifest_key: str, uploaded_at: str) -> Opened:
+    """The batch's item, numbered as the next attempt of its manifest's key (the same number on every repeat)."""
+    stamp = iso(now())
+    item = {
+        "job_id": {"S": BATCH_PREFIX + batch_id},
+        "batch_id": {"S": batch_id},
+        "manifest_bucket": {"S": bucket},
+        "manifest_key": {"S": manifest_key},
+        "uploaded_at": {"S": uploaded_at},
+        "created_at": {"S": stamp},
+        "expires_at": {"N": str(int(now() + JOB_TTL_SECONDS))},
+    }
+    return numbered(item, manifest_key, {"latest_batch": batch_id})
+
+
+def get_batch(batch_id: str) -> dict[str, Any] | None:
+    item = client("dynamodb").get_item(TableName=_table(), Key=_key(batch_id), ConsistentRead=True).get("Item")
+    if not item:
+        return None
+    sets = {name: sorted(int(n) for n in item.pop(name)["NS"]) for name in ("ended", "failed_lines") if name in item}
+    return {**plain(item), **sets}
+
+
+def latest_batch(manifest_key: str) -> dict[str, Any] | None:
+    """The newest batch of a manifest key: what `img2video batch status MANIFEST` shows."""
+    counter = client("dynamodb").get_item(
+        TableName=_table(), Key={"job_id": {"S": _ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True
+    ).get("Item")
+    if not counter or "latest_batch" not in counter:
+        return None
+    return get_batch(counter["latest_batch"]["S"])
+
+
+def line_ended(batch: BatchRef, outcome: Outcome) -> None:
+    """Count the line's end once (a repeat finds its number in the set and changes nothing), then complete the batch
+    if it was the last."""
+    names = {"#o": f"{outcome}_count"}
+    values = {":line": {"NS": [str(batch.line)]}, ":n": {"N": str(batch.line)}, ":one": {"N": "1"}}
+    update = "ADD ended :line, ended_count :one, #o :one"
+    if outcome != "succeeded":
+        update += ", failed_lines :line"
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_key(batch.batch_id),
+            UpdateExpression=update,
+            ConditionExpression="attribute_exists(job_id) AND NOT contains(ended, :n)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    complete_if_done(batch.batch_id)
+
+
+def set_listed(batch_id: str, lines: int, error: NoticeError | None = None) -> None:
+    """The number of lines is known (the listing is over), or the manifest could not be read at all."""
+    values: dict[str, Any] = {":lines": {"N": str(lines)}, ":at": {"S": iso(now())}}
+    update = "SET #lines = :lines, listed_at = :at"
+    if error is not None:
+        update += ", error_code = :code, error_message = :message"
+        values.update({":code": {"S": error.code}, ":message": {"S": error.message}})
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=_key(batch_id),
+        UpdateExpression=update,
+        ExpressionAttributeNames={"#lines": "lines"},
+        ExpressionAttributeValues=values,
+    )
+    complete_if_done(batch_id)
+
+
+def complete_if_done(batch_id: str) -> BatchNotice | None:
+    """Publish the batch's notice (once per batch) if its lines are known and every one has ended."""
+    batch = get_batch(batch_id)
+    if batch is None or "lines" not in batch or int(batch.get("ended_count", 0)) < int(batch["lines"]):
+        return None
+    error = NoticeError(code=batch["error_code"], message=batch["error_message"], stage="submit") if "error_code" in batch else None
+    notice = batch_notice(
+        batch_id=batch_id,
+        attempt=int(batch.get("attempt", 1)),
+        manifest={"bucket": batch["manifest_bucket"], "key": batch["manifest_key"]},
+        lines=int(batch["lines"]),
+        counts={outcome: int(batch.get(f"{outcome}_count", 0)) for outcome in OUTCOMES},
+        failed_lines=list(batch.get("failed_lines", [])),
+        error=error,
+        timings={"uploaded": batch.get("uploaded_at"), "accepted": batch.get("created_at"), "completed": iso(now())},
+    )
+    if _publish_once(notice):
+        batch_ended(notice)
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=_key(batch_id),
+        UpdateExpression="SET completed_at = if_not_exists(completed_at, :at)",
+        ExpressionAttributeValues={":at": {"S": iso(now())}},
+    )
+    return notice
+
+
+def _publish_once(notice: BatchNotice) -> bool:
+    sent: list[bool] = []
+
+    @once_per("notice_id", purpose="img2video-batch-notice", argument="notice")
+    def publish(notice: dict[str, Any]) -> dict[str, str]:
+        sent.append(True)
+        parsed = BatchNotice.model_validate(notice)
+        answer = client("sns").publish(**batch_publish_arguments(parsed, get_settings().topic_arn))
+        logger.info("Published batch notice", extra={"notice_id": parsed.notice_id, "lines": parsed.lines, "counts": parsed.counts})
+        return {"message_id": str(answer["MessageId"])}
+
+    publish(notice=notice.model_dump(mode="json"))
+    return bool(sent)
