@@ -346,8 +346,8 @@ def state_machine_calls_name_their_role() -> None:
     its own role."""
     import sys
 
-    import moto.stepfunctions.parser.asl.utils.boto_client as boto_client
     import moto.stepfunctions.parser.asl.parse.preprocessor  # noqa: F401  # every component that makes a client
+    import moto.stepfunctions.parser.asl.utils.boto_client as boto_client
 
     original = boto_client.boto_client_for
     if getattr(original, "img2video_patched", False):

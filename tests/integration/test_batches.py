@@ -12,7 +12,7 @@ from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline, Received
 
 from tests.conftest import API_KEY, jpeg_bytes
-from tests.integration.test_pipeline import FAST, wait_until
+from tests.integration.test_pipeline import FAST, pipeline, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,8 @@ def line_notices(local: LocalPipeline, batch_id: str) -> list[Received]:
 def test_each_line_is_a_job_bad_lines_get_their_own_notice_and_the_batch_one_at_the_end() -> None:
     config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
     with LocalPipeline(emulator_config=config) as local:
-        local.upload("incoming/shoot/cat.jpg", jpeg_bytes(640, 400))
-        local.upload("incoming/shoot/dog.jpg", jpeg_bytes(640, 400))
+        local.upload("incoming/shoot.batch/cat.jpg", jpeg_bytes(640, 400))
+        local.upload("incoming/shoot.batch/dog.jpg", jpeg_bytes(640, 400))
         manifest = jsonl(
             {"image": "cat.jpg", "prompt": "a cat yawns"},
             "",
@@ -48,8 +48,8 @@ def test_each_line_is_a_job_bad_lines_get_their_own_notice_and_the_batch_one_at_
             {"image": "cat.jpg", "prompt": "the cat again", "tags": {"take": "2"}},
             {"image": "missing.jpg", "prompt": "nothing there"},
         )
-        local.upload("incoming/shoot/shoot.batch.jsonl", manifest)
-        [batch] = batch_notices(local, "incoming/shoot/shoot.batch.jsonl")
+        local.upload("incoming/shoot.batch/shoot.batch.jsonl", manifest)
+        [batch] = batch_notices(local, "incoming/shoot.batch/shoot.batch.jsonl")
         lines = line_notices(local, batch["batch_id"])
     assert batch["lines"] == 5 and batch["counts"] == {"succeeded": 2, "failed": 3, "cancelled": 0}
     assert batch["failed_lines"] == [3, 4, 6] and batch["attempt"] == 1 and batch["error"] is None
@@ -59,6 +59,75 @@ def test_each_line_is_a_job_bad_lines_get_their_own_notice_and_the_batch_one_at_
     assert '"duration"' in by_line[3]["error"]["message"]
     assert "line 4 is not a JSON object" in by_line[4]["error"]["message"]
     assert "does not exist" in by_line[6]["error"]["message"] and "missing.jpg" in by_line[6]["error"]["message"]
-    assert by_line[1]["video"]["key"] == "videos/shoot/shoot/00001-cat.mp4"
-    assert by_line[5]["video"]["key"] == "videos/shoot/shoot/00005-cat.mp4" and by_line[5]["tags"] == {"take": "2"}
-    assert by_line[1]["source"]["key"] == "incoming/shoot/cat.jpg"
+    assert by_line[1]["video"]["key"] == "videos/shoot.batch/shoot/00001-cat.mp4"
+    assert by_line[5]["video"]["key"] == "videos/shoot.batch/shoot/00005-cat.mp4" and by_line[5]["tags"] == {"take": "2"}
+    assert by_line[1]["source"]["key"] == "incoming/shoot.batch/cat.jpg"
+    assert len(local.notices) == 6  # the lines' and the batch's: the images of a .batch folder are no pairs
+
+
+def test_a_manifest_uploaded_twice_is_two_attempts_and_repeated_events_change_nothing() -> None:
+    with pipeline(faults="dup=1") as local:  # S3 delivers every event twice
+        local.upload("incoming/tide.batch/sea.jpg", jpeg_bytes(640, 400))
+        manifest = jsonl({"image": "sea.jpg", "prompt": "waves"}, {"image": "sea.jpg", "prompt": "storm", "duration": 0})
+        local.upload("incoming/tide.batch/tide.batch.jsonl", manifest)
+        [first] = batch_notices(local, "incoming/tide.batch/tide.batch.jsonl")
+        local.upload("incoming/tide.batch/tide.batch.jsonl", manifest)  # the user's retry: the same bytes again
+        batches = batch_notices(local, "incoming/tide.batch/tide.batch.jsonl", count=2)
+        local.wait_for_notices({"(late duplicates)"}, 3)  # a duplicate notice would show up by now
+        batches = [r.notice for r in local.notices if r.notice["event"] == "batch.completed"]
+        second = next(b for b in batches if b["batch_id"] != first["batch_id"])
+        lines = line_notices(local, first["batch_id"]) + line_notices(local, second["batch_id"])
+    assert len(batches) == 2 and (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["counts"] == second["counts"] == {"succeeded": 1, "failed": 1, "cancelled": 0}
+    assert sorted((r.notice["attempt"], r.notice["batch"]["line"]) for r in lines) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert len(local.emulator.submissions) == 2  # one paid generation per attempt of the good line, none for the bad
+    assert local.event_keys.count((local.input_bucket, "incoming/tide.batch/tide.batch.jsonl")) >= 4
+
+
+def test_a_csv_manifest_types_its_cells_and_a_row_with_the_wrong_cells_is_its_own_failure() -> None:
+    with pipeline() as local:
+        local.upload("incoming/a.batch/cat.jpg", jpeg_bytes(640, 400))
+        rows = 'image,prompt,duration,tags.client\ncat.jpg,"a cat, yawning",5,acme\ncat.jpg,short row\n\ncat.jpg,"a cat",99,acme\n'
+        local.upload("incoming/a.batch/cats.batch.csv", rows.encode())
+        [batch] = batch_notices(local, "incoming/a.batch/cats.batch.csv")
+        by_line = {r.notice["batch"]["line"]: r.notice for r in line_notices(local, batch["batch_id"])}
+    assert batch["lines"] == 3 and batch["failed_lines"] == [3, 5]
+    assert by_line[2]["event"] == "video.succeeded" and by_line[2]["request"]["duration"] == 5 and by_line[2]["tags"] == {"client": "acme"}
+    assert by_line[2]["request"]["prompt"] == "a cat, yawning"
+    assert by_line[3]["error"]["message"] == "line 3 has 2 cells; the header names 4 columns"
+    assert by_line[5]["error"]["code"] == "INVALID_SIDECAR" and '"duration"' in by_line[5]["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("latin.batch.jsonl", '{"image": "café.jpg"}'.encode("latin-1"), "is not UTF-8 text"),
+        ("noimage.batch.csv", b"picture,prompt\ncat.jpg,a cat\n", 'must name the columns, one of them "image"'),
+    ],
+)
+def test_a_manifest_that_cannot_be_read_ends_in_one_batch_notice_saying_why(name: str, data: bytes, expected: str) -> None:
+    with pipeline() as local:
+        local.upload(f"incoming/{name}", data)
+        [batch] = batch_notices(local, f"incoming/{name}")
+    assert batch["error"]["code"] == "INVALID_MANIFEST" and expected in batch["error"]["message"]
+    assert batch["lines"] == 0 and [r.notice["event"] for r in local.notices] == ["batch.completed"]
+    assert not local.emulator.submissions
+
+
+def test_every_aws_call_of_a_batch_failing_once_still_gives_one_notice_per_line_and_one_payment() -> None:
+    faults = "BatchFunction:*.*:once;AcceptFunction:stepfunctions.StartExecution:once"
+    config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
+    # time_scale: an idempotency record left in progress (a DeleteItem lost) is free again once its invocation's time
+    # is over, 900 s on AWS; a tenth of it here
+    with LocalPipeline(emulator_config=config, aws_faults=faults, aws_faults_seed=5, time_scale=0.1) as local:
+        local.upload("incoming/f.batch/cat.jpg", jpeg_bytes(640, 400))
+        local.upload(
+            "incoming/f.batch/f.batch.jsonl",
+            jsonl({"image": "cat.jpg", "prompt": "a"}, {"image": "cat.jpg", "prompt": "b"}, {"image": "x.gif"}),
+        )
+        [batch] = batch_notices(local, "incoming/f.batch/f.batch.jsonl", timeout=240)
+        local.wait_for_notices({"(late duplicates)"}, 3)
+        lines = line_notices(local, batch["batch_id"])
+    assert sorted(r.notice["batch"]["line"] for r in lines) == [1, 2, 3]
+    assert batch["counts"] == {"succeeded": 2, "failed": 1, "cancelled": 0} and batch["failed_lines"] == [3]
+    assert len(local.emulator.submissions) == 2 and local.faults.fired

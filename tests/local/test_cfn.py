@@ -38,7 +38,12 @@ def test_the_translated_stack_has_no_cycle_and_each_resource_comes_after_what_it
 def test_a_role_that_names_the_state_machine_invoking_its_function_is_the_cycle_cloudformation_refuses(tmp_path: Path) -> None:
     # The first `sam deploy` failed this way: Publish's role named ${VideoJobStateMachine.Name}, the state machine
     # invokes Publish's version, the version needs Publish, Publish needs its role.
-    path = _variant(tmp_path, ":execution:img2video-jobs-${StackUuid}:*", ":execution:${VideoJobStateMachine.Name}-${StackUuid}:*")
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    head, _, publish_on = text.partition("Sid: ReadEndedExecutions")  # Publish's grant, not Submit's or Batch's
+    named = publish_on.replace(":execution:img2video-jobs-${StackUuid}:*", ":execution:${VideoJobStateMachine.Name}-${StackUuid}:*", 1)
+    assert named != publish_on
+    path = tmp_path / "template.yaml"
+    path.write_text(head + "Sid: ReadEndedExecutions" + named, encoding="utf-8")
     with mock_aws(), pytest.raises(StackRefused) as refused:
         provision(Template.load(path=path), API_KEY)
     message = str(refused.value)

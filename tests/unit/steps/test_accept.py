@@ -341,7 +341,7 @@ def test_a_passing_pipeline_fault_is_looked_at_again_only_as_often_as_an_aws_fau
     put(aws, "incoming/cut.txt", "p")
     put(aws, "incoming/cut.jpg", jpeg_bytes())
     sent = spy(monkeypatch, "sqs", "send_message")
-    monkeypatch.setattr(accept_module, "_validated_image", mock.Mock(side_effect=DownloadInterrupted("the image read was cut short")))
+    monkeypatch.setattr(accept_module, "validated_image", mock.Mock(side_effect=DownloadInterrupted("the image read was cut short")))
 
     assert recheck(aws, "incoming/cut.jpg", time.time(), attempt=1, reason="aws-retry") == {"batchItemFailures": []}
     assert len(requeued(sent, aws.stack.id("UploadQueue"))) == 1 and aws.notices() == []

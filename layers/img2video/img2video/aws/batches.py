@@ -59,9 +59,11 @@ def get_batch(batch_id: str) -> dict[str, Any] | None:
 
 def latest_batch(manifest_key: str) -> dict[str, Any] | None:
     """The newest batch of a manifest key: what `img2video batch status MANIFEST` shows."""
-    counter = client("dynamodb").get_item(
-        TableName=_table(), Key={"job_id": {"S": _ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True
-    ).get("Item")
+    counter = (
+        client("dynamodb")
+        .get_item(TableName=_table(), Key={"job_id": {"S": _ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True)
+        .get("Item")
+    )
     if not counter or "latest_batch" not in counter:
         return None
     return get_batch(counter["latest_batch"]["S"])

@@ -42,6 +42,15 @@ def is_manifest(key: str) -> bool:
     return key.lower().endswith(MANIFEST_SUFFIXES)
 
 
+BATCH_FOLDER_SUFFIX = ".batch"
+
+
+def in_batch_folder(relative_folder: str) -> bool:
+    """Images (and sidecars) in a folder whose name ends in `.batch` belong to batches: only a manifest's line makes
+    them a job, however long their upload takes and in whatever order (no MISSING_SIDECAR for a batch's images)."""
+    return any(part.lower().endswith(BATCH_FOLDER_SUFFIX) for part in relative_folder.split("/") if part)
+
+
 def manifest_format(key: str) -> Literal["jsonl", "csv"]:
     return "csv" if key.lower().endswith(".batch.csv") else "jsonl"
 
@@ -215,8 +224,15 @@ class BatchNotice(BaseModel):
 
 
 def batch_notice(
-    *, batch_id: str, attempt: int, manifest: dict[str, str], lines: int, counts: dict[str, int], failed_lines: list[int],
-    error: NoticeError | None = None, timings: dict[str, Any] | None = None,
+    *,
+    batch_id: str,
+    attempt: int,
+    manifest: dict[str, str],
+    lines: int,
+    counts: dict[str, int],
+    failed_lines: list[int],
+    error: NoticeError | None = None,
+    timings: dict[str, Any] | None = None,
 ) -> BatchNotice:
     return BatchNotice(
         notice_id=f"{batch_id}:completed",
@@ -243,14 +259,15 @@ def batch_subject(notice: BatchNotice) -> str:
 def batch_email_text(notice: BatchNotice) -> str:
     lines = [f"Manifest: s3://{notice.manifest['bucket']}/{notice.manifest['key']} (attempt {notice.attempt})", ""]
     if notice.error is not None:
-        lines += ["The manifest could not be read; no line became a job.", f"Error:  {notice.error.code}", f"Reason: {notice.error.message}"]
+        lines += ["The manifest could not be read; no line became a job."]
+        lines += [f"Error:  {notice.error.code}", f"Reason: {notice.error.message}"]
     else:
-        lines += [f"Lines: {notice.lines}"] + [f"  {outcome}: {notice.counts[outcome]}" for outcome in OUTCOMES]
+        lines += [f"Lines: {notice.lines}", *(f"  {outcome}: {notice.counts[outcome]}" for outcome in OUTCOMES)]
         if notice.failed_lines:
             shown = ", ".join(str(n) for n in notice.failed_lines[:50])
             more = f" and {len(notice.failed_lines) - 50} more" if len(notice.failed_lines) > 50 else ""
             lines += ["", f"Failed lines: {shown}{more} (each line's own notice says why)"]
-    return "\n".join(lines + ["", f"Batch: {notice.batch_id}"])
+    return "\n".join([*lines, "", f"Batch: {notice.batch_id}"])
 
 
 def batch_publish_arguments(notice: BatchNotice, topic_arn: str) -> dict[str, Any]:

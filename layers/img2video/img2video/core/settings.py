@@ -26,7 +26,6 @@ class Settings(BaseModel):
     output_prefix: str = "videos/"
     topic_arn: Annotated[str, Field(min_length=1)]
     state_machine_arn: str = ""
-    batch_state_machine_arn: str = ""  # the batches' state machine: a manifest's lines become jobs
     upload_queue_url: str = ""
     submit_queue_url: str = ""
     slot_line_queue_url: str = ""  # jobs Novita turned away for want of a task slot (slot_line.py); empty: no line
@@ -93,6 +92,12 @@ class Settings(BaseModel):
         if self.default_model not in self.allowed_model_names:
             raise ValueError(f"DefaultModel {self.default_model} is not among AllowedModels ({self.allowed_models})")
         return self
+
+    @property
+    def batch_state_machine_arn(self) -> str:
+        """The batches' state machine: named from the stack id as the jobs' one is (template.yaml), so its ARN is the
+        jobs' with the other name, and no function's environment (4 KB in all) carries one more ARN."""
+        return self.state_machine_arn.replace(":stateMachine:img2video-jobs-", ":stateMachine:img2video-batches-", 1)
 
     @property
     def allowed_model_names(self) -> tuple[str, ...]:

@@ -8,9 +8,10 @@ from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
-from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.batches import open_batch
+from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.intake import (
     PendingJob,
     end_image_key,
@@ -26,7 +27,7 @@ from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import latest_attempt
 from img2video.aws.s3_objects import tag_source
 from img2video.aws.transient import backoff_seconds, describe, is_transient
-from img2video.core.batch import is_manifest, manifest_name
+from img2video.core.batch import in_batch_folder, is_manifest, manifest_name
 from img2video.core.clock import iso, now, parse_iso
 from img2video.core.errors import InvalidSidecar, MissingSidecar, PipelineError, UnsupportedImage
 from img2video.core.jobs import Job, SourceObject, job_id
@@ -230,6 +231,9 @@ def _handle_trigger(trigger: Trigger, receive_count: int, settings: Settings) ->
         return [_reject_key(trigger, problem)]
     if trigger.bucket != settings.input_bucket or parsed is None or parsed.kind == "other":
         logger.info("Ignoring key", extra={"key": trigger.key})
+        return [Outcome.IGNORED]
+    if in_batch_folder(parsed.relative_folder(settings.input_prefix)):
+        logger.info("A batch's image: its manifest's line makes its job, not a sidecar", extra={"key": trigger.key})
         return [Outcome.IGNORED]
     siblings = _siblings(trigger.bucket, parsed, settings.input_prefix)
     if parsed.kind == "sidecar":
