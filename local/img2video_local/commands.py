@@ -201,6 +201,36 @@ def find_jobs(stack: Stack, job_or_key: str) -> list[dict[str, Any]]:
     return [job] if job else []
 
 
+def batch_status(stack: Stack, manifest: str) -> dict[str, Any]:
+    """The newest batch of a manifest key (`s3://bucket/key`, a key, or a key under the input prefix): its lines,
+    how many have ended and how, and whether its `batch.completed` notice went out."""
+    key = manifest.split("/", 3)[3] if manifest.startswith("s3://") and manifest.count("/") >= 3 else manifest.lstrip("/")
+    key = key if key.startswith(stack.input_prefix) else stack.input_prefix + key
+    dynamodb = stack.client("dynamodb")
+    counter = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": f"#attempts#{key}"}}, ConsistentRead=True).get("Item")
+    if not counter or "latest_batch" not in counter:
+        raise CommandError(f"no batch of {key} in the jobs table (is it a .batch.jsonl or .batch.csv under {stack.input_prefix}?)")
+    batch_id = counter["latest_batch"]["S"]
+    item = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": f"#batch#{batch_id}"}}, ConsistentRead=True).get("Item")
+    if not item:
+        raise CommandError(f"the batch {batch_id} of {key} has no item in the jobs table")
+    failed = sorted(int(n) for n in item.pop("failed_lines", {}).get("NS", []))
+    item.pop("ended", None)
+    data = plain(item)
+    status = {
+        "manifest": key,
+        "batch_id": batch_id,
+        "attempt": data.get("attempt"),
+        "lines": data.get("lines"),  # None until the manifest has been read and every line listed
+        "ended": int(data.get("ended_count", 0)),
+        "counts": {outcome: int(data.get(f"{outcome}_count", 0)) for outcome in TERMINAL},
+        "failed_lines": failed,
+        "completed_at": data.get("completed_at"),
+        "error": {"code": data["error_code"], "message": data.get("error_message", "")} if "error_code" in data else None,
+    }
+    return status
+
+
 # -- changing things -----------------------------------------------------------------------------------------
 
 

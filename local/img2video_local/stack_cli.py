@@ -67,11 +67,15 @@ def add_commands(subparsers: Any) -> None:
         "connect-bucket", help="turn on EventBridge for an existing input bucket (ExistingInputBucket), keeping its other notifications"
     )
     connect.add_argument("bucket", metavar="BUCKET")
-    for parser in (drop, status, jobs, watch, retry, cancel, fetch, connect):
+    batch = subparsers.add_parser("batch", help="batch manifests: `batch status MANIFEST` shows a batch's progress")
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="status")
+    batch_status = batch_commands.add_parser("status", help="the newest batch of a manifest: lines ended, by outcome, failed lines")
+    batch_status.add_argument("manifest", metavar="MANIFEST", help="its key (under the input prefix or not) or s3://bucket/key")
+    for parser in (drop, status, jobs, watch, retry, cancel, fetch, connect, batch_status):
         parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout, nothing else")
 
 
-COMMANDS = ("drop", "status", "jobs", "watch", "retry", "cancel", "fetch", "connect-bucket")
+COMMANDS = ("drop", "status", "jobs", "watch", "retry", "cancel", "fetch", "connect-bucket", "batch")
 
 
 def run(stack: Stack, args: argparse.Namespace) -> int:
@@ -243,6 +247,28 @@ def _connect_bucket(stack: Stack, args: argparse.Namespace, out: Output) -> int:
         )
     out.result(done, "\n".join(lines))
     return 0
+
+
+def _batch(stack: Stack, args: argparse.Namespace, out: Output) -> int:
+    status = commands.batch_status(stack, args.manifest)
+    counts = ", ".join(f"{count} {outcome}" for outcome, count in status["counts"].items())
+    lines = "?" if status["lines"] is None else str(status["lines"])
+    text = f"{status['manifest']}  batch {status['batch_id']}  attempt {status['attempt']}"
+    text += f"\n  {status['ended']} of {lines} lines ended: {counts}"
+    if status["lines"] is None:
+        text += "\n  (its lines are still being read)"
+    if status["failed_lines"]:
+        text += "\n  failed lines: " + ", ".join(str(n) for n in status["failed_lines"][:100])
+        text += f" and {len(status['failed_lines']) - 100} more" if len(status["failed_lines"]) > 100 else ""
+    if status["error"]:
+        text += f"\n  {status['error']['code']}: {status['error']['message']}"
+    text += (
+        f"\n  completed at {status['completed_at']} (its batch.completed notice went out)"
+        if status["completed_at"]
+        else "\n  not completed yet"
+    )
+    out.result(status, text)
+    return 1 if status["failed_lines"] or status["error"] else 0
 
 
 def _cancel(stack: Stack, args: argparse.Namespace, out: Output) -> int:

@@ -12,6 +12,7 @@ from img2video_local.emulator_faults import Faults
 from img2video_local.runtime import LocalPipeline, Received
 
 from tests.conftest import API_KEY, jpeg_bytes
+from tests.integration.test_job_events import received, with_events
 from tests.integration.test_pipeline import FAST, pipeline, wait_until
 
 pytestmark = pytest.mark.integration
@@ -131,3 +132,18 @@ def test_every_aws_call_of_a_batch_failing_once_still_gives_one_notice_per_line_
     assert sorted(r.notice["batch"]["line"] for r in lines) == [1, 2, 3]
     assert batch["counts"] == {"succeeded": 2, "failed": 1, "cancelled": 0} and batch["failed_lines"] == [3]
     assert len(local.emulator.submissions) == 2 and local.faults.fired
+
+
+def test_the_batch_completed_event_follows_the_lines_events_which_name_their_batch() -> None:
+    with with_events() as (local, queue):
+        local.upload("incoming/e.batch/cat.jpg", jpeg_bytes(640, 400))
+        local.upload("incoming/e.batch/e.batch.jsonl", jsonl({"image": "cat.jpg", "prompt": "a cat"}, {"image": "cat.jpg"}))
+        [notice] = batch_notices(local, "incoming/e.batch/e.batch.jsonl")
+        events = received(local, queue, "completed")
+    [completed] = [e for e in events if e["detail-type"] == "Video Batch State Change"]
+    assert completed["source"] == "img2video" and completed["detail"]["notice_id"] == notice["notice_id"]
+    assert completed["detail"]["counts"] == notice["counts"] == {"succeeded": 1, "failed": 1, "cancelled": 0}
+    jobs = [e["detail"] for e in events if e["detail-type"] == "Video Job State Change"]
+    assert {d["batch"]["line"] for d in jobs} == {1, 2} and all(d["batch"]["batch_id"] == notice["batch_id"] for d in jobs)
+    ends = [d for d in jobs if d["state"] in ("succeeded", "failed")]
+    assert len(ends) == 2 and all(d["changed_at"] <= completed["detail"]["changed_at"] for d in ends)

@@ -269,3 +269,24 @@ def test_connect_bucket_turns_eventbridge_on_and_names_what_it_kept(
     configuration = s3.get_bucket_notification_configuration(Bucket="their-photos")
     assert "EventBridgeConfiguration" in configuration and [c["Id"] for c in configuration["QueueConfigurations"]] == ["keep-me"]
     assert [c["Id"] for c in configuration["LambdaFunctionConfigurations"]] == ["and-me"]
+
+
+def test_batch_status_shows_a_manifests_lines_by_outcome_until_its_batch_completes(
+    up: tuple[LocalPipeline, Stack], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, _ = up
+    pipeline.upload("incoming/set.batch/cat.jpg", jpeg_bytes())
+    lines = [{"image": "cat.jpg", "prompt": "a cat"}, {"image": "cat.jpg", "prompt": "a cat", "duration": 99}]
+    pipeline.upload("incoming/set.batch/set.batch.jsonl", "\n".join(json.dumps(line) for line in lines).encode())
+    assert cli(capsys, "batch", "status", "missing.batch.jsonl")[0] == 1  # no such batch: said, exit 1
+
+    def completed() -> list[dict[str, Any]]:
+        code, [status] = cli(capsys, "batch", "status", "set.batch/set.batch.jsonl")
+        return [{**status, "code": code}] if status["completed_at"] else []
+
+    [status] = wait_until(completed, 120)
+    assert status["manifest"] == "incoming/set.batch/set.batch.jsonl" and status["attempt"] == 1
+    assert status["lines"] == 2 and status["ended"] == 2 and status["counts"] == {"succeeded": 1, "failed": 1, "cancelled": 0}
+    assert status["failed_lines"] == [2] and status["code"] == 1  # a failed line: exit 1, as `status` of a failed job
+    text_code = main(["local", "batch", "status", f"s3://{pipeline.input_bucket}/incoming/set.batch/set.batch.jsonl"])
+    assert text_code == 1 and "2 of 2 lines ended: 1 succeeded, 1 failed, 0 cancelled" in capsys.readouterr().out
