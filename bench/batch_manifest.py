@@ -68,8 +68,14 @@ def main() -> int:
         history = sfn.get_execution_history(executionArn=executions[0]["executionArn"], maxResults=1000)["events"]
         used = Counter(policies.used) - before
         by = _calls_by_principal(used)
-        starts = sum(count for (statement, action), count in used.items() if "BatchFunctionRole" in statement and action == "states:startexecution")
-        invocations = sum(count for (statement, action), count in used.items() if "BatchStateMachineRole" in statement and action == "lambda:invokefunction")
+        starts = sum(
+            count for (statement, action), count in used.items() if "BatchFunctionRole" in statement and action == "states:startexecution"
+        )
+        invocations = sum(
+            count
+            for (statement, action), count in used.items()
+            if "BatchStateMachineRole" in statement and action == "lambda:invokefunction"
+        )
         s3 = boto3.client("s3", region_name=REGION)
         listing = s3.list_objects_v2(Bucket=local.output_bucket, Prefix=LINES_PREFIX)["Contents"]
         chunks = json.loads(s3.get_object(Bucket=local.output_bucket, Key=listing[0]["Key"])["Body"].read())

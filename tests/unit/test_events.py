@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
+from img2video.core.batch import is_manifest, line_fields
 from img2video.core.failure import notice_for_ended_execution, notice_for_failed_state
 from img2video.core.jobs import ExecutionState, Job, job_id
 from img2video.steps.accept import Trigger, triggers_from_body
+from img2video.steps.batch import Batch
 from img2video.steps.submit import SubmitRequest
 from img2video_local.template import REPO_ROOT, load_template
 
@@ -150,6 +152,8 @@ def test_every_file_in_events_is_covered_here() -> None:
         "publish_input.json",
         "publish_backstop_event.json",
         "webhook_task_result.json",
+        "batch_read.json",
+        "batch_lines.json",
     }
     assert {path.name for path in EVENTS.glob("*.json")} == covered
 
@@ -162,3 +166,13 @@ def test_the_webhook_event_is_a_function_url_call_with_novitas_task_result() -> 
     assert body["event_type"] == "ASYNC_TASK_RESULT" and body["payload"]["task"]["status"] == "TASK_STATUS_SUCCEED"
     # the path is a placeholder: with the real secret the call is confirmed with the Task Result API; without it, 404
     assert "REPLACE" in event["rawPath"]
+
+
+# -- BatchFunction (the batches' state machine) ----------------------------------------------------------------
+def test_the_batch_steps_inputs_name_their_manifest_and_lines() -> None:
+    read, lines = load("batch_read.json"), load("batch_lines.json")
+    assert (read["step"], lines["step"]) == ("read", "lines")
+    batch = Batch.model_validate(read["batch"])
+    assert is_manifest(batch.manifest.key) and batch.attempt == 1 and Batch.model_validate(lines["batch"]) == batch
+    image, fields = line_fields(lines["lines"][0]["text"], 1)
+    assert (image, fields["prompt"]) == ("cat.jpg", "The cat yawns") and lines["lines"][1]["problem"].startswith("line 2 ")
