@@ -27,7 +27,7 @@ import pytest
 from img2video.aws import clients, jobs_table, secrets, slot_line, video_transfer
 from img2video.core.sidecar import MAX_EXTRA_IMAGES
 from img2video.novita import client as novita
-from img2video.steps import accept, webhook
+from img2video.steps import accept, batch, webhook
 from img2video_local.template import REPO_ROOT, load_template
 from moto import mock_aws
 
@@ -193,6 +193,16 @@ STORE_RESUMED = [
     Call("s3:PutObject of the manifest", "store.store_video", 1, AWS),
     RECORD,
 ]
+# a batch line's notice counts its end on the batch's item and reads it back (batches.line_ended)
+LINE_ENDED = [Call("dynamodb:UpdateItem + GetItem of the batch's item", "batches.line_ended", 2, AWS)]
+# the last one publishes the batch's notice once (batches.complete_if_done)
+BATCH_COMPLETED = [
+    Call("dynamodb: the batch's notice published once", "batches._publish_once (once_per)", IDEMPOTENT, AWS),
+    Call("sns:Publish", "batches._publish_once", 1, AWS),
+    Call("events:PutEvents of the batch's event (quick client)", "job_events.batch_ended", 1, clients.QUICK_CALL_WORST_SECONDS),
+    Call("dynamodb:UpdateItem (completed_at)", "batches.complete_if_done", 1, AWS),
+]
+
 # -- Publish -----------------------------------------------------------------------------------------------
 PUBLISH_STATE = [Call("s3:GetObject of the manifest", "publish.stored_notice", 1, AWS), *NOTICE]
 PUBLISH_BACKSTOP = [
@@ -258,6 +268,11 @@ BUDGETS = {
     ("StoreFunction", "resumed: video stored, manifest missing"): STORE_RESUMED,
     ("PublishFunction", "PublishNotice step"): PUBLISH_STATE,
     ("PublishFunction", "EventBridge backstop"): PUBLISH_BACKSTOP,
+    ("PublishFunction", "backstop of a batch's last line"): PUBLISH_BACKSTOP + LINE_ENDED + BATCH_COMPLETED,
+    ("BatchFunction", "the count of lines, completing the batch"): [
+        Call("dynamodb:UpdateItem (lines) + GetItem", "batches.set_listed", 2, AWS),
+        *BATCH_COMPLETED,
+    ],
     ("WebhookFunction", "a confirmed webhook"): WEBHOOK,
 }
 
@@ -272,6 +287,28 @@ def test_the_worst_case_of_each_function_fits_its_timeout(function: str, scenari
 def test_each_function_times_out_before_its_state_does(function: str) -> None:
     # the state must see the function's own error (or Lambda's timeout), never a States.Timeout of a still-running try
     assert timeout(function) < state_timeout(function)
+
+
+# -- Batch: a manifest's line (the lines step starts another only with batch.LINE_WORST_SECONDS left) -------------
+def line_path(*tail: Call) -> list[Call]:
+    """A line with an end frame and every extra image a sidecar allows: each a HEAD and three ranged reads."""
+    return [
+        Call("s3:HeadObject + three ranged GetObject of the image", "batch._accept", 4, AWS),
+        Call("s3:HeadObject + 3 ranged GetObject, end frame and each extra image", "intake.image_beside", 4 * (1 + MAX_EXTRA_IMAGES), AWS),
+        Call("dynamodb:PutItem of the line's job (numbered as its manifest's attempt)", "jobs_table.open_attempt", 1, AWS),
+        *tail,
+    ]
+
+
+LINE_PATHS = {
+    "accepted": line_path(EVENT, START),
+    "refused after its images were read": line_path(*NOTICE, *LINE_ENDED),
+}
+
+
+@pytest.mark.parametrize("path", list(LINE_PATHS))
+def test_the_batch_function_starts_a_line_only_when_its_worst_case_fits(path: str) -> None:
+    assert total(LINE_PATHS[path]) <= batch.LINE_WORST_SECONDS <= timeout("BatchFunction"), table(LINE_PATHS[path])
 
 
 def test_accept_starts_a_record_only_when_its_reserve_fits_the_timeout() -> None:

@@ -50,8 +50,9 @@ from img2video.observability import job_logging, logger
 
 LINES_PREFIX = "img2video-batches/"  # in the output bucket: each batch's lines, in chunks, for its Distributed Map
 # A line's worst case when every AWS call it makes times out: the image's HEAD and three ranged reads, the same for
-# an end frame and each extra image, its item, its execution, and its event (tests/unit/test_budgets.py).
-LINE_WORST_SECONDS = (7 + 4 * (1 + MAX_EXTRA_IMAGES)) * AWS_CALL_WORST_SECONDS + QUICK_CALL_WORST_SECONDS
+# an end frame and each extra image, its item, then its execution and event, or its failure notice and its end counted
+# on the batch's item (tests/unit/test_budgets.py). Another line is started only with this much time left.
+LINE_WORST_SECONDS = (15 + 4 * (1 + MAX_EXTRA_IMAGES)) * AWS_CALL_WORST_SECONDS + QUICK_CALL_WORST_SECONDS
 
 
 class Manifest(BaseModel):
