@@ -37,7 +37,7 @@ def test_cfn_lint_reports_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-FUNCTIONS = {"AcceptFunction", "SubmitFunction", "PollFunction", "StoreFunction", "PublishFunction", "WebhookFunction"}
+FUNCTIONS = {"AcceptFunction", "SubmitFunction", "PollFunction", "StoreFunction", "PublishFunction", "WebhookFunction", "BatchFunction"}
 
 
 def test_functions_run_python313_on_arm64_with_the_shared_layer(cfn: dict[str, Any]) -> None:
@@ -265,7 +265,17 @@ def test_each_role_reaches_only_what_its_function_needs(cfn: dict[str, Any]) -> 
         "JobsTable/index": {"dynamodb:Query"},  # only the by-source index: an image's last job
     }
     assert tables["Submit"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
-    assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:UpdateItem"}}
+    # Publish reads back a batch's item after counting a line's end on it
+    assert tables["Publish"] == {"IdempotencyTable": items, "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"}}
+    # Batch creates each line's job item and updates the batch's; it writes only the lines' chunks to the output bucket
+    assert _dynamodb_grants(cfn, "BatchFunctionRole") == {
+        "IdempotencyTable": items,
+        "JobsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
+    writes = [s["Resource"] for name, s in _allow_statements(cfn) if name == "BatchFunctionRole" and "s3:PutObject" in s["Action"]]
+    assert writes == [{"Fn::Sub": "${OutputBucket.Arn}/img2video-batches/*"}]
+    reads = [s["Resource"] for name, s in _allow_statements(cfn) if name == "BatchStateMachineRole" and "s3:" in str(s["Action"])]
+    assert reads == [{"Fn::Sub": "${OutputBucket.Arn}/img2video-batches/*"}]  # the Distributed Map's ItemReader only
     line = {"dynamodb:BatchGetItem"}  # the states of the jobs at the head of the line for a task slot, in one call
     # (no GetItem: local mode's IAM report showed no call of Poll's or Store's ever used it)
     assert tables["Poll"] == {"JobsTable": {"dynamodb:UpdateItem", *line}}
@@ -327,8 +337,17 @@ def _dynamodb_grants(cfn: dict[str, Any], role: str) -> dict[str, set[str]]:
     return grants
 
 
+def test_the_batches_state_machine_is_standard_and_invokes_the_batch_functions_version(cfn: dict[str, Any]) -> None:
+    props = of_type(cfn, "AWS::StepFunctions::StateMachine")["BatchStateMachine"]["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    placeholders = set(re.findall(r"\$\{(\w+)\}", (ASL_PATH.parent / "batch.asl.json").read_text()))
+    assert placeholders == set(props["DefinitionSubstitutions"]) == {"BatchFunctionArn"}
+    version = props["DefinitionSubstitutions"]["BatchFunctionArn"]["Ref"]
+    assert of_type(cfn, "AWS::Lambda::Version")[version]["Properties"]["FunctionName"] == {"Ref": "BatchFunction"}
+
+
 def test_state_machine_is_standard_and_substitutes_every_function(cfn: dict[str, Any]) -> None:
-    [machine] = of_type(cfn, "AWS::StepFunctions::StateMachine").values()
+    machine = of_type(cfn, "AWS::StepFunctions::StateMachine")["VideoJobStateMachine"]
     props = machine["Properties"]
     assert props["StateMachineType"] == "STANDARD"
     substitutions = props["DefinitionSubstitutions"]
@@ -413,7 +432,7 @@ def test_the_stack_offers_exactly_the_registered_models(sam: dict[str, Any]) -> 
 def test_job_events_go_to_the_named_bus_only_and_only_from_the_steps_that_change_a_job(cfn: dict[str, Any]) -> None:
     bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}
     granted = {role: s["Resource"] for role, s in _allow_statements(cfn) if "events:PutEvents" in str(s["Action"])}
-    assert granted == {f"{name}FunctionRole": bus for name in ("Accept", "Submit", "Poll", "Store", "Publish")}
+    assert granted == {f"{name}FunctionRole": bus for name in ("Accept", "Submit", "Poll", "Store", "Publish", "Batch")}
     for role in granted:  # the grant exists only while events are on
         [conditional] = [
             s
@@ -432,7 +451,12 @@ def test_an_existing_input_bucket_is_reached_only_under_the_input_prefix(cfn: di
         resource = statement["Resource"]
         if isinstance(resource, dict) and "Fn::If" in resource and resource["Fn::If"][0] == "UseExistingBucket":
             on_existing.append((role, resource["Fn::If"][1]))
-    assert sorted(role for role, _ in on_existing) == ["AcceptFunctionRole", "PublishFunctionRole", "SubmitFunctionRole"]
+    assert sorted(role for role, _ in on_existing) == [
+        "AcceptFunctionRole",
+        "BatchFunctionRole",
+        "PublishFunctionRole",
+        "SubmitFunctionRole",
+    ]
     assert all(resource == objects for _, resource in on_existing)
     [listing] = [
         s["Fn::If"][1]
