@@ -219,6 +219,8 @@ def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
             raise CommandError(f"no job {args.job} in the jobs table")
         if job.get("state") not in TERMINAL:
             raise CommandError(f"job {args.job} is still {job.get('state')}; cancel it first or wait for its notice")
+        if job.get("batch_id"):
+            raise CommandError(_a_line_of_a_batch(job))
         targets = [job]
     else:
         latest: dict[str, dict[str, Any]] = {}
@@ -226,6 +228,10 @@ def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
             latest.setdefault(str(job["source_key"]), job)
         # only images whose newest attempt failed: one that succeeded (or runs) since is not retried again
         targets = [job for key, job in latest.items() if commands.attempts_of(stack, key)[0]["job_id"] == job["job_id"]]
+        lines = [job for job in targets if job.get("batch_id")]
+        for job in lines:  # copying the image would start nothing (a .batch folder) or a pair the user never asked for
+            out.stderr.print(f"skipped {job['job_id']}: {_a_line_of_a_batch(job)}")
+        targets = [job for job in targets if not job.get("batch_id")]
     keys = [commands.retry(stack, job) for job in targets]
     earlier = frozenset(str(job["job_id"]) for job in targets)
     new = commands.jobs_of_keys(stack, keys, JOB_ID_WAIT_SECONDS, earlier) if keys else {}
@@ -235,6 +241,13 @@ def _retry(stack: Stack, args: argparse.Namespace, out: Output) -> int:
     if not targets:
         out.stderr.print("nothing to retry")
     return 0
+
+
+def _a_line_of_a_batch(job: dict[str, Any]) -> str:
+    return (
+        f"job {job['job_id']} is line {job.get('line', '?')} of a batch manifest: upload the manifest again for a new "
+        "attempt of its lines, or a manifest of the lines to retry (`batch status` lists the failed ones)"
+    )
 
 
 def _connect_bucket(stack: Stack, args: argparse.Namespace, out: Output) -> int:

@@ -290,3 +290,16 @@ def test_batch_status_shows_a_manifests_lines_by_outcome_until_its_batch_complet
     assert status["failed_lines"] == [2] and status["code"] == 1  # a failed line: exit 1, as `status` of a failed job
     text_code = main(["local", "batch", "status", f"s3://{pipeline.input_bucket}/incoming/set.batch/set.batch.jsonl"])
     assert text_code == 1 and "2 of 2 lines ended: 1 succeeded, 1 failed, 0 cancelled" in capsys.readouterr().out
+
+
+def test_retry_of_a_batch_line_says_how_to_retry_it_instead_of_copying_its_image(
+    up: tuple[LocalPipeline, Stack], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, _ = up
+    pipeline.upload("incoming/r.batch/cat.jpg", jpeg_bytes())
+    pipeline.upload("incoming/r.batch/r.batch.jsonl", json.dumps({"image": "cat.jpg", "prompt": "a cat", "duration": 99}).encode())
+    [failed] = wait_until(lambda: [r.notice for r in list(pipeline.notices) if r.notice.get("batch")], 120)
+    assert main(["local", "retry", failed["job_id"]]) == 1
+    assert "is line 1 of a batch manifest: upload the manifest again" in capsys.readouterr().err
+    code, retried = cli(capsys, "retry", "--failed")
+    assert code == 0 and retried == []  # nothing copied: the line is skipped, with the reason on stderr
