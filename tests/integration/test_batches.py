@@ -48,14 +48,20 @@ def test_each_line_is_a_job_bad_lines_get_their_own_notice_and_the_batch_one_at_
             "{not json",
             {"image": "cat.jpg", "prompt": "the cat again", "tags": {"take": "2"}},
             {"image": "missing.jpg", "prompt": "nothing there"},
+            '{"image": "cat.jpg", "prompt": "half an emoji \\ud83d"}',  # a lone surrogate: this line's problem only
+            '{"image": "cat.jpg", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+            {"image": "dog.jpg", "prompt": "after the worst lines"},
         )
         local.upload("incoming/shoot.batch/shoot.batch.jsonl", manifest)
         [batch] = batch_notices(local, "incoming/shoot.batch/shoot.batch.jsonl")
         lines = line_notices(local, batch["batch_id"])
-    assert batch["lines"] == 5 and batch["counts"] == {"succeeded": 2, "failed": 3, "cancelled": 0}
-    assert batch["failed_lines"] == [3, 4, 6] and batch["attempt"] == 1 and batch["error"] is None
+    assert batch["lines"] == 8 and batch["counts"] == {"succeeded": 3, "failed": 5, "cancelled": 0}
+    assert batch["failed_lines"] == [3, 4, 6, 7, 8] and batch["attempt"] == 1 and batch["error"] is None
     by_line = {r.notice["batch"]["line"]: r.notice for r in lines}
-    assert sorted(by_line) == [1, 3, 4, 5, 6] and len(lines) == 5  # one notice per line
+    assert sorted(by_line) == [1, 3, 4, 5, 6, 7, 8, 9] and len(lines) == 8  # one notice per line
+    assert by_line[7]["error"]["code"] == "INVALID_SIDECAR" and '"prompt"' in by_line[7]["error"]["message"]
+    assert by_line[8]["error"]["message"].startswith("line 8 has JSON nested too deeply")
+    assert by_line[9]["event"] == "video.succeeded"  # the lines after them in their chunk were not taken down
     assert by_line[3]["error"]["code"] == "INVALID_SIDECAR" and by_line[3]["error"]["message"].startswith("line 3: ")
     assert '"duration"' in by_line[3]["error"]["message"]
     assert "line 4 is not a JSON object" in by_line[4]["error"]["message"]
@@ -63,7 +69,7 @@ def test_each_line_is_a_job_bad_lines_get_their_own_notice_and_the_batch_one_at_
     assert by_line[1]["video"]["key"] == "videos/shoot.batch/shoot/00001-cat.mp4"
     assert by_line[5]["video"]["key"] == "videos/shoot.batch/shoot/00005-cat.mp4" and by_line[5]["tags"] == {"take": "2"}
     assert by_line[1]["source"]["key"] == "incoming/shoot.batch/cat.jpg"
-    assert len(local.notices) == 6  # the lines' and the batch's: the images of a .batch folder are no pairs
+    assert len(local.notices) == 9  # the lines' and the batch's: the images of a .batch folder are no pairs
 
 
 def test_a_manifest_uploaded_twice_is_two_attempts_and_repeated_events_change_nothing() -> None:

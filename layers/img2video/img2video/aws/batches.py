@@ -75,7 +75,7 @@ def line_ended(batch: BatchRef, outcome: Outcome) -> None:
     names = {"#o": f"{outcome}_count"}
     values = {":line": {"NS": [str(batch.line)]}, ":n": {"N": str(batch.line)}, ":one": {"N": "1"}}
     update = "ADD ended :line, ended_count :one, #o :one"
-    if outcome != "succeeded":
+    if outcome == "failed":
         update += ", failed_lines :line"
     try:
         client("dynamodb").update_item(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,23 +92,37 @@ def read_manifest(raw: bytes, key: str) -> list[Line]:
     return lines
 
 
-def _too_long(number: int, size: int) -> Line | None:
+def _too_long(number: int, text: str) -> Line | None:
+    """A line over 64 KiB, or one whose JSON-escaped text (control characters take six bytes each) would not fit one
+    Map item within Step Functions' 256 KiB."""
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_LINE_BYTES:
         return Line(number, problem=f"line {number} is {size:,} bytes; a line may be at most {MAX_LINE_BYTES:,} bytes (64 KiB)")
+    escaped = len(json.dumps(text).encode())
+    if escaped > CHUNK_BYTES:
+        return Line(number, problem=f"line {number} is {escaped:,} bytes once its control characters are escaped; at most {CHUNK_BYTES:,}")
     return None
 
 
 def _jsonl_lines(text: str) -> list[Line]:
     lines = []
-    for number, raw_line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends a line at "\n" (a "\r" before it is dropped), never at U+2028 and the other breaks splitlines()
+    # knows: they may stand unescaped inside a JSON string
+    for number, raw_line in enumerate(text.split("\n"), start=1):
+        raw_line = raw_line.removesuffix("\r")
         if not raw_line.strip():
             continue
-        lines.append(_too_long(number, len(raw_line.encode("utf-8", "surrogatepass"))) or Line(number, text=raw_line))
+        lines.append(_too_long(number, raw_line) or Line(number, text=raw_line))
     return lines
 
 
 def _csv_lines(text: str, key: str) -> list[Line]:
-    rows = list(enumerate(csv.reader(io.StringIO(text, newline="")), start=1))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    first = 1
+    for row in reader:  # a record's number is the file line it starts on (a quoted cell may hold line breaks)
+        rows.append((first, row))
+        first = reader.line_num + 1
     header = [cell.strip() for cell in rows[0][1]] if rows else []
     if IMAGE_FIELD not in header:
         raise InvalidManifest(f'{key}: its first line must name the columns, one of them "image"; got {header[:10]}')
@@ -118,11 +133,11 @@ def _csv_lines(text: str, key: str) -> list[Line]:
     for number, row in rows[1:]:
         if not any(cell.strip() for cell in row):
             continue
-        size = sum(len(cell.encode("utf-8", "surrogatepass")) for cell in row)
         if len(row) != len(header):
             lines.append(Line(number, problem=f"line {number} has {len(row)} cells; the header names {len(header)} columns"))
             continue
-        lines.append(_too_long(number, size) or Line(number, text=json.dumps(_csv_fields(header, row), ensure_ascii=False)))
+        fields = json.dumps(_csv_fields(header, row), ensure_ascii=False)
+        lines.append(_too_long(number, fields) or Line(number, text=fields))
     return lines
 
 
@@ -146,6 +161,8 @@ def _typed(cell: str) -> Any:
         value = json.loads(cell)
     except ValueError:
         return cell
+    if isinstance(value, float) and not math.isfinite(value):
+        return cell  # NaN, Infinity: text, which the field's own check then names
     return value if isinstance(value, int | float | bool | list) else cell
 
 
@@ -170,12 +187,25 @@ def line_fields(text: str, number: int) -> tuple[str, dict[str, Any]]:
         data = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise InvalidSidecar(f"line {number} is not a JSON object: {exc}") from None
+    except RecursionError:
+        raise InvalidSidecar(f"line {number} has JSON nested too deeply; a line is one object of sidecar fields") from None
     if not isinstance(data, dict):
         raise InvalidSidecar(f'line {number} must be a JSON object like {{"image": "cat.jpg", "prompt": "..."}}; got {type(data).__name__}')
+    for name, value in data.items():  # 1e999 reads as an infinity: no field takes one
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidSidecar(f'line {number}: "{name}" must be a finite number; got {text_of(value)}')
     image = data.pop(IMAGE_FIELD, None)
-    if not isinstance(image, str) or not image.strip():
-        raise InvalidSidecar(f'line {number}: "image" must name an image file, relative to the manifest\'s folder; got {json.dumps(image)}')
+    if not isinstance(image, str) or not image.strip() or _SURROGATE.search(image):
+        shown = json.dumps(image) if not isinstance(image, str) else repr(image)
+        raise InvalidSidecar(f'line {number}: "image" must name an image file, relative to the manifest\'s folder; got {shown}')
     return image, data
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_of(value: float) -> str:
+    return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
 
 
 def _no_constant(name: str) -> Any:

@@ -30,6 +30,7 @@ from img2video.aws.intake import (
 from img2video.aws.invocation import remaining_seconds
 from img2video.aws.job_events import job_changed
 from img2video.aws.s3_objects import is_missing
+from img2video.aws.transient import is_transient
 from img2video.core.batch import (
     batch_output_folder,
     chunks,
@@ -159,6 +160,13 @@ def accept_line(batch: Batch, item: dict[str, Any], settings: Settings) -> str:
                 raise  # the chunk is tried again (each line's job converges on the same id)
             refuse(pending, exc.code, _at_line(number, exc.message))
             outcome = "refused"
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # whatever else one line does (a bug, an input no check foresaw) ends that line only, never its chunk
+            logger.exception("A line could not be read", extra={"line": number})
+            refuse(pending, "INTERNAL", f"line {number} could not be read ({type(exc).__name__})")
+            outcome = "refused"
         logger.info("Handled line", extra={"line": number, "outcome": outcome})
         return outcome
 
@@ -180,7 +188,8 @@ def _accept(batch: Batch, item: dict[str, Any], pending: PendingJob, settings: S
     if found is None:
         raise InvalidSidecar(f'line {number}: "image" {shown} does not exist: no object at {image_key}')
     pending.source = SourceObject(bucket=manifest.bucket, key=image_key, etag=etag(found))
-    request = parse_sidecar(json.dumps(fields, ensure_ascii=False).encode(), f"{manifest.key} line {number}", settings)
+    # ASCII JSON: a lone surrogate stays an escape, which the sidecar's own check names with its field
+    request = parse_sidecar(json.dumps(fields).encode(), f"line {number}", settings)
     pending.request, pending.tags = request.for_notice(), request.tags
     first = validated_image(manifest.bucket, image_key, int(found["ContentLength"]), request.spec)
     end_key = end_image_key(request, first, folder, settings)
