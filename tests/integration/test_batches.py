@@ -153,3 +153,23 @@ def test_the_batch_completed_event_follows_the_lines_events_which_name_their_bat
     assert {d["batch"]["line"] for d in jobs} == {1, 2} and all(d["batch"]["batch_id"] == notice["batch_id"] for d in jobs)
     ends = [d for d in jobs if d["state"] in ("succeeded", "failed")]
     assert len(ends) == 2 and all(d["changed_at"] <= completed["detail"]["changed_at"] for d in ends)
+
+
+def test_two_lines_never_write_one_video_and_the_second_is_refused_before_it_is_paid() -> None:
+    with pipeline() as local:
+        local.upload("incoming/o.batch/cat.jpg", jpeg_bytes(640, 400))
+        same = {"image": "cat.jpg", "prompt": "a cat", "output_name": "hero"}
+        local.upload(
+            "incoming/o.batch/o.batch.jsonl",
+            jsonl(same, same, {"image": "cat.jpg", "prompt": "a cat", "output_name": "00004-cat"}, {"image": "cat.jpg", "prompt": "a cat"}),
+        )
+        [batch] = batch_notices(local, "incoming/o.batch/o.batch.jsonl")
+        local.upload("incoming/o.batch/o.batch.csv", b"image,prompt,output_name\ncat.jpg,a cat,hero\n")  # the same folder of videos
+        [other] = batch_notices(local, "incoming/o.batch/o.batch.csv")
+        by_line = {r.notice["batch"]["line"]: r.notice for r in line_notices(local, batch["batch_id"])}
+        [csv_line] = [r.notice for r in line_notices(local, other["batch_id"])]
+    assert batch["counts"] == {"succeeded": 2, "failed": 2, "cancelled": 0}  # one of each colliding pair
+    refused = [n for n in by_line.values() if n["event"] == "video.failed"]
+    assert all('give "output_name" a name no other line uses' in n["error"]["message"] for n in refused)
+    assert len({n["video"]["key"] for n in by_line.values() if n["video"]}) == 2 and len(local.emulator.submissions) == 2
+    assert "is line 1 of incoming/o.batch/o.batch.jsonl's" in csv_line["error"]["message"] or "is line 2 of" in csv_line["error"]["message"]

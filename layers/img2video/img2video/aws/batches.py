@@ -24,6 +24,7 @@ from img2video.observability import logger
 
 BATCH_PREFIX = "#batch#"
 _ATTEMPTS_PREFIX = "#attempts#"
+_OUTPUT_PREFIX = "#output#"  # a video key a batch line has claimed: two lines never write one video
 
 
 def _table() -> str:
@@ -47,6 +48,35 @@ def open_batch(batch_id: str, bucket: str, manifest_key: str, uploaded_at: str) 
         "expires_at": {"N": str(int(now() + JOB_TTL_SECONDS))},
     }
     return numbered(item, manifest_key, {"latest_batch": batch_id})
+
+
+def claim_output(batch: BatchRef, video_key: str) -> str | None:
+    """Claim a video key for a line, before its job is paid: None when the line may write it (free, its own, or an
+    earlier upload's of the same manifest), else which line of which manifest holds it."""
+    manifest_key = batch.manifest["key"]
+    try:
+        client("dynamodb").put_item(
+            TableName=_table(),
+            Item={
+                "job_id": {"S": _OUTPUT_PREFIX + video_key},
+                "batch_id": {"S": batch.batch_id},
+                "manifest_key": {"S": manifest_key},
+                "line": {"N": str(batch.line)},
+                "expires_at": {"N": str(int(now() + JOB_TTL_SECONDS))},
+            },
+            ConditionExpression="attribute_not_exists(job_id) OR (manifest_key = :m AND (batch_id <> :b OR #line = :l))",
+            ExpressionAttributeNames={"#line": "line"},
+            ExpressionAttributeValues={":m": {"S": manifest_key}, ":b": {"S": batch.batch_id}, ":l": {"N": str(batch.line)}},
+        )
+        return None
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    held = client("dynamodb").get_item(TableName=_table(), Key={"job_id": {"S": _OUTPUT_PREFIX + video_key}}, ConsistentRead=True)
+    item = held.get("Item") or {}
+    holder = item.get("manifest_key", {}).get("S", "another manifest")
+    line = item.get("line", {}).get("N", "?")
+    return f"line {line}" if holder == manifest_key else f"line {line} of {holder}"
 
 
 def get_batch(batch_id: str) -> dict[str, Any] | None:

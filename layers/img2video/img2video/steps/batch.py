@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from img2video.aws.batches import set_listed
+from img2video.aws.batches import claim_output, set_listed
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.intake import (
     PendingJob,
@@ -202,6 +202,10 @@ def _accept(batch: Batch, item: dict[str, Any], pending: PendingJob, settings: S
     problem = output_key_problem(video_key, manifest_key)
     if problem:
         raise (InvalidSidecar if request.output_name else UnsupportedImage)(f"line {number}: {problem}")
+    assert pending.batch is not None
+    holder = claim_output(pending.batch, video_key)
+    if holder:  # before anything is paid: a second video at one key would replace the first
+        raise InvalidSidecar(f'line {number}: its video {video_key} is {holder}\'s; give "output_name" a name no other line uses')
     job = Job(
         job_id=pending.job_id,
         attempt=pending.open(),
