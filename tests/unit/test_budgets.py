@@ -194,7 +194,7 @@ STORE_RESUMED = [
     RECORD,
 ]
 # a batch line's notice counts its end on the batch's item and reads it back (batches.line_ended)
-LINE_ENDED = [Call("dynamodb:UpdateItem + GetItem of the batch's item", "batches.line_ended", 2, AWS)]
+LINE_ENDED = [Call("dynamodb:UpdateItem of the batch's item, returning it", "batches.line_ended", 1, AWS)]
 # the last one publishes the batch's notice once (batches.complete_if_done)
 BATCH_COMPLETED = [
     Call("dynamodb: the batch's notice published once", "batches._publish_once (once_per)", IDEMPOTENT, AWS),
@@ -295,6 +295,7 @@ def line_path(*tail: Call) -> list[Call]:
     return [
         Call("s3:HeadObject + three ranged GetObject of the image", "batch._accept", 4, AWS),
         Call("s3:HeadObject + 3 ranged GetObject, end frame and each extra image", "intake.image_beside", 4 * (1 + MAX_EXTRA_IMAGES), AWS),
+        Call("dynamodb:PutItem claiming the video's key (its holder returned on refusal)", "batches.claim_output", 1, AWS),
         Call("dynamodb:PutItem of the line's job (numbered as its manifest's attempt)", "jobs_table.open_attempt", 1, AWS),
         *tail,
     ]

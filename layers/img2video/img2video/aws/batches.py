@@ -67,22 +67,26 @@ def claim_output(batch: BatchRef, video_key: str) -> str | None:
             ConditionExpression="attribute_not_exists(job_id) OR (manifest_key = :m AND (batch_id <> :b OR #line = :l))",
             ExpressionAttributeNames={"#line": "line"},
             ExpressionAttributeValues={":m": {"S": manifest_key}, ":b": {"S": batch.batch_id}, ":l": {"N": str(batch.line)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",  # who holds it, in the refusal: one call either way
         )
         return None
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
-    held = client("dynamodb").get_item(TableName=_table(), Key={"job_id": {"S": _OUTPUT_PREFIX + video_key}}, ConsistentRead=True)
-    item = held.get("Item") or {}
+        item = exc.response.get("Item") or {}
     holder = item.get("manifest_key", {}).get("S", "another manifest")
     line = item.get("line", {}).get("N", "?")
     return f"line {line}" if holder == manifest_key else f"line {line} of {holder}"
 
 
 def get_batch(batch_id: str) -> dict[str, Any] | None:
-    item = client("dynamodb").get_item(TableName=_table(), Key=_key(batch_id), ConsistentRead=True).get("Item")
+    return _plain_batch(client("dynamodb").get_item(TableName=_table(), Key=_key(batch_id), ConsistentRead=True).get("Item"))
+
+
+def _plain_batch(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if not item:
         return None
+    item = dict(item)
     sets = {name: sorted(int(n) for n in item.pop(name)["NS"]) for name in ("ended", "failed_lines") if name in item}
     return {**plain(item), **sets}
 
@@ -108,18 +112,23 @@ def line_ended(batch: BatchRef, outcome: Outcome) -> None:
     if outcome == "failed":
         update += ", failed_lines :line"
     try:
-        client("dynamodb").update_item(
+        answer = client("dynamodb").update_item(
             TableName=_table(),
             Key=_key(batch.batch_id),
             UpdateExpression=update,
             ConditionExpression="attribute_exists(job_id) AND NOT contains(ended, :n)",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
+            # the item as it now is, counted or (a repeat) refused: one call, no read after it
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
+        item = answer.get("Attributes")
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
-    complete_if_done(batch.batch_id)
+        item = exc.response.get("Item")
+    complete_if_done(batch.batch_id, _plain_batch(item))
 
 
 def set_listed(batch_id: str, lines: int, error: NoticeError | None = None) -> None:
@@ -139,9 +148,10 @@ def set_listed(batch_id: str, lines: int, error: NoticeError | None = None) -> N
     complete_if_done(batch_id)
 
 
-def complete_if_done(batch_id: str) -> BatchNotice | None:
-    """Publish the batch's notice (once per batch) if its lines are known and every one has ended."""
-    batch = get_batch(batch_id)
+def complete_if_done(batch_id: str, batch: dict[str, Any] | None = None) -> BatchNotice | None:
+    """Publish the batch's notice (once per batch) if its lines are known and every one has ended (`batch`: the item
+    as just written, else read)."""
+    batch = batch or get_batch(batch_id)
     if batch is None or "lines" not in batch or int(batch.get("ended_count", 0)) < int(batch["lines"]):
         return None
     error = NoticeError(code=batch["error_code"], message=batch["error_message"], stage="submit") if "error_code" in batch else None
