@@ -87,7 +87,7 @@ def _plain_batch(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if not item:
         return None
     item = dict(item)
-    sets = {name: sorted(int(n) for n in item.pop(name)["NS"]) for name in ("ended", "failed_lines") if name in item}
+    sets: dict[str, list[int]] = {name: sorted(int(n) for n in item.pop(name)["NS"]) for name in ("ended", "failed_lines") if name in item}
     return {**plain(item), **sets}
 
 
