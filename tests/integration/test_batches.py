@@ -173,3 +173,18 @@ def test_two_lines_never_write_one_video_and_the_second_is_refused_before_it_is_
     assert all('give "output_name" a name no other line uses' in n["error"]["message"] for n in refused)
     assert len({n["video"]["key"] for n in by_line.values() if n["video"]}) == 2 and len(local.emulator.submissions) == 2
     assert "is line 1 of incoming/o.batch/o.batch.jsonl's" in csv_line["error"]["message"] or "is line 2 of" in csv_line["error"]["message"]
+
+
+def test_a_chunk_that_fails_every_try_still_ends_each_of_its_lines_in_one_notice_and_nothing_is_paid() -> None:
+    # every StartExecution of the lines step fails (AWS stays throttled past all 20 tries), and so do the first 25
+    # DescribeExecution calls: the chunk's own refusal fails too, and the sweep after the Map gives each line its notice
+    faults = "BatchFunction:stepfunctions.StartExecution:always;BatchFunction:stepfunctions.DescribeExecution:times=25"
+    config = EmulatorConfig(api_key=API_KEY, **FAST, faults=Faults())
+    with LocalPipeline(emulator_config=config, aws_faults=faults, aws_faults_seed=5, time_scale=0.02) as local:
+        local.upload("incoming/s.batch/cat.jpg", jpeg_bytes(640, 400))
+        local.upload("incoming/s.batch/s.batch.jsonl", jsonl({"image": "cat.jpg", "prompt": "a"}, {"image": "cat.jpg", "prompt": "b"}))
+        [batch] = batch_notices(local, "incoming/s.batch/s.batch.jsonl", timeout=600)
+        lines = line_notices(local, batch["batch_id"])
+    assert sorted(r.notice["batch"]["line"] for r in lines) == [1, 2] and batch["failed_lines"] == [1, 2]
+    assert all(r.notice["error"]["code"] == "INTERNAL" and "never became a job" in r.notice["error"]["message"] for r in lines)
+    assert not local.emulator.submissions

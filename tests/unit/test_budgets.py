@@ -307,6 +307,12 @@ LINE_PATHS = {
 }
 
 
+def test_the_sweep_starts_another_line_only_when_its_worst_case_fits() -> None:
+    # a line without a job after the Map: is its execution there? if not, its item, notice and end
+    calls = [Call("states:DescribeExecution", "batch._refuse_unless_started", 1, AWS), *line_path()[2:], *NOTICE, *LINE_ENDED]
+    assert total(calls) <= batch.SWEEP_LINE_WORST_SECONDS, table(calls)
+
+
 @pytest.mark.parametrize("path", list(LINE_PATHS))
 def test_the_batch_function_starts_a_line_only_when_its_worst_case_fits(path: str) -> None:
     assert total(LINE_PATHS[path]) <= batch.LINE_WORST_SECONDS <= timeout("BatchFunction"), table(LINE_PATHS[path])

@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from img2video.aws.batches import claim_output, set_listed
+from img2video.aws.batches import claim_output, get_batch, set_listed
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.intake import (
     PendingJob,
@@ -228,26 +228,36 @@ def _accept(batch: Batch, item: dict[str, Any], pending: PendingJob, settings: S
 
 def refuse_lines(batch: Batch, lines: list[dict[str, Any]], error: dict[str, Any]) -> None:
     """Each line of a chunk whose handling failed on every try: its failure notice, unless its job is running."""
-    settings = get_settings()
-    executions = settings.state_machine_arn.replace(":stateMachine:", ":execution:")
     reason = str(error.get("Error") or "an error")
     for item in lines:
-        pending = _pending(batch, int(item["line"]))
-        try:
-            client("stepfunctions").describe_execution(executionArn=f"{executions}:{pending.job_id}")
-            continue  # its job was accepted: its execution will send its notice
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
-                raise
-        with job_logging(pending.job_id):
-            refuse(pending, "INTERNAL", f"line {pending.batch.line if pending.batch else '?'}: could not be accepted ({reason})")
+        _refuse_unless_started(batch, int(item["line"]), f"could not be accepted ({reason})")
 
 
-# --- tally: how many lines, and maybe the end ------------------------------------------------------------------------
+def _refuse_unless_started(batch: Batch, number: int, why: str) -> None:
+    settings = get_settings()
+    pending = _pending(batch, number)
+    executions = settings.state_machine_arn.replace(":stateMachine:", ":execution:")
+    try:
+        client("stepfunctions").describe_execution(executionArn=f"{executions}:{pending.job_id}")
+        return  # its job was accepted: its execution will send its notice
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
+            raise
+    with job_logging(pending.job_id):
+        refuse(pending, "INTERNAL", f"line {number}: {why}")
+
+
+# --- tally: how many lines; every line without a job gets its notice; maybe the end ----------------------------------
+
+# A swept line: is its job's execution there, and if not its item, notice and end (tests/unit/test_budgets.py).
+SWEEP_LINE_WORST_SECONDS = 12 * AWS_CALL_WORST_SECONDS + QUICK_CALL_WORST_SECONDS
 
 
 def tally(batch: Batch, listed: dict[str, Any], error: dict[str, Any] | None) -> dict[str, Any]:
-    if error:
+    """The number of lines, once the Map is over; then every line that has neither ended nor a job (its chunk failed,
+    or the Map did) gets its failure notice, so that every line ends in one and the batch in its own. Returns
+    `more: true` when lines are left for the next invocation."""
+    if error and not listed:  # the manifest could not be read: the batch's notice says why, no line is a job
         cause = str(error.get("Cause") or "")
         try:
             message = str(json.loads(cause).get("errorMessage") or cause)
@@ -256,6 +266,21 @@ def tally(batch: Batch, listed: dict[str, Any], error: dict[str, Any] | None) ->
         name = str(error.get("Error") or "")
         code = "INVALID_MANIFEST" if name == "InvalidManifest" else "INTERNAL"
         set_listed(batch.batch_id, 0, NoticeError(code=code, message=message or name, stage="submit"))
-        return {"lines": 0}
-    set_listed(batch.batch_id, int(listed.get("lines", 0)))
-    return {"lines": int(listed.get("lines", 0))}
+        return {"lines": 0, "more": False}
+    lines = int(listed.get("lines", 0))
+    set_listed(batch.batch_id, lines)
+    numbers = [int(item["line"]) for part in _chunks_of(listed) for item in part["lines"]]
+    ended = set((get_batch(batch.batch_id) or {}).get("ended", []))
+    missing = [number for number in numbers if number not in ended]
+    why = f"never became a job ({error.get('Error') or 'its chunk failed'})" if error else "never became a job (its chunk failed)"
+    for done, number in enumerate(missing):
+        if done and remaining_seconds() < SWEEP_LINE_WORST_SECONDS:
+            return {"lines": lines, "more": True}
+        _refuse_unless_started(batch, number, why)
+    return {"lines": lines, "more": False}
+
+
+def _chunks_of(listed: dict[str, Any]) -> list[dict[str, Any]]:
+    body = client("s3").get_object(Bucket=listed["bucket"], Key=listed["key"])["Body"].read()
+    chunks: list[dict[str, Any]] = json.loads(body)
+    return chunks
