@@ -6,7 +6,9 @@ Run: `.venv/bin/python bench/batch_manifest.py [--lines 10000]`. The jobs are he
 (MaxSubmissionsPerDay=1), so what is measured is acceptance, not 10,000 generations; their waits happen in Wait
 states, as on AWS. Calls are those local IAM checked (every call a function or a state machine makes); state
 transitions are the batch execution's own plus its child executions' (2 per invocation of the lines step, 1 per
-child's end), the jobs' own not included (see bench/per_job.py).
+child's end), the jobs' own not included (see bench/per_job.py). Local mode holds OS threads for every waiting
+execution: on a machine with `vm.max_map_count` 65530, about 8,600 held jobs at once is its limit (AWS has none), and
+the lines past it are refused with their own INTERNAL notice; docs/benchmarks.md has both figures.
 """
 
 from __future__ import annotations
