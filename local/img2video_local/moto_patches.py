@@ -362,3 +362,43 @@ def state_machine_calls_name_their_role() -> None:
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
             module.boto_client_for = with_role  # type: ignore[attr-defined]
+
+
+def distributed_maps_fail_past_their_tolerated_failures() -> None:
+    """AWS fails a Distributed Map run (States.ExceedToleratedFailureThreshold) once more of its child executions failed
+    than ToleratedFailureCount / ToleratedFailurePercentage allow (0 by default: any). moto counted a failed child and
+    reported the run as succeeded: the Map's Catch was never taken."""
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent, FailureEventException
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original = DistributedIterationComponent._map_run
+    if getattr(original, "img2video_patched", False):
+        return
+
+    def map_run(self: Any, env: Any, eval_input: Any) -> None:
+        original(self, env, eval_input)
+        counter = eval_input.map_run_record.item_counter
+        failed, total = counter.failed.get() + counter.timed_out.get(), counter.total.get()
+        count = eval_input.tolerated_failure_count or 0
+        percentage = eval_input.tolerated_failure_percentage or 0
+        if failed > count and (not total or failed * 100 / total > percentage):
+            name = StatesErrorNameType.StatesExceedToleratedFailureThreshold
+            cause = f"The specified tolerated failure threshold was exceeded: {failed} of {total} items failed"
+            raise FailureEventException(
+                failure_event=FailureEvent(
+                    env=env,
+                    error_name=StatesErrorName(typ=name),
+                    event_type=HistoryEventType.ExecutionFailed,
+                    # moto's TypedDict is total, and moto itself passes one key
+                    event_details=EventDetails(executionFailedEventDetails=ExecutionFailedEventDetails(error=name.to_name(), cause=cause)),  # type: ignore[typeddict-item]
+                )
+            )
+
+    map_run.img2video_patched = True  # type: ignore[attr-defined]
+    DistributedIterationComponent._map_run = map_run  # type: ignore[method-assign]

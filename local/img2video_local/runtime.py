@@ -31,6 +31,7 @@ from img2video_local.moto_patches import (
     _ScaledTime,
     _skip_moto_backend_lock_when_known,
     _state_durations,
+    distributed_maps_fail_past_their_tolerated_failures,
     keep_task_failure_causes,
     lambda_service_errors_keep_their_names,
     one_log_line_at_a_time,
@@ -146,6 +147,7 @@ class LocalPipeline:
         lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
         state_machine_calls_name_their_role()
+        distributed_maps_fail_past_their_tolerated_failures()
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
         sqs_retention_check_in_constant_time()

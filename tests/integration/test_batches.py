@@ -185,6 +185,12 @@ def test_a_chunk_that_fails_every_try_still_ends_each_of_its_lines_in_one_notice
         local.upload("incoming/s.batch/s.batch.jsonl", jsonl({"image": "cat.jpg", "prompt": "a"}, {"image": "cat.jpg", "prompt": "b"}))
         [batch] = batch_notices(local, "incoming/s.batch/s.batch.jsonl", timeout=600)
         lines = line_notices(local, batch["batch_id"])
+        [execution] = local.sfn.list_executions(stateMachineArn=local.stack.id("BatchStateMachine"))["executions"]
+        history = local.sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+    # as on AWS, the Map failed (a child failed past the tolerated 0), and the sweep after its wait ended the lines
+    states = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert "LetChildrenFinish" in states and "SweepLines" in states and "CountLines" not in states
+    assert any(e["type"] == "MapRunFailed" for e in history)
     assert sorted(r.notice["batch"]["line"] for r in lines) == [1, 2] and batch["failed_lines"] == [1, 2]
     assert all(r.notice["error"]["code"] == "INTERNAL" and "never became a job" in r.notice["error"]["message"] for r in lines)
     assert not local.emulator.submissions
