@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from img2video.aws.jobs_table import BY_SOURCE_INDEX, BY_STATE_INDEX, STATES, plain
+from img2video.aws.jobs_table import ATTEMPTS_PREFIX, BATCH_PREFIX, BY_SOURCE_INDEX, BY_STATE_INDEX, STATES, plain
 from img2video.aws.s3_objects import is_missing
 from img2video.core.keys import IMAGE_SUFFIXES
 
@@ -207,11 +207,11 @@ def batch_status(stack: Stack, manifest: str) -> dict[str, Any]:
     key = manifest.split("/", 3)[3] if manifest.startswith("s3://") and manifest.count("/") >= 3 else manifest.lstrip("/")
     key = key if key.startswith(stack.input_prefix) else stack.input_prefix + key
     dynamodb = stack.client("dynamodb")
-    counter = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": f"#attempts#{key}"}}, ConsistentRead=True).get("Item")
+    counter = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": ATTEMPTS_PREFIX + key}}, ConsistentRead=True).get("Item")
     if not counter or "latest_batch" not in counter:
         raise CommandError(f"no batch of {key} in the jobs table (is it a .batch.jsonl or .batch.csv under {stack.input_prefix}?)")
     batch_id = counter["latest_batch"]["S"]
-    item = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": f"#batch#{batch_id}"}}, ConsistentRead=True).get("Item")
+    item = dynamodb.get_item(TableName=stack.jobs_table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}}, ConsistentRead=True).get("Item")
     if not item:
         raise CommandError(f"the batch {batch_id} of {key} has no item in the jobs table")
     failed = sorted(int(n) for n in item.pop("failed_lines", {}).get("NS", []))

@@ -223,7 +223,7 @@ def accept_path(*tail: Call, extra_images: int = 0) -> list[Call]:
     ]
 
 
-START = Call("states:StartExecution", "accept.start_execution", 1, AWS)
+START = Call("states:StartExecution", "intake.start_execution", 1, AWS)
 LATEST = Call("dynamodb:Query of the image's last job (a pair uploaded again?)", "jobs_table.latest_attempt", 1, AWS)
 # the job's item and attempt number: GetItem (counter), TransactWriteItems, GetItem (job) when it was refused
 OPEN = Call("dynamodb: the job's item and attempt number", "jobs_table.open_attempt", jobs_table.OPEN_ATTEMPT_CALLS, AWS)
@@ -270,7 +270,7 @@ BUDGETS = {
     ("PublishFunction", "EventBridge backstop"): PUBLISH_BACKSTOP,
     ("PublishFunction", "backstop of a batch's last line"): PUBLISH_BACKSTOP + LINE_ENDED + BATCH_COMPLETED,
     ("BatchFunction", "the count of lines, completing the batch"): [
-        Call("dynamodb:UpdateItem (lines) + GetItem", "batches.set_listed", 2, AWS),
+        Call("dynamodb:UpdateItem (lines), returning the item", "batches.set_listed", 1, AWS),
         *BATCH_COMPLETED,
     ],
     ("WebhookFunction", "a confirmed webhook"): WEBHOOK,

@@ -296,7 +296,7 @@ def test_unexpected_error_is_redelivered_then_becomes_an_internal_notice_on_the_
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(accept_module, "start_execution", broken)
+    monkeypatch.setattr(accept_module, "accept_job", broken)  # the start of its execution
     put(aws, "incoming/crash.txt", "p")
     put(aws, "incoming/crash.jpg", jpeg_bytes())
     first = accept(aws, "incoming/crash.jpg", receive_count=1)

@@ -13,17 +13,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from img2video.aws.clients import client
-from img2video.aws.idempotency import once_per
+from img2video.aws.idempotency import sent_once
 from img2video.aws.job_events import batch_ended
-from img2video.aws.jobs_table import JOB_TTL_SECONDS, Opened, numbered, plain
+from img2video.aws.jobs_table import ATTEMPTS_PREFIX, BATCH_PREFIX, JOB_TTL_SECONDS, Opened, numbered, plain
 from img2video.core.batch import OUTCOMES, BatchNotice, Outcome, batch_notice, batch_publish_arguments
 from img2video.core.clock import iso, now
 from img2video.core.notices import BatchRef, NoticeError
 from img2video.core.settings import get_settings
 from img2video.observability import logger
 
-BATCH_PREFIX = "#batch#"
-_ATTEMPTS_PREFIX = "#attempts#"
 _OUTPUT_PREFIX = "#output#"  # a video key a batch line has claimed: two lines never write one video
 
 
@@ -95,7 +93,7 @@ def latest_batch(manifest_key: str) -> dict[str, Any] | None:
     """The newest batch of a manifest key: what `img2video batch status MANIFEST` shows."""
     counter = (
         client("dynamodb")
-        .get_item(TableName=_table(), Key={"job_id": {"S": _ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True)
+        .get_item(TableName=_table(), Key={"job_id": {"S": ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True)
         .get("Item")
     )
     if not counter or "latest_batch" not in counter:
@@ -131,21 +129,25 @@ def line_ended(batch: BatchRef, outcome: Outcome) -> None:
     complete_if_done(batch.batch_id, _plain_batch(item))
 
 
-def set_listed(batch_id: str, lines: int, error: NoticeError | None = None) -> None:
-    """The number of lines is known (the listing is over), or the manifest could not be read at all."""
+def set_listed(batch_id: str, lines: int, error: NoticeError | None = None) -> dict[str, Any]:
+    """The number of lines is known (the listing is over), or the manifest could not be read at all: the batch's item
+    as it now is (one call, no read after it), its notice published if every line has already ended."""
     values: dict[str, Any] = {":lines": {"N": str(lines)}, ":at": {"S": iso(now())}}
     update = "SET #lines = :lines, listed_at = :at"
     if error is not None:
         update += ", error_code = :code, error_message = :message"
         values.update({":code": {"S": error.code}, ":message": {"S": error.message}})
-    client("dynamodb").update_item(
+    answer = client("dynamodb").update_item(
         TableName=_table(),
         Key=_key(batch_id),
         UpdateExpression=update,
         ExpressionAttributeNames={"#lines": "lines"},
         ExpressionAttributeValues=values,
+        ReturnValues="ALL_NEW",
     )
-    complete_if_done(batch_id)
+    batch = _plain_batch(answer.get("Attributes")) or {}
+    complete_if_done(batch_id, batch)
+    return batch
 
 
 def complete_if_done(batch_id: str, batch: dict[str, Any] | None = None) -> BatchNotice | None:
@@ -177,15 +179,10 @@ def complete_if_done(batch_id: str, batch: dict[str, Any] | None = None) -> Batc
 
 
 def _publish_once(notice: BatchNotice) -> bool:
-    sent: list[bool] = []
-
-    @once_per("notice_id", purpose="img2video-batch-notice", argument="notice")
     def publish(notice: dict[str, Any]) -> dict[str, str]:
-        sent.append(True)
         parsed = BatchNotice.model_validate(notice)
         answer = client("sns").publish(**batch_publish_arguments(parsed, get_settings().topic_arn))
         logger.info("Published batch notice", extra={"notice_id": parsed.notice_id, "lines": parsed.lines, "counts": parsed.counts})
         return {"message_id": str(answer["MessageId"])}
 
-    publish(notice=notice.model_dump(mode="json"))
-    return bool(sent)
+    return sent_once("img2video-batch-notice", notice.model_dump(mode="json"), publish)

@@ -78,6 +78,20 @@ def once_per(key_path: str, purpose: str, argument: str) -> Callable[[Callable[.
     return decorator
 
 
+def sent_once(purpose: str, message: dict[str, Any], send: Callable[[dict[str, Any]], dict[str, str]]) -> bool:
+    """Call `send(message)` once per `message["notice_id"]`, whatever repeats; True when this call sent it (a repeat
+    gets the first call's answer from the record and sends nothing)."""
+    sent: list[bool] = []
+
+    @once_per("notice_id", purpose=purpose, argument="notice")
+    def send_recorded(notice: dict[str, Any]) -> dict[str, str]:
+        sent.append(True)
+        return send(notice)
+
+    send_recorded(notice=message)
+    return bool(sent)
+
+
 def _undo_failed_attempt(purpose: str, data: Any, exc: IdempotencyPersistenceLayerError) -> BaseException | None:
     """The function raised, and removing its in-progress record failed too: that record would hold every retry off
     until the invocation's whole timeout had passed (15 minutes for Submit). Try the removal again; when it works,

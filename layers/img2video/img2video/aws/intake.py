@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from img2video.aws.clients import client
+from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import open_attempt
 from img2video.aws.notify import publish_notice
 from img2video.aws.s3_objects import is_missing
@@ -52,11 +53,20 @@ def validated_image(bucket: str, key: str, size: int, spec: ModelSpec) -> ImageH
     )
 
 
+def image_key_named(relative: str, folder: str, settings: Settings) -> str | None:
+    """The key of an image a sidecar or a manifest's line names relative to its folder, or None when it climbs out of
+    the input prefix, is not a .jpg/.jpeg/.png/.webp, or is over S3's key length."""
+    resolved = resolve_relative(folder, relative, settings.input_prefix)
+    if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
+        return None
+    return resolved
+
+
 def image_beside(relative: str, field: str, folder: str, settings: Settings, spec: ModelSpec) -> tuple[str, ImageHeader]:
     """An image a sidecar names (an end frame, an extra image): its key, once it exists and the model can take it."""
     shown = json.dumps(relative, ensure_ascii=False)
-    resolved = resolve_relative(folder, relative, settings.input_prefix)
-    if resolved is None or not resolved.lower().endswith(IMAGE_SUFFIXES) or len(resolved.encode()) > MAX_KEY_BYTES:
+    resolved = image_key_named(relative, folder, settings)
+    if resolved is None:
         raise InvalidSidecar(
             f'"{field}" entry {shown} must name a .jpg, .jpeg, .png or .webp '
             f"file inside {settings.input_prefix} (relative to the sidecar's folder {folder}), its key at most {MAX_KEY_BYTES} bytes"
@@ -84,18 +94,32 @@ def end_image_key(request: VideoRequest, first: ImageHeader, folder: str, settin
 # --- the job's one execution -------------------------------------------------------------------
 
 
-def start_execution(job: Job, settings: Settings) -> None:
-    """Start the job's execution, named after the job: a repeated event finds it started and changes nothing."""
-    # the submit window travels with the job: SubmitToNovita reads it as its TimeoutSecondsPath
-    state = {"job": job.model_dump(mode="json"), "accepted_at": iso(now()), "submit_window_seconds": settings.submit_window_seconds}
+def start_named_execution(state_machine_arn: str, name: str, data: dict[str, Any]) -> bool:
+    """Start the execution named `name`; False when a repeated event finds it started (nothing changes)."""
     try:
-        client("stepfunctions").start_execution(stateMachineArn=settings.state_machine_arn, name=job.job_id, input=json.dumps(state))
+        client("stepfunctions").start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(data))
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
             raise
         logger.info("Execution already exists; nothing to start")
-        return
-    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
+        return False
+    return True
+
+
+def start_execution(job: Job, settings: Settings) -> None:
+    """Start the job's execution, named after the job: a repeated event finds it started and changes nothing."""
+    # the submit window travels with the job: SubmitToNovita reads it as its TimeoutSecondsPath
+    state = {"job": job.model_dump(mode="json"), "accepted_at": iso(now()), "submit_window_seconds": settings.submit_window_seconds}
+    if start_named_execution(settings.state_machine_arn, job.job_id, state):
+        metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
+
+
+def accept_job(job: Job, pending: PendingJob, settings: Settings) -> None:
+    """The job is accepted: its "accepted" event once per job (not per event that found it), then its execution, so
+    the event comes before every other of the job's."""
+    if pending.new:
+        job_changed(job, "accepted", accepted_at=iso(now()))
+    start_execution(job, settings)
 
 
 @dataclass

@@ -30,7 +30,8 @@ TERMINAL_RANK = 9
 BY_STATE_INDEX = "by-state"  # state, updated_at: what is running, what failed since a time
 BY_SOURCE_INDEX = "by-source"  # source_key, created_at: every attempt of one image, newest first
 JOB_TTL_SECONDS = 90 * 24 * 3600
-_ATTEMPTS_PREFIX = "#attempts#"  # counter items; a job id never starts with "#"
+ATTEMPTS_PREFIX = "#attempts#"  # counter items; a job id never starts with "#"
+BATCH_PREFIX = "#batch#"  # a batch manifest's item: its lines counted as they end (aws/batches.py)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -131,7 +132,7 @@ def _put_numbered(item: dict[str, Any], attempt: int) -> Opened:
 def numbered(item: dict[str, Any], counted_key: str, counter_fields: dict[str, Any] | None = None) -> Opened:
     """Put `item` (only if new) numbered as the next attempt of `counted_key`, in one transaction with its counter."""
     dynamodb = client("dynamodb")
-    counter_key = {"job_id": _s(_ATTEMPTS_PREFIX + counted_key)}
+    counter_key = {"job_id": _s(ATTEMPTS_PREFIX + counted_key)}
     counter = dynamodb.get_item(TableName=_table(), Key=counter_key, ConsistentRead=True).get("Item")
     previous = int(counter["attempts"]["N"]) if counter else 0
     extra = {f":{name}": _value(value) for name, value in (counter_fields or {}).items()}

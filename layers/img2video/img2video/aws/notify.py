@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from img2video.aws.batches import line_ended
 from img2video.aws.clients import client
-from img2video.aws.idempotency import once_per
+from img2video.aws.idempotency import once_per, sent_once
 from img2video.aws.job_events import job_ended
 from img2video.aws.jobs_table import JobState as TableState
 from img2video.aws.jobs_table import record_quietly
@@ -67,11 +67,8 @@ def _decide(candidate: Notice) -> Notice:
 
 def _publish_once(notice: Notice) -> bool:
     """Publish the notice once per notice id; True when this call published it (not a repeat)."""
-    sent: list[bool] = []
 
-    @once_per("notice_id", purpose="img2video-notice", argument="notice")
     def publish(notice: dict[str, Any]) -> dict[str, str]:
-        sent.append(True)
         parsed = Notice.model_validate(notice)
         answer = client("sns").publish(**sns_publish_arguments(parsed, get_settings().topic_arn))
         logger.info("Published notice", extra={"notice_id": parsed.notice_id, "event": parsed.event})
@@ -84,5 +81,4 @@ def _publish_once(notice: Notice) -> bool:
             metrics.add_metric(name="JobsSucceeded", unit=MetricUnit.Count, value=1)
         return {"message_id": str(answer["MessageId"])}
 
-    publish(notice=notice.model_dump(mode="json"))
-    return bool(sent)
+    return sent_once("img2video-notice", notice.model_dump(mode="json"), publish)

@@ -8,22 +8,21 @@ from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import ClientError
 
 from img2video.aws.batches import open_batch
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.intake import (
     PendingJob,
+    accept_job,
     end_image_key,
     etag,
     extra_image_keys,
     head,
     refuse,
-    start_execution,
+    start_named_execution,
     validated_image,
 )
 from img2video.aws.invocation import remaining_seconds
-from img2video.aws.job_events import job_changed
 from img2video.aws.jobs_table import latest_attempt
 from img2video.aws.s3_objects import tag_source
 from img2video.aws.transient import backoff_seconds, describe, is_transient
@@ -372,9 +371,7 @@ def _accept(trigger: Trigger, pair: Pair, pending: PendingJob, settings: Setting
         manifest_key=manifest_key,
         uploaded_at=pending.uploaded_at,
     )
-    if pending.new:  # once per job, not per event that found the pair; before its execution starts, so in order
-        job_changed(job, "accepted", accepted_at=iso(now()))
-    start_execution(job, settings)
+    accept_job(job, pending, settings)
     tag_source(trigger.bucket, image.key, "queued", job.job_id)
     return Outcome.ACCEPTED
 
@@ -396,13 +393,7 @@ def _start_batch(trigger: Trigger, settings: Settings) -> Outcome:
             "manifest": {"bucket": trigger.bucket, "key": trigger.key, "etag": etag(found)},
             "uploaded_at": uploaded_at,
         }
-        try:
-            client("stepfunctions").start_execution(
-                stateMachineArn=settings.batch_state_machine_arn, name=batch_id, input=json.dumps({"batch": batch})
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
-                raise
+        start_named_execution(settings.batch_state_machine_arn, batch_id, {"batch": batch})
         logger.info("Handled upload", extra={"key": trigger.key, "outcome": Outcome.BATCH, "attempt": attempt})
     return Outcome.BATCH
 

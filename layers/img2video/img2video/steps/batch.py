@@ -15,20 +15,20 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from img2video.aws.batches import claim_output, get_batch, set_listed
+from img2video.aws.batches import claim_output, set_listed
 from img2video.aws.clients import AWS_CALL_WORST_SECONDS, QUICK_CALL_WORST_SECONDS, client
 from img2video.aws.intake import (
     PendingJob,
+    accept_job,
     end_image_key,
     etag,
     extra_image_keys,
     head,
+    image_key_named,
     refuse,
-    start_execution,
     validated_image,
 )
 from img2video.aws.invocation import remaining_seconds
-from img2video.aws.job_events import job_changed
 from img2video.aws.s3_objects import is_missing
 from img2video.aws.transient import is_transient
 from img2video.core.batch import (
@@ -40,10 +40,9 @@ from img2video.core.batch import (
     manifest_name,
     read_manifest,
 )
-from img2video.core.clock import iso, now
 from img2video.core.errors import InvalidManifest, InvalidSidecar, PipelineError, UnsupportedImage
 from img2video.core.jobs import Job, SourceObject, job_id
-from img2video.core.keys import IMAGE_SUFFIXES, MAX_KEY_BYTES, output_key_problem, parse_input_key, resolve_relative
+from img2video.core.keys import output_key_problem, parse_input_key
 from img2video.core.notices import BatchRef, NoticeError
 from img2video.core.settings import Settings, get_settings
 from img2video.core.sidecar import MAX_EXTRA_IMAGES, parse_sidecar
@@ -177,9 +176,9 @@ def _accept(batch: Batch, item: dict[str, Any], pending: PendingJob, settings: S
         raise InvalidSidecar(str(item["problem"]))
     relative, fields = line_fields(str(item["text"]), number)
     folder = manifest_folder(manifest.key)
-    image_key = resolve_relative(folder, relative, settings.input_prefix)
+    image_key = image_key_named(relative, folder, settings)
     shown = json.dumps(relative, ensure_ascii=False)
-    if image_key is None or not image_key.lower().endswith(IMAGE_SUFFIXES) or len(image_key.encode()) > MAX_KEY_BYTES:
+    if image_key is None:
         raise InvalidSidecar(
             f'line {number}: "image" {shown} must name a .jpg, .jpeg, .png or .webp file inside {settings.input_prefix} '
             f"(relative to the manifest's folder {folder})"
@@ -218,9 +217,7 @@ def _accept(batch: Batch, item: dict[str, Any], pending: PendingJob, settings: S
         uploaded_at=pending.uploaded_at,
         batch=pending.batch,
     )
-    if pending.new:
-        job_changed(job, "accepted", accepted_at=iso(now()))
-    start_execution(job, settings)
+    accept_job(job, pending, settings)
 
 
 # --- refuse: a chunk that could not be handled -----------------------------------------------------------------------
@@ -268,9 +265,8 @@ def tally(batch: Batch, listed: dict[str, Any], error: dict[str, Any] | None) ->
         set_listed(batch.batch_id, 0, NoticeError(code=code, message=message or name, stage="submit"))
         return {"lines": 0, "more": False}
     lines = int(listed.get("lines", 0))
-    set_listed(batch.batch_id, lines)
+    ended = set(set_listed(batch.batch_id, lines).get("ended", []))
     numbers = [int(item["line"]) for part in _chunks_of(listed) for item in part["lines"]]
-    ended = set((get_batch(batch.batch_id) or {}).get("ended", []))
     missing = [number for number in numbers if number not in ended]
     why = f"never became a job ({error.get('Error') or 'its chunk failed'})" if error else "never became a job (its chunk failed)"
     for done, number in enumerate(missing):
