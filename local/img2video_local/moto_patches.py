@@ -183,6 +183,31 @@ def stopped_executions_stay_aborted() -> None:
     Environment.set_timed_out = keep_stop(set_timed_out)  # type: ignore[method-assign]
 
 
+def one_thread_per_execution() -> None:
+    """moto's interpreter runs every program (an execution's, a Map iteration's) in a thread of its own and joins it
+    from the thread that started it, to stop waiting at the machine's TimeoutSeconds. Without one (our machines have
+    none) the join only doubles the threads each waiting execution holds: 10,000 jobs held by the daily limit took
+    20,000, past this machine's limits (pid_max 32,768 counts threads, vm.max_map_count 65,530 counts their stacks),
+    and local mode refused new threads at 8,597 jobs, where AWS holds any number. A program without a timeout is
+    evaluated in the thread that starts it; one with a timeout keeps moto's way."""
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+    from moto.stepfunctions.parser.asl.component.program.program import Program
+
+    if getattr(Program.eval, "img2video_one_thread", False):
+        return
+    with_timeout = Program.eval
+
+    def evaluate(self: Any, env: Any) -> None:
+        if self.timeout_seconds is not None:
+            with_timeout(self, env)
+            return
+        env.next_state_name = self.start_at.start_at_name
+        EvalComponent.eval(self, env)
+
+    evaluate.img2video_one_thread = True  # type: ignore[attr-defined]
+    Program.eval = evaluate  # type: ignore[method-assign]
+
+
 def _skip_moto_backend_lock_when_known() -> None:
     """moto takes one global lock on every request just to check that the account's backend exists; under a
     burst every handler thread queues on it (py-spy: a third of a 60-job burst). Skip it once the backend is there."""

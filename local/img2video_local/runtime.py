@@ -37,6 +37,7 @@ from img2video_local.moto_patches import (
     one_log_line_at_a_time,
     one_metrics_flush_at_a_time,
     one_start_per_execution_name,
+    one_thread_per_execution,
     s3_eventbridge_events_as_s3_sends_them,
     s3_notification_configuration_shows_eventbridge,
     scale_state_durations,
@@ -146,6 +147,7 @@ class LocalPipeline:
         keep_task_failure_causes()
         lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
+        one_thread_per_execution()
         state_machine_calls_name_their_role()
         distributed_maps_fail_past_their_tolerated_failures()
         one_metrics_flush_at_a_time()

@@ -29,6 +29,7 @@ from img2video_local.lambda_server import (
 )
 from img2video_local.moto_patches import (
     one_start_per_execution_name,
+    one_thread_per_execution,
     scale_state_durations,
     serialize_sqs_requests,
     sqs_retention_check_in_constant_time,
@@ -767,3 +768,39 @@ def test_an_execution_listed_while_it_starts_is_seen_running_never_without_a_sta
     records a new execution before it marks it RUNNING. Listing, describing and starting now take one lock
     (moto_patches.one_start_per_execution_name)."""
     assert _listed_while_starting(patched=True) == []
+
+
+def test_a_waiting_execution_holds_one_thread_and_a_machine_timeout_still_ends_it() -> None:
+    """Local mode must hold as many waiting executions as a batch makes jobs (10,000): moto held two threads for each
+    (a program thread and the thread joining it), and a 10,000-line manifest ran out of threads at 8,597 jobs. Each
+    waits in one thread now (moto_patches.one_thread_per_execution); a machine's own TimeoutSeconds still ends it."""
+    executions = 40
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[call-overload]
+        one_thread_per_execution()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        waits = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}
+        machine = sfn.create_state_machine(name="held", definition=json.dumps(waits), roleArn="arn:aws:iam::123456789012:role/held")
+        before = threading.active_count()
+        started = [
+            sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=f"held-{n}")["executionArn"] for n in range(executions)
+        ]
+        deadline = time.monotonic() + 120
+        waiting: list[str] = []
+        while len(waiting) < executions and time.monotonic() < deadline:
+            waiting = [
+                arn
+                for arn in started
+                if any(e["type"] == "WaitStateEntered" for e in sfn.get_execution_history(executionArn=arn)["events"])
+            ]
+        held = threading.active_count() - before
+        for arn in started:
+            sfn.stop_execution(executionArn=arn)
+        timed = dict(waits, TimeoutSeconds=1)
+        machine = sfn.create_state_machine(name="timed", definition=json.dumps(timed), roleArn="arn:aws:iam::123456789012:role/timed")
+        arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"])["executionArn"]
+        while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = sfn.describe_execution(executionArn=arn)["status"]
+    assert len(waiting) == executions
+    assert held <= executions + 5, f"{held} threads for {executions} waiting executions"
+    assert status == "TIMED_OUT"
