@@ -203,6 +203,18 @@ def test_buckets_are_private_encrypted_and_tls_only(cfn: dict[str, Any], bucket:
     assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def test_a_batchs_chunks_expire_and_no_rule_reaches_the_videos(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    """The lines a batch writes for its Distributed Map are read by its own execution, then never again: they expire,
+    where the videos (the output prefix) never do."""
+    from img2video.steps.batch import LINES_PREFIX
+
+    rules = cfn["Resources"]["OutputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = {rule["Prefix"]: rule["ExpirationInDays"] for rule in rules if "ExpirationInDays" in rule}
+    assert expiring == {LINES_PREFIX: 30}
+    videos = sam["Globals"]["Function"]["Environment"]["Variables"]["OUTPUT_PREFIX"]
+    assert not videos.startswith(LINES_PREFIX) and not LINES_PREFIX.startswith(videos)
+
+
 def test_topic_queues_and_table_are_encrypted(cfn: dict[str, Any]) -> None:
     assert cfn["Resources"]["NoticesTopic"]["Properties"]["KmsMasterKeyId"]
     for queue in of_type(cfn, "AWS::SQS::Queue").values():
