@@ -6,16 +6,19 @@ Run: `.venv/bin/python bench/batch_manifest.py [--lines 10000]`. The jobs are he
 (MaxSubmissionsPerDay=1), so what is measured is acceptance, not 10,000 generations; their waits happen in Wait
 states, as on AWS. Calls are those local IAM checked (every call a function or a state machine makes); state
 transitions are the batch execution's own plus its child executions' (2 per invocation of the lines step, 1 per
-child's end), the jobs' own not included (see bench/per_job.py). Local mode holds OS threads for every waiting
-execution: on a machine with `vm.max_map_count` 65530, about 8,600 held jobs at once is its limit (AWS has none), and
-the lines past it are refused with their own INTERNAL notice; docs/benchmarks.md has both figures.
+child's end), the jobs' own not included (see bench/per_job.py). Local mode holds one OS thread for each waiting
+execution (moto_patches.one_thread_per_execution): 10,000 held jobs take 10,000 threads, within this machine's
+pid_max (32,768) and vm.max_map_count (65,530); moto's own two per execution stopped local mode at 8,597.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import threading
 import time
+import traceback
 import warnings
 from collections import Counter
 
@@ -36,6 +39,23 @@ def _calls_by_principal(used: Counter[tuple[str, str]]) -> Counter[str]:
     for (statement, _action), count in used.items():
         by[statement.split("Role/", 1)[0]] += count
     return by
+
+
+def _watch(local: LocalPipeline, started: float, stop: threading.Event) -> None:
+    """Every minute, on stderr: the jobs' executions so far, the threads local mode holds and what the most of them
+    are doing (one per waiting job is expected: moto_patches.one_thread_per_execution)."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    while not stop.wait(60):
+        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
+        jobs = sum(len(page["executions"]) for page in pages)
+        frames = sys._current_frames()
+        doing = Counter(
+            " < ".join(frame.name for frame in traceback.extract_stack(frames[thread.ident])[-3:][::-1])
+            for thread in threading.enumerate()
+            if thread.ident in frames
+        )
+        held = f"{threading.active_count():,} threads: {doing.most_common(3)}"
+        print(f"{time.monotonic() - started:6.0f} s: {jobs:,} jobs, {held}", file=sys.stderr)
 
 
 def main() -> int:
@@ -63,6 +83,8 @@ def main() -> int:
         before = Counter(policies.used)
         started = time.monotonic()
         local.upload("incoming/bench.batch/bench.batch.jsonl", manifest)
+        stop_watching = threading.Event()
+        threading.Thread(target=_watch, args=(local, started, stop_watching), daemon=True).start()
         sfn = boto3.client("stepfunctions", region_name=REGION)
         batch_arn = local.stack.id("BatchStateMachine")
         status, deadline = "", time.monotonic() + 3 * 3600
@@ -73,6 +95,7 @@ def main() -> int:
             if status in ("FAILED", "ABORTED", "TIMED_OUT"):
                 break
         wall = time.monotonic() - started
+        stop_watching.set()
         history = sfn.get_execution_history(executionArn=executions[0]["executionArn"], maxResults=1000)["events"]
         used = Counter(policies.used) - before
         by = _calls_by_principal(used)
@@ -84,6 +107,8 @@ def main() -> int:
             for (statement, action), count in used.items()
             if "BatchStateMachineRole" in statement and action == "lambda:invokefunction"
         )
+        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
+        jobs = Counter(execution["status"] for page in pages for execution in page["executions"])
         s3 = boto3.client("s3", region_name=REGION)
         listing = s3.list_objects_v2(Bucket=local.output_bucket, Prefix=LINES_PREFIX)["Contents"]
         chunks = json.loads(s3.get_object(Bucket=local.output_bucket, Key=listing[0]["Key"])["Body"].read())
@@ -97,6 +122,7 @@ def main() -> int:
     print("|---|---:|---|")
     print(f"| wall time, upload to every line's job started (local mode, 2 cores) | {wall:.0f} s | |")
     print(f"| jobs started (StartExecution by the lines step) | {starts:,} | |")
+    print(f"| the jobs' executions, by status | {', '.join(f'{n:,} {k}' for k, n in jobs.most_common())} | |")
     print(f"| chunks (child executions) | {len(chunks):,} (≤ {LINES_PER_CHUNK} lines, ≤ {CHUNK_BYTES // 1024} KiB each) | |")
     print(f"| invocations of the Batch function | {invocations:,} | |")
     print(f"| batch execution's history events | {len(history)} | {HISTORY_LIMIT:,} |")
@@ -106,7 +132,7 @@ def main() -> int:
     print(f"| AWS calls per line, all principals | {sum(by.values()) / args.lines:.2f} | |")
     for principal, count in sorted(by.items(), key=lambda item: -item[1]):
         print(f"| … by {principal} | {count / args.lines:.2f} | |")
-    return 0 if status == "SUCCEEDED" and starts >= args.lines else 1
+    return 0 if status == "SUCCEEDED" and jobs.total() >= args.lines else 1
 
 
 if __name__ == "__main__":

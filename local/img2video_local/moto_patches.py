@@ -7,6 +7,7 @@ does; each function's docstring says what AWS does and what moto did. LocalPipel
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import threading
@@ -52,6 +53,106 @@ def serialize_sqs_requests() -> None:
     from moto.sqs.responses import SQSResponse
 
     _under_one_lock(SQSResponse, ("call_action",))
+
+
+def dynamodb_transactions_copy_only_their_items() -> None:
+    """A transaction is all or nothing, and moto keeps it so by deep-copying every table it names before it writes,
+    to put the copy back if one part fails. The jobs table holds an item per job and attempt (30,000 for a 10,000-line
+    manifest), and every job's attempt and submission is a transaction: each copied the whole table under the
+    DynamoDB lock, and accepting a large manifest grew quadratic, with hundreds of threads queued on that lock. Here
+    moto's own transaction runs unchanged, but its "copy of a table" is a copy of the items the transaction names,
+    put back in place if it fails: the same all or nothing, at the cost of the transaction's own items."""
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend.transact_write_items, "img2video_fast_path", False):
+        return
+    copying_whole_tables = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        if any(table.stream_shard is not None for table in self.tables.values()):  # a stream's records: moto's way
+            copying_whole_tables(self, transact_items)
+            return
+        setattr(models, "copy", _CopyingTouchedItems(_transaction_keys(self.tables, transact_items)))  # noqa: B010
+        try:
+            copying_whole_tables(self, transact_items)
+        finally:
+            setattr(models, "copy", copy)  # noqa: B010
+            for name, table in list(self.tables.items()):
+                if isinstance(table, _TouchedItems):  # moto put its "copy" back: the touched items go back in the table
+                    table.put_back()
+                    self.tables[name] = table.table
+
+    transact_write_items.img2video_fast_path = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _transaction_keys(tables: dict[str, Any], transact_items: list[dict[str, Any]]) -> dict[str, list[tuple[Any, Any]]]:
+    """The keys a transaction names, by table, as moto keys its items (a part moto refuses before writing is left out)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    keys: dict[str, list[tuple[Any, Any]]] = {}
+    for part in transact_items:
+        for operation in part.values():
+            table = tables.get(str(operation.get("TableName"))) if isinstance(operation, dict) else None
+            key = (operation.get("Key") or operation.get("Item") or {}) if table is not None else {}
+            if table is None or table.hash_key_attr not in key:
+                continue
+            range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+            keys.setdefault(table.name, []).append(
+                (DynamoType(key[table.hash_key_attr]), DynamoType(range_value) if range_value is not None else None)
+            )
+    return keys
+
+
+class _TouchedItems:
+    """What moto's transaction keeps as its copy of `table`: the items it names, as they were."""
+
+    def __init__(self, table: Any, keys: list[tuple[Any, Any]]) -> None:
+        self.table = table
+        self.saved = [
+            (hash_value, range_value, copy.deepcopy(_stored_item(table, hash_value, range_value))) for hash_value, range_value in keys
+        ]
+
+    def put_back(self) -> None:
+        for hash_value, range_value, item in reversed(self.saved):
+            _store_item(self.table, hash_value, range_value, item)
+
+
+class _CopyingTouchedItems:
+    """The `copy` module as moto's transaction sees it: a table's deep copy is the items the transaction touches."""
+
+    def __init__(self, keys: dict[str, list[tuple[Any, Any]]]) -> None:
+        self.keys = keys
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        if isinstance(value, Table):
+            return _TouchedItems(value, self.keys.get(value.name, []))
+        return copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+
+def _stored_item(table: Any, hash_value: Any, range_value: Any) -> Any:
+    if table.range_key_attr:
+        return table.items.get(hash_value, {}).get(range_value)
+    return table.items.get(hash_value)
+
+
+def _store_item(table: Any, hash_value: Any, range_value: Any, item: Any) -> None:
+    """Put `item` at its key in moto's table, or remove what is there when it is None."""
+    if table.range_key_attr:
+        if item is not None:
+            table.items[hash_value][range_value] = item
+        elif hash_value in table.items:
+            table.items[hash_value].pop(range_value, None)
+    elif item is not None:
+        table.items[hash_value] = item
+    else:
+        table.items.pop(hash_value, None)
 
 
 def one_start_per_execution_name() -> None:
@@ -105,6 +206,33 @@ def sqs_retention_check_in_constant_time() -> None:
 
     is_valid.img2video_fast_path = True  # type: ignore[attr-defined]
     SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
+
+
+def sqs_named_attributes_in_constant_time() -> None:
+    """GetQueueAttributes for a few named attributes computes every attribute in moto, three of which count the
+    queue's messages. Local mode asks for one on each large SendMessage (aws_faults checks the queue's
+    MaximumMessageSize, as SQS does), and every job's submit message is large: with thousands of jobs waiting in the
+    SubmitQueue (a 10,000-line manifest), each send cost O(n) under the SQS lock, and the threads queued behind it
+    made accepting the manifest quadratic. Named attributes that count nothing are read one by one, with moto's own
+    formatting; any other request is moto's."""
+    from moto.core.utils import camelcase_to_underscores
+    from moto.sqs.models import Queue, SQSBackend
+
+    if getattr(SQSBackend.get_queue_attributes, "img2video_fast_path", False):
+        return
+    counted = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible"}
+    plain = set(Queue.BASE_ATTRIBUTES) - counted - {"Policy", "RedrivePolicy"}
+    all_of_them = SQSBackend.get_queue_attributes
+
+    def get_queue_attributes(self: Any, queue_name: str, attribute_names: list[str]) -> dict[str, Any]:
+        if not attribute_names or not set(attribute_names) <= plain:
+            return all_of_them(self, queue_name, attribute_names)
+        queue = self.get_queue(queue_name)
+        found = {name: getattr(queue, camelcase_to_underscores(name)) for name in attribute_names}
+        return {name: str(value).lower() if isinstance(value, bool) else value for name, value in found.items() if value is not None}
+
+    get_queue_attributes.img2video_fast_path = True  # type: ignore[attr-defined]
+    SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
 
 
 def keep_task_failure_causes() -> None:

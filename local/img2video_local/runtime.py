@@ -32,6 +32,7 @@ from img2video_local.moto_patches import (
     _skip_moto_backend_lock_when_known,
     _state_durations,
     distributed_maps_fail_past_their_tolerated_failures,
+    dynamodb_transactions_copy_only_their_items,
     keep_task_failure_causes,
     lambda_service_errors_keep_their_names,
     one_log_line_at_a_time,
@@ -43,6 +44,7 @@ from img2video_local.moto_patches import (
     scale_state_durations,
     serialize_dynamodb_requests,
     serialize_sqs_requests,
+    sqs_named_attributes_in_constant_time,
     sqs_retention_check_in_constant_time,
     state_machine_calls_name_their_role,
     stopped_executions_stay_aborted,
@@ -141,6 +143,7 @@ class LocalPipeline:
             self._set_env({name: None})
         _skip_moto_backend_lock_when_known()
         serialize_dynamodb_requests()
+        dynamodb_transactions_copy_only_their_items()
         serialize_sqs_requests()
         one_start_per_execution_name()
         doorbell.install()
@@ -153,6 +156,7 @@ class LocalPipeline:
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
         sqs_retention_check_in_constant_time()
+        sqs_named_attributes_in_constant_time()
         s3_eventbridge_events_as_s3_sends_them()
         s3_notification_configuration_shows_eventbridge()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs

@@ -28,10 +28,12 @@ from img2video_local.lambda_server import (
     start_invoke_server,
 )
 from img2video_local.moto_patches import (
+    dynamodb_transactions_copy_only_their_items,
     one_start_per_execution_name,
     one_thread_per_execution,
     scale_state_durations,
     serialize_sqs_requests,
+    sqs_named_attributes_in_constant_time,
     sqs_retention_check_in_constant_time,
 )
 from img2video_local.template import REGION, FunctionSpec
@@ -509,6 +511,102 @@ def test_sqs_still_drops_a_message_older_than_its_queues_retention_period(limits
 
     assert "Messages" not in sqs.receive_message(QueueUrl=urls["old"])
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=urls["new"])["Messages"]] == ["new"]
+
+
+def test_named_queue_attributes_answer_as_moto_does_without_counting_the_messages(limits: None) -> None:
+    """Local mode asks a queue's MaximumMessageSize on every large send (as SQS checks it); moto computed every
+    attribute to answer, counting the queue's messages each time, so a SubmitQueue holding thousands of jobs made each
+    send slower (moto_patches.sqs_named_attributes_in_constant_time). The answer is moto's own, counted only when
+    asked for, and a message too large for its queue is still refused."""
+    from moto.sqs.models import Queue
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="held", Attributes={"MaximumMessageSize": "2048", "VisibilityTimeout": "45"})["QueueUrl"]
+    for n in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"job {n}")
+    named = ["MaximumMessageSize", "VisibilityTimeout", "SqsManagedSseEnabled", "QueueArn", "DelaySeconds"]
+    before = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=named)["Attributes"]
+    sqs_named_attributes_in_constant_time()
+    counted = []
+    messages = Queue.messages
+    with _patched(Queue, "messages", property(lambda queue: counted.append(queue.name) or messages.fget(queue))):  # type: ignore[attr-defined]
+        after = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=named)["Attributes"]
+        assert counted == []
+        count = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert after == before and after["MaximumMessageSize"] == "2048" and after["SqsManagedSseEnabled"] == "true"
+    assert count == {"ApproximateNumberOfMessages": "3"} and counted
+    with pytest.raises(ClientError, match="shorter than 2048 bytes"):
+        sqs.send_message(QueueUrl=url, MessageBody="x" * 2049)
+
+
+def test_a_transaction_is_all_or_nothing_without_copying_its_tables(limits: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto deep-copied every table a transaction names, to put it back if a part failed: with the jobs table holding
+    an item per job and attempt, each job's transactions cost O(table) under the DynamoDB lock and a 10,000-line
+    manifest's acceptance grew quadratic (moto_patches.dynamodb_transactions_copy_only_their_items). A failed
+    transaction still leaves every item as it was (updated, put, deleted), a successful one writes them all, and no
+    table is copied."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.table import Table
+
+    dynamodb_transactions_copy_only_their_items()
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    ddb.create_table(
+        TableName="jobs",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    ddb.create_table(
+        TableName="counters",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
+    ddb.put_item(TableName="jobs", Item={"pk": {"S": "job"}, "sk": {"S": "attempt"}, "n": {"N": "1"}})
+    ddb.put_item(TableName="counters", Item={"id": {"S": "day"}, "n": {"N": "7"}})
+    ddb.put_item(TableName="counters", Item={"id": {"S": "gone"}, "n": {"N": "0"}})
+    tables = dict(dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables)
+
+    def bump(condition: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "Update": {
+                    "TableName": "jobs",
+                    "Key": {"pk": {"S": "job"}, "sk": {"S": "attempt"}},
+                    "UpdateExpression": "SET n = n + :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            },
+            {"Put": {"TableName": "jobs", "Item": {"pk": {"S": "job"}, "sk": {"S": "attempt#2"}}}},
+            {"Delete": {"TableName": "counters", "Key": {"id": {"S": "gone"}}}},
+            {
+                "Update": {
+                    "TableName": "counters",
+                    "Key": {"id": {"S": "day"}},
+                    "UpdateExpression": "SET n = n + :one",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": "7"}},
+                }
+            },
+        ]
+
+    def state() -> tuple[str | None, bool, bool, str]:
+        attempt = ddb.get_item(TableName="jobs", Key={"pk": {"S": "job"}, "sk": {"S": "attempt"}})["Item"]["n"]["N"]
+        second = "Item" in ddb.get_item(TableName="jobs", Key={"pk": {"S": "job"}, "sk": {"S": "attempt#2"}})
+        gone = "Item" not in ddb.get_item(TableName="counters", Key={"id": {"S": "gone"}})
+        return attempt, second, gone, ddb.get_item(TableName="counters", Key={"id": {"S": "day"}})["Item"]["n"]["N"]
+
+    def copied(*args: Any) -> Any:
+        raise AssertionError("a whole table was copied")
+
+    monkeypatch.setattr(Table, "__deepcopy__", copied, raising=False)
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        ddb.transact_write_items(TransactItems=bump("n < :limit"))  # the daily limit is reached: nothing changes
+    assert state() == ("1", False, False, "7")
+    ddb.transact_write_items(TransactItems=bump("n <= :limit"))
+    assert state() == ("2", True, True, "8")
+    assert dict(dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables) == tables  # the same tables, not copies
 
 
 def _race(target: Callable[[], None], threads: int, switch_seconds: float) -> None:
