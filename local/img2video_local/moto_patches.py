@@ -235,6 +235,51 @@ def sqs_named_attributes_in_constant_time() -> None:
     SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
 
 
+def sqs_queue_attributes_count_in_one_pass() -> None:
+    """moto computes every attribute of a queue on each SendMessage (to see whether a FIFO queue deduplicates by
+    content), and counts its messages three times over to do it, reading the clock for each message each time: with
+    thousands of jobs waiting in the SubmitQueue, each job's send cost that much. The three counts are made here in
+    one pass at one instant, the same answer (moto's own differ by the instants its passes read); the attributes are
+    moto's otherwise."""
+    import json
+
+    from moto.core.utils import camelcase_to_underscores, unix_time_millis
+    from moto.sqs.models import Queue
+
+    if getattr(Queue.attributes.fget, "img2video_one_pass", False):  # type: ignore[attr-defined]
+        return
+
+    def counts(queue: Any) -> dict[str, int]:
+        now, visible, delayed, in_flight = unix_time_millis(), 0, 0, 0
+        for message in queue._messages:
+            is_delayed, is_visible = now < message.delayed_until, now > message.visible_at
+            visible += is_visible and not is_delayed
+            delayed += is_delayed
+            in_flight += not is_visible
+        return {
+            "ApproximateNumberOfMessages": visible,
+            "ApproximateNumberOfMessagesDelayed": delayed,
+            "ApproximateNumberOfMessagesNotVisible": in_flight,
+        }
+
+    def attributes(self: Any) -> dict[str, Any]:
+        counted = counts(self)
+        names = [
+            *self.BASE_ATTRIBUTES,
+            *(self.FIFO_ATTRIBUTES if self.fifo_queue else []),
+            *(self.KMS_ATTRIBUTES if self.kms_master_key_id else []),
+        ]
+        result = {name: counted[name] if name in counted else getattr(self, camelcase_to_underscores(name)) for name in names}
+        if self.policy:
+            result["Policy"] = self.policy
+        if self.redrive_policy:
+            result["RedrivePolicy"] = json.dumps(self.redrive_policy)
+        return {name: str(value).lower() if isinstance(value, bool) else value for name, value in result.items()}
+
+    attributes.img2video_one_pass = True  # type: ignore[attr-defined]
+    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+
+
 def keep_task_failure_causes() -> None:
     """SendTaskFailure's `cause` reaches the state's Catch on AWS; moto's API layer drops it (its interpreter keeps
     it), so a Submit failure's message (an insufficient balance, the daily limit) would reach the notice as a bare
@@ -334,6 +379,55 @@ def one_thread_per_execution() -> None:
 
     evaluate.img2video_one_thread = True  # type: ignore[attr-defined]
     Program.eval = evaluate  # type: ignore[method-assign]
+
+
+def parse_each_definition_once() -> None:
+    """moto parses a state machine's definition (ANTLR, in pure Python) again for every execution it starts: half of
+    local mode's CPU while a 10,000-line manifest started its jobs, all of one definition. Each definition is parsed
+    once here and its program shared, as moto already shares one program among a Map's iterations running at once:
+    what an execution changes lives in its own environment. The one value a component sets for itself (the key of
+    its retry counters in that environment) is set before the program is shared, so no two executions race for it."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    if getattr(ExecutionWorker._get_evaluation_entrypoint, "img2video_parsed_once", False):
+        return
+
+    parsing = threading.Lock()  # executions started at once wait for the one parse
+
+    @functools.lru_cache(maxsize=64)
+    def program_of(definition: str) -> Any:
+        program = AmazonStateLanguageParser.parse(definition)[0]
+        _settle_heap_keys(program)
+        return program
+
+    def entrypoint(self: Any) -> Any:
+        with parsing:
+            return program_of(self._evaluation_details.state_machine_details.definition)
+
+    entrypoint.img2video_parsed_once = True  # type: ignore[attr-defined]
+    ExecutionWorker._get_evaluation_entrypoint = entrypoint  # type: ignore[method-assign]
+
+
+def _settle_heap_keys(program: Any) -> None:
+    """Every component of a parsed program takes its heap key now (moto draws one the first time it is asked)."""
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+
+    seen: set[int] = set()
+    todo = [program]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, EvalComponent):
+            _ = node.heap_key
+        if isinstance(node, (list, tuple, set, frozenset)):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            todo.extend(node.values())
+        elif type(node).__module__.startswith("moto.stepfunctions.parser.asl") and hasattr(node, "__dict__"):
+            todo.extend(vars(node).values())
 
 
 def _skip_moto_backend_lock_when_known() -> None:

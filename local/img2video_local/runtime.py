@@ -39,12 +39,14 @@ from img2video_local.moto_patches import (
     one_metrics_flush_at_a_time,
     one_start_per_execution_name,
     one_thread_per_execution,
+    parse_each_definition_once,
     s3_eventbridge_events_as_s3_sends_them,
     s3_notification_configuration_shows_eventbridge,
     scale_state_durations,
     serialize_dynamodb_requests,
     serialize_sqs_requests,
     sqs_named_attributes_in_constant_time,
+    sqs_queue_attributes_count_in_one_pass,
     sqs_retention_check_in_constant_time,
     state_machine_calls_name_their_role,
     stopped_executions_stay_aborted,
@@ -151,12 +153,14 @@ class LocalPipeline:
         lambda_service_errors_keep_their_names()
         stopped_executions_stay_aborted()
         one_thread_per_execution()
+        parse_each_definition_once()
         state_machine_calls_name_their_role()
         distributed_maps_fail_past_their_tolerated_failures()
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
         sqs_retention_check_in_constant_time()
         sqs_named_attributes_in_constant_time()
+        sqs_queue_attributes_count_in_one_pass()
         s3_eventbridge_events_as_s3_sends_them()
         s3_notification_configuration_shows_eventbridge()
         self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]  # moto's TypedDict is stricter than its docs

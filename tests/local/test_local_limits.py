@@ -31,9 +31,11 @@ from img2video_local.moto_patches import (
     dynamodb_transactions_copy_only_their_items,
     one_start_per_execution_name,
     one_thread_per_execution,
+    parse_each_definition_once,
     scale_state_durations,
     serialize_sqs_requests,
     sqs_named_attributes_in_constant_time,
+    sqs_queue_attributes_count_in_one_pass,
     sqs_retention_check_in_constant_time,
 )
 from img2video_local.template import REGION, FunctionSpec
@@ -609,6 +611,37 @@ def test_a_transaction_is_all_or_nothing_without_copying_its_tables(limits: None
     assert dict(dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables) == tables  # the same tables, not copies
 
 
+def test_a_queues_attributes_count_its_messages_as_moto_does(limits: None) -> None:
+    """moto counted a queue's messages three times, reading the clock per message, on every send
+    (moto_patches.sqs_queue_attributes_count_in_one_pass): the counts and every other attribute are the same in one
+    pass, for messages waiting, in flight and delayed, on a standard and a FIFO queue."""
+    from moto.sqs.models import Queue
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    sqs.create_queue(QueueName="dlq")
+    standard = sqs.create_queue(
+        QueueName="work",
+        Attributes={"RedrivePolicy": '{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:dlq", "maxReceiveCount": "3"}'},
+    )
+    fifo = sqs.create_queue(QueueName="work.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+    for n in range(5):
+        sqs.send_message(QueueUrl=standard["QueueUrl"], MessageBody=f"waiting {n}")
+        sqs.send_message(QueueUrl=standard["QueueUrl"], MessageBody=f"delayed {n}", DelaySeconds=600)
+        sqs.send_message(QueueUrl=fifo["QueueUrl"], MessageBody=f"in order {n}", MessageGroupId="g")
+    sqs.receive_message(QueueUrl=standard["QueueUrl"], MaxNumberOfMessages=2, VisibilityTimeout=600)
+    sqs.receive_message(QueueUrl=fifo["QueueUrl"], MaxNumberOfMessages=1, VisibilityTimeout=600)
+    before = [sqs.get_queue_attributes(QueueUrl=q["QueueUrl"], AttributeNames=["All"])["Attributes"] for q in (standard, fifo)]
+    attributes = Queue.attributes
+    try:
+        sqs_queue_attributes_count_in_one_pass()
+        after = [sqs.get_queue_attributes(QueueUrl=q["QueueUrl"], AttributeNames=["All"])["Attributes"] for q in (standard, fifo)]
+    finally:
+        Queue.attributes = attributes  # type: ignore[method-assign]
+    assert after == before
+    assert [after[0][f"ApproximateNumberOfMessages{kind}"] for kind in ("", "NotVisible", "Delayed")] == ["3", "2", "5"]
+    assert [after[1][f"ApproximateNumberOfMessages{kind}"] for kind in ("", "NotVisible", "Delayed")] == ["4", "1", "0"]
+
+
 def _race(target: Callable[[], None], threads: int, switch_seconds: float) -> None:
     """Run `target` on this many threads at once, switching between them every `switch_seconds`, and wait for all."""
     running = [threading.Thread(target=target) for _ in range(threads)]
@@ -902,3 +935,43 @@ def test_a_waiting_execution_holds_one_thread_and_a_machine_timeout_still_ends_i
     assert len(waiting) == executions
     assert held <= executions + 5, f"{held} threads for {executions} waiting executions"
     assert status == "TIMED_OUT"
+
+
+def test_a_definition_is_parsed_once_and_its_executions_still_retry_on_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto parsed a machine's definition for every execution, half of local mode's CPU while a large batch started
+    its jobs (moto_patches.parse_each_definition_once). Ten executions of one machine at once now share one parse, and
+    each still counts its own retries: three tries, then its own failure."""
+    import uuid
+
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parse, parses = AmazonStateLanguageParser.parse, []
+
+    def counting(definition: str) -> Any:
+        parses.append(definition)
+        return parse(definition)
+
+    monkeypatch.setattr(AmazonStateLanguageParser, "parse", staticmethod(counting))
+    send = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage",
+        "Parameters": {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/missing", "MessageBody": "x"},
+        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 1}],
+        "End": True,
+    }
+    definition = {"Comment": str(uuid.uuid4()), "StartAt": "Send", "States": {"Send": send}}
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[call-overload]
+        parse_each_definition_once()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        machine = sfn.create_state_machine(
+            name="shared", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/shared"
+        )
+        arns = [sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=f"e{n}")["executionArn"] for n in range(10)]
+        deadline = time.monotonic() + 120
+        while any(sfn.describe_execution(executionArn=a)["status"] == "RUNNING" for a in arns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        histories = [sfn.get_execution_history(executionArn=a, maxResults=1000)["events"] for a in arns]
+    assert len([d for d in parses if definition["Comment"] in d]) == 2  # moto's check of the new machine, then one for all ten
+    for events in histories:
+        assert sum(e["type"] == "TaskScheduled" for e in events) == 3
+        assert events[-1]["type"] == "ExecutionFailed"
