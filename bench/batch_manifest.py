@@ -6,9 +6,10 @@ Run: `.venv/bin/python bench/batch_manifest.py [--lines 10000]`. The jobs are he
 (MaxSubmissionsPerDay=1), so what is measured is acceptance, not 10,000 generations; their waits happen in Wait
 states, as on AWS. Calls are those local IAM checked (every call a function or a state machine makes); state
 transitions are the batch execution's own plus its child executions' (2 per invocation of the lines step, 1 per
-child's end), the jobs' own not included (see bench/per_job.py). Local mode holds one OS thread for each waiting
-execution (moto_patches.one_thread_per_execution): 10,000 held jobs take 10,000 threads, within this machine's
-pid_max (32,768) and vm.max_map_count (65,530); moto's own two per execution stopped local mode at 8,597.
+child's end), the jobs' own not included (see bench/per_job.py). Local mode holds one or two OS threads per waiting
+job (moto_patches.one_thread_per_execution): at 10,000 lines that comes near Linux's default vm.max_map_count
+(65,530 memory maps) and pid_max (32,768); stderr shows the jobs and threads each minute. docs/benchmarks.md has the
+figures.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import json
 import sys
 import threading
 import time
-import traceback
 import warnings
 from collections import Counter
+from typing import Any
 
 import boto3
 from img2video.core.batch import CHUNK_BYTES, LINES_PER_CHUNK
@@ -49,13 +50,17 @@ def _watch(local: LocalPipeline, started: float, stop: threading.Event) -> None:
         pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
         jobs = sum(len(page["executions"]) for page in pages)
         frames = sys._current_frames()
-        doing = Counter(
-            " < ".join(frame.name for frame in traceback.extract_stack(frames[thread.ident])[-3:][::-1])
-            for thread in threading.enumerate()
-            if thread.ident in frames
-        )
+        doing = Counter(_innermost(frames[thread.ident]) for thread in threading.enumerate() if thread.ident in frames)
         held = f"{threading.active_count():,} threads: {doing.most_common(3)}"
         print(f"{time.monotonic() - started:6.0f} s: {jobs:,} jobs, {held}", file=sys.stderr)
+
+
+def _innermost(frame: Any, depth: int = 3) -> str:
+    names = []
+    while frame is not None and len(names) < depth:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return " < ".join(names)
 
 
 def main() -> int:
