@@ -45,14 +45,18 @@ def _calls_by_principal(used: Counter[tuple[str, str]]) -> Counter[str]:
 def _watch(local: LocalPipeline, started: float, stop: threading.Event) -> None:
     """Every minute, on stderr: the jobs' executions so far, the threads local mode holds and what the most of them
     are doing (one per waiting job is expected: moto_patches.one_thread_per_execution)."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
     while not stop.wait(60):
-        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
-        jobs = sum(len(page["executions"]) for page in pages)
+        jobs = _jobs_by_status(local).total()
         frames = sys._current_frames()
         doing = Counter(_innermost(frames[thread.ident]) for thread in threading.enumerate() if thread.ident in frames)
         held = f"{threading.active_count():,} threads: {doing.most_common(3)}"
         print(f"{time.monotonic() - started:6.0f} s: {jobs:,} jobs, {held}", file=sys.stderr)
+
+
+def _jobs_by_status(local: LocalPipeline) -> Counter[str]:
+    """The jobs' executions so far, by status."""
+    pages = local.sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
+    return Counter(execution["status"] for page in pages for execution in page["executions"])
 
 
 def _innermost(frame: Any, depth: int = 3) -> str:
@@ -90,7 +94,7 @@ def main() -> int:
         local.upload("incoming/bench.batch/bench.batch.jsonl", manifest)
         stop_watching = threading.Event()
         threading.Thread(target=_watch, args=(local, started, stop_watching), daemon=True).start()
-        sfn = boto3.client("stepfunctions", region_name=REGION)
+        sfn = local.sfn
         batch_arn = local.stack.id("BatchStateMachine")
         status, deadline = "", time.monotonic() + 3 * 3600
         while status != "SUCCEEDED" and time.monotonic() < deadline:
@@ -112,8 +116,7 @@ def main() -> int:
             for (statement, action), count in used.items()
             if "BatchStateMachineRole" in statement and action == "lambda:invokefunction"
         )
-        pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=local.stack.id("VideoJobStateMachine"))
-        jobs = Counter(execution["status"] for page in pages for execution in page["executions"])
+        jobs = _jobs_by_status(local)
         s3 = boto3.client("s3", region_name=REGION)
         listing = s3.list_objects_v2(Bucket=local.output_bucket, Prefix=LINES_PREFIX)["Contents"]
         chunks = json.loads(s3.get_object(Bucket=local.output_bucket, Key=listing[0]["Key"])["Body"].read())

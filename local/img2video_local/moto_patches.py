@@ -189,29 +189,19 @@ def one_log_line_at_a_time() -> None:
     _under_one_lock(LambdaPowertoolsFormatter, ("format", "append_keys", "remove_keys", "clear_state"))
 
 
-def sqs_retention_check_in_constant_time() -> None:
-    """moto checks each message it hands out against the queue's retention period by computing *every* attribute of
-    the queue, three of which count its messages: a receive from a queue holding n messages cost O(n) per message,
-    and a burst of 500 jobs waiting in the SubmitQueue spent most of its CPU there. Reading the one attribute gives
-    the same answer in constant time."""
-    from moto.core.utils import unix_time
-    from moto.sqs.models import SQSBackend
+_QUEUE_COUNTS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible")
 
-    if getattr(SQSBackend.is_message_valid_based_on_retention_period, "img2video_fast_path", False):
-        return
 
-    def is_valid(self: Any, queue_name: str, message: Any) -> bool:
-        retention_period = int(self.get_queue(queue_name).message_retention_period)
-        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())
-
-    is_valid.img2video_fast_path = True  # type: ignore[attr-defined]
-    SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
+def _as_moto_answers(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A queue's attribute values as moto answers them: booleans as "true" and "false"."""
+    return {name: str(value).lower() if isinstance(value, bool) else value for name, value in attributes.items()}
 
 
 def sqs_named_attributes_in_constant_time() -> None:
     """GetQueueAttributes for a few named attributes computes every attribute in moto, three of which count the
-    queue's messages. Local mode asks for one on each large SendMessage (aws_faults checks the queue's
-    MaximumMessageSize, as SQS does), and every job's submit message is large: with thousands of jobs waiting in the
+    queue's messages. moto asks for one itself for each message it hands out (its retention check: a receive from a
+    queue of n messages cost O(n) per message, most of a 500-job burst's CPU), and local mode on each large
+    SendMessage (aws_faults checks the queue's MaximumMessageSize, as SQS does): with thousands of jobs waiting in the
     SubmitQueue (a 10,000-line manifest), each send cost O(n) under the SQS lock, and the threads queued behind it
     made accepting the manifest quadratic. Named attributes that count nothing are read one by one, with moto's own
     formatting; any other request is moto's."""
@@ -220,8 +210,7 @@ def sqs_named_attributes_in_constant_time() -> None:
 
     if getattr(SQSBackend.get_queue_attributes, "img2video_fast_path", False):
         return
-    counted = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible"}
-    plain = set(Queue.BASE_ATTRIBUTES) - counted - {"Policy", "RedrivePolicy"}
+    plain = set(Queue.BASE_ATTRIBUTES) - set(_QUEUE_COUNTS) - {"Policy", "RedrivePolicy"}
     all_of_them = SQSBackend.get_queue_attributes
 
     def get_queue_attributes(self: Any, queue_name: str, attribute_names: list[str]) -> dict[str, Any]:
@@ -229,7 +218,7 @@ def sqs_named_attributes_in_constant_time() -> None:
             return all_of_them(self, queue_name, attribute_names)
         queue = self.get_queue(queue_name)
         found = {name: getattr(queue, camelcase_to_underscores(name)) for name in attribute_names}
-        return {name: str(value).lower() if isinstance(value, bool) else value for name, value in found.items() if value is not None}
+        return _as_moto_answers({name: value for name, value in found.items() if value is not None})
 
     get_queue_attributes.img2video_fast_path = True  # type: ignore[attr-defined]
     SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
@@ -256,11 +245,7 @@ def sqs_queue_attributes_count_in_one_pass() -> None:
             visible += is_visible and not is_delayed
             delayed += is_delayed
             in_flight += not is_visible
-        return {
-            "ApproximateNumberOfMessages": visible,
-            "ApproximateNumberOfMessagesDelayed": delayed,
-            "ApproximateNumberOfMessagesNotVisible": in_flight,
-        }
+        return dict(zip(_QUEUE_COUNTS, (visible, delayed, in_flight), strict=True))
 
     def attributes(self: Any) -> dict[str, Any]:
         counted = counts(self)
@@ -274,7 +259,7 @@ def sqs_queue_attributes_count_in_one_pass() -> None:
             result["Policy"] = self.policy
         if self.redrive_policy:
             result["RedrivePolicy"] = json.dumps(self.redrive_policy)
-        return {name: str(value).lower() if isinstance(value, bool) else value for name, value in result.items()}
+        return _as_moto_answers(result)
 
     attributes.img2video_one_pass = True  # type: ignore[attr-defined]
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]

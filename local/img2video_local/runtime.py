@@ -47,7 +47,6 @@ from img2video_local.moto_patches import (
     serialize_sqs_requests,
     sqs_named_attributes_in_constant_time,
     sqs_queue_attributes_count_in_one_pass,
-    sqs_retention_check_in_constant_time,
     state_machine_calls_name_their_role,
     stopped_executions_stay_aborted,
 )
@@ -158,7 +157,6 @@ class LocalPipeline:
         distributed_maps_fail_past_their_tolerated_failures()
         one_metrics_flush_at_a_time()
         one_log_line_at_a_time()
-        sqs_retention_check_in_constant_time()
         sqs_named_attributes_in_constant_time()
         sqs_queue_attributes_count_in_one_pass()
         s3_eventbridge_events_as_s3_sends_them()

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from img2video.aws.clients import client
 from img2video.aws.idempotency import sent_once
 from img2video.aws.job_events import batch_ended
-from img2video.aws.jobs_table import ATTEMPTS_PREFIX, BATCH_PREFIX, JOB_TTL_SECONDS, Opened, numbered, plain
+from img2video.aws.jobs_table import BATCH_PREFIX, JOB_TTL_SECONDS, Opened, numbered, plain
 from img2video.core.batch import OUTCOMES, BatchNotice, Outcome, batch_notice, batch_publish_arguments
 from img2video.core.clock import iso, now
 from img2video.core.notices import BatchRef, NoticeError
@@ -87,18 +87,6 @@ def _plain_batch(item: dict[str, Any] | None) -> dict[str, Any] | None:
     item = dict(item)
     sets: dict[str, list[int]] = {name: sorted(int(n) for n in item.pop(name)["NS"]) for name in ("ended", "failed_lines") if name in item}
     return {**plain(item), **sets}
-
-
-def latest_batch(manifest_key: str) -> dict[str, Any] | None:
-    """The newest batch of a manifest key: what `img2video batch status MANIFEST` shows."""
-    counter = (
-        client("dynamodb")
-        .get_item(TableName=_table(), Key={"job_id": {"S": ATTEMPTS_PREFIX + manifest_key}}, ConsistentRead=True)
-        .get("Item")
-    )
-    if not counter or "latest_batch" not in counter:
-        return None
-    return get_batch(counter["latest_batch"]["S"])
 
 
 def line_ended(batch: BatchRef, outcome: Outcome) -> None:
